@@ -1,0 +1,39 @@
+# `make run` and `make test` do all set-up themselves; `make setup` is that step.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3-bpfcc python3-pyroute2 bpftool python3-venv python3-yaml \
+	iproute2 util-linux libcap2-bin curl
+CONFIG ?= config.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint typecheck unit integration clean
+
+setup: $(VENV)/.installed
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }
+	@scripts/kernel-headers.sh
+
+# bcc's bindings live in Debian's Python; the venv reaches them through system site-packages.
+$(VENV)/.installed: pyproject.toml
+	@dpkg -s python3-venv python3-bpfcc >/dev/null 2>&1 || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/ebpf-net-exporter serve --config $(CONFIG)
+
+lint: setup
+	$(VENV)/bin/ruff check exporter tests
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+test: setup lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

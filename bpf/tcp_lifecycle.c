@@ -1,0 +1,413 @@
+// TCP connection lifecycle: opens, closes, failures and a lifetime histogram,
+// aggregated in the kernel so that no per-connection work reaches user space.
+//
+// Portability rule for every program in bpf/: read only tracepoint arguments
+// (their layout comes from tracefs at compile time), never kernel-internal
+// struct layouts. That is what lets the 6.1 fallback headers serve any kernel.
+//
+// Compile-time parameters (#defined by exporter/tcp_lifecycle.py):
+//   NBUCKETS, BUCKET_INDEX(ns)  histogram bounds, as an unrolled comparison
+//   MAX_SOCKS, MAX_SERIES        map bounds
+//   LABEL_DIRECTION, LABEL_SERVER_PORT, LABEL_PEER, LABEL_PROCESS   0 or 1
+//   PEER_MASK4, PEER_MASK6       byte masks aggregating peer addresses
+//   EMIT_EVENTS                  1 to publish each closed connection (log)
+//   USE_KPROBE                   1 on kernels without sock:inet_sock_set_state
+
+#include <uapi/linux/ptrace.h>
+#include <linux/socket.h>
+#include <uapi/linux/in.h>
+
+#define S_ESTABLISHED 1
+#define S_SYN_SENT 2
+#define S_SYN_RECV 3
+#define S_CLOSE 7
+
+#define DIR_INBOUND 1
+#define DIR_OUTBOUND 2
+
+#define FAIL_REFUSED 0
+#define FAIL_TIMEOUT 1
+#define FAIL_RESET 2
+#define FAIL_OTHER 3
+#define NFAIL 4
+
+// Indexes into `counters`: self-metrics the program keeps about itself.
+#define C_SOCKS_TRACKED 0
+#define C_SOCKS_FULL 1
+#define C_SERIES_OVERFLOW 2
+#define C_EVENTS_LOST 3
+#define NCOUNTERS 4
+
+struct conn_key {
+    u8 direction;
+    u8 family;
+    u8 overflow;
+    u8 pad;
+    u16 server_port;
+    u16 pad2;
+    u8 peer[16];
+    char comm[16];
+};
+
+struct conn_val {
+    u64 opened;
+    u64 closed;
+    u64 failures[NFAIL];
+    u64 duration_sum_ns;
+    u64 buckets[NBUCKETS + 1];
+};
+
+struct sock_info {
+    u64 start_ns;
+    s32 error;       // sk_err as reported, 0 if none
+    u8 established;
+    u8 failed;       // closed before ESTABLISHED; counted when destroyed
+    u8 pad[2];
+    struct conn_key key;
+};
+
+// The socket that last closed without being established, per CPU. The kernel
+// reports a connect error (sock:inet_sk_error_report) right after the CLOSE
+// transition, on the same CPU, but without the socket's address, and with the
+// local port already released: this slot ties the report to its socket.
+struct failed_close {
+    u64 sk;
+    u8 daddr[16];
+    u16 dport;
+    u16 family;
+    u32 valid;
+};
+
+struct tuple {
+    u8 saddr[16];
+    u8 daddr[16];
+    u16 sport;
+    u16 dport;
+    u16 family;
+    u16 pad;
+};
+
+struct close_event {
+    u64 duration_ns;
+    u8 laddr[16];
+    u8 raddr[16];
+    u16 lport;
+    u16 rport;
+    u8 family;
+    u8 direction;
+    u8 pad[2];
+};
+
+BPF_HASH(socks, u64, struct sock_info, MAX_SOCKS);
+BPF_HASH(conn_stats, struct conn_key, struct conn_val, MAX_SERIES);
+BPF_PERCPU_ARRAY(last_failed_close, struct failed_close, 1);
+BPF_ARRAY(counters, u64, NCOUNTERS);
+#if EMIT_EVENTS
+BPF_RINGBUF_OUTPUT(close_events, 64);
+#endif
+
+static __always_inline void count(int idx, s64 delta)
+{
+    u64 *c = counters.lookup(&idx);
+    if (c)
+        __sync_fetch_and_add(c, delta);
+}
+
+// Normalises the socket's addresses: IPv4-mapped IPv6 becomes IPv4, so the
+// same peer aggregates the same way whichever socket family carried it.
+static __always_inline u8 fill_tuple(struct tuple *t, u16 family, u16 sport, u16 dport,
+                                     const u8 *saddr4, const u8 *daddr4,
+                                     const u8 *saddr6, const u8 *daddr6)
+{
+    t->sport = sport;
+    t->dport = dport;
+    if (family == AF_INET6) {
+        int mapped = 1;
+#pragma unroll
+        for (int i = 0; i < 10; i++)
+            if (daddr6[i] != 0)
+                mapped = 0;
+        if (daddr6[10] != 0xff || daddr6[11] != 0xff)
+            mapped = 0;
+        if (!mapped) {
+            t->family = AF_INET6;
+            __builtin_memcpy(t->saddr, saddr6, 16);
+            __builtin_memcpy(t->daddr, daddr6, 16);
+            return AF_INET6;
+        }
+    }
+    t->family = AF_INET;
+    __builtin_memcpy(t->saddr, saddr4, 4);
+    __builtin_memcpy(t->daddr, daddr4, 4);
+    return AF_INET;
+}
+
+static __always_inline int fail_reason(int err)
+{
+    switch (err) {
+    case 111: /* ECONNREFUSED */
+        return FAIL_REFUSED;
+    case 110: /* ETIMEDOUT */
+        return FAIL_TIMEOUT;
+    case 104: /* ECONNRESET */
+        return FAIL_RESET;
+    default:
+        return FAIL_OTHER;
+    }
+}
+
+static __always_inline struct conn_val *series(struct conn_key *key)
+{
+    struct conn_val *val = conn_stats.lookup(key);
+    if (val)
+        return val;
+    struct conn_val zero = {};
+    if (conn_stats.insert(key, &zero) != 0) {
+        // The series cap is reached: the overflow series (inserted by user
+        // space at start) absorbs the connection instead of losing it.
+        count(C_SERIES_OVERFLOW, 1);
+        u8 direction = key->direction;
+        __builtin_memset(key, 0, sizeof(*key));
+        key->direction = direction;
+        key->overflow = 1;
+    }
+    return conn_stats.lookup(key);
+}
+
+static __always_inline void count_failure(struct sock_info *info)
+{
+    struct conn_val *val = series(&info->key);
+    u32 r = fail_reason(info->error);
+    if (val && r < NFAIL)
+        __sync_fetch_and_add(&val->failures[r], 1);
+}
+
+static __always_inline void on_birth(u64 sk, u8 direction, struct tuple *t, u8 family)
+{
+    // connect() may be retried on a socket whose previous attempt failed.
+    struct sock_info *old = socks.lookup(&sk);
+    if (old && old->failed)
+        count_failure(old);
+
+    struct sock_info info = {};
+    info.start_ns = bpf_ktime_get_ns();
+#if LABEL_DIRECTION
+    info.key.direction = direction;
+#endif
+#if LABEL_SERVER_PORT
+    info.key.server_port = direction == DIR_OUTBOUND ? t->dport : t->sport;
+#endif
+#if LABEL_PEER
+    info.key.family = family;
+    if (family == AF_INET) {
+        const u8 mask[4] = PEER_MASK4;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            info.key.peer[i] = t->daddr[i] & mask[i];
+    } else {
+        const u8 mask[16] = PEER_MASK6;
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            info.key.peer[i] = t->daddr[i] & mask[i];
+    }
+#endif
+#if LABEL_PROCESS
+    // Only connect() runs in the process's context; passive opens complete
+    // in softirq, where `current` is whoever was interrupted.
+    if (direction == DIR_OUTBOUND)
+        bpf_get_current_comm(&info.key.comm, sizeof(info.key.comm));
+#endif
+    if (socks.insert(&sk, &info) == 0) {
+        count(C_SOCKS_TRACKED, 1);
+    } else if (socks.update(&sk, &info) != 0) {
+        count(C_SOCKS_FULL, 1);
+    }
+    // update() succeeding means the address was reused by a new socket
+    // whose CLOSE we never saw; the tracked count is unchanged.
+}
+
+static __always_inline void on_established(struct sock_info *info)
+{
+    if (info->established)
+        return;
+    info->established = 1;
+    struct conn_val *val = series(&info->key);
+    if (val)
+        __sync_fetch_and_add(&val->opened, 1);
+}
+
+static __always_inline void forget(u64 sk)
+{
+    if (socks.delete(&sk) == 0)
+        count(C_SOCKS_TRACKED, -1);
+}
+
+static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, struct tuple *t)
+{
+    if (!info->established) {
+#if USE_KPROBE
+        count_failure(info);
+        forget(sk);
+#else
+        // The reason arrives after this transition, if at all: count the
+        // failure when the socket is destroyed (tcp:tcp_destroy_sock).
+        info->failed = 1;
+        int zero = 0;
+        struct failed_close *slot = last_failed_close.lookup(&zero);
+        if (slot) {
+            slot->sk = sk;
+            __builtin_memcpy(slot->daddr, t->daddr, 16);
+            slot->dport = t->dport;
+            slot->family = t->family;
+            slot->valid = 1;
+        }
+#endif
+        return;
+    }
+
+    u64 duration = bpf_ktime_get_ns() - info->start_ns;
+    struct conn_val *val = series(&info->key);
+    if (val) {
+        __sync_fetch_and_add(&val->closed, 1);
+        __sync_fetch_and_add(&val->duration_sum_ns, duration);
+        u32 b = BUCKET_INDEX(duration);
+        if (b <= NBUCKETS)
+            __sync_fetch_and_add(&val->buckets[b], 1);
+    }
+#if EMIT_EVENTS
+    struct close_event *ev = close_events.ringbuf_reserve(sizeof(struct close_event));
+    if (ev) {
+        ev->duration_ns = duration;
+        __builtin_memcpy(ev->laddr, t->saddr, 16);
+        __builtin_memcpy(ev->raddr, t->daddr, 16);
+        ev->lport = t->sport;
+        ev->rport = t->dport;
+        ev->family = t->family;
+        ev->direction = info->key.direction;
+        close_events.ringbuf_submit(ev, 0);
+    } else {
+        count(C_EVENTS_LOST, 1);
+    }
+#endif
+    forget(sk);
+}
+
+static __always_inline void on_state(void *ctx, u64 sk, int newstate, struct tuple *t, u8 family)
+{
+    if (newstate == S_SYN_SENT) {
+        on_birth(sk, DIR_OUTBOUND, t, family);
+        return;
+    }
+    if (newstate == S_SYN_RECV) {
+        on_birth(sk, DIR_INBOUND, t, family);
+        return;
+    }
+    struct sock_info *info = socks.lookup(&sk);
+    if (!info)
+        return; // opened before we started, or never tracked
+    if (newstate == S_ESTABLISHED)
+        on_established(info);
+    else if (newstate == S_CLOSE)
+        on_close(ctx, sk, info, t);
+}
+
+#if !USE_KPROBE
+struct addrs {
+    u8 s4[4];
+    u8 d4[4];
+    u8 s6[16];
+    u8 d6[16];
+};
+
+// The verifier forbids variable-offset reads of the tracepoint context, so
+// address arrays are copied to the stack before they are inspected.
+static __always_inline void read_addrs(struct addrs *a, const void *s4, const void *d4,
+                                       const void *s6, const void *d6)
+{
+    bpf_probe_read_kernel(a->s4, 4, s4);
+    bpf_probe_read_kernel(a->d4, 4, d4);
+    bpf_probe_read_kernel(a->s6, 16, s6);
+    bpf_probe_read_kernel(a->d6, 16, d6);
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    struct addrs a;
+    read_addrs(&a, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
+    struct tuple t = {};
+    u8 family = fill_tuple(&t, args->family, args->sport, args->dport, a.s4, a.d4, a.s6, a.d6);
+    on_state(args, (u64)args->skaddr, args->newstate, &t, family);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, inet_sk_error_report)
+{
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    int zero = 0;
+    struct failed_close *slot = last_failed_close.lookup(&zero);
+    if (!slot || !slot->valid)
+        return 0;
+    struct addrs a;
+    read_addrs(&a, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
+    struct tuple t = {};
+    fill_tuple(&t, args->family, args->sport, args->dport, a.s4, a.d4, a.s6, a.d6);
+    if (t.dport != slot->dport || t.family != slot->family)
+        return 0;
+    u8 differ = 0;
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+        differ |= t.daddr[i] ^ slot->daddr[i];
+    if (differ)
+        return 0;
+    slot->valid = 0;
+    struct sock_info *info = socks.lookup(&slot->sk);
+    if (info && info->failed)
+        info->error = args->error;
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+{
+    u64 sk = (u64)args->skaddr;
+    struct sock_info *info = socks.lookup(&sk);
+    if (!info)
+        return 0;
+    if (info->failed)
+        count_failure(info);
+    forget(sk);
+    return 0;
+}
+#else
+// Fallback for kernels older than 4.16, which lack the tracepoint. It needs
+// struct sock, so it is only correct with the running kernel's own headers;
+// the exporter refuses to choose it with the fallback header tree.
+#include <net/sock.h>
+
+int kprobe__tcp_set_state(struct pt_regs *ctx, struct sock *sk, int state)
+{
+    if (sk->__sk_common.skc_state == state)
+        return 0;
+    struct tuple t = {};
+    u16 family = sk->__sk_common.skc_family;
+    u16 sport = sk->__sk_common.skc_num;
+    u16 dport = ntohs(sk->__sk_common.skc_dport);
+    u8 s4[4], d4[4], s6[16], d6[16];
+    bpf_probe_read_kernel(s4, 4, &sk->__sk_common.skc_rcv_saddr);
+    bpf_probe_read_kernel(d4, 4, &sk->__sk_common.skc_daddr);
+    bpf_probe_read_kernel(s6, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+    bpf_probe_read_kernel(d6, 16, &sk->__sk_common.skc_v6_daddr);
+    u8 fam = fill_tuple(&t, family, sport, dport, s4, d4, s6, d6);
+    if (state == S_CLOSE) {
+        // Here sk_err is already set when the socket closes.
+        u64 key = (u64)sk;
+        struct sock_info *info = socks.lookup(&key);
+        if (info)
+            info->error = sk->sk_err;
+    }
+    on_state(ctx, (u64)sk, state, &t, fam);
+    return 0;
+}
+#endif

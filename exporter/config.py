@@ -1,0 +1,221 @@
+"""The configuration file, parsed once at start into frozen, typed objects.
+
+Every mistake raises ConfigError naming the dotted key, so the command line can
+print one line and exit 2; nothing past this module reads the raw mapping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.durations import parse_duration
+from exporter.errors import ConfigError
+
+CONNECTION_LABELS = ("direction", "server_port", "peer_address", "process")
+DEFAULT_CONNECTION_LABELS = ("direction", "server_port")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Bounds the kernel compares one by one; more would only bloat the program.
+MAX_BUCKETS = 64
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str  # "" means every address
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ConnectionsConfig:
+    buckets: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+                                  30.0, 60.0, 300.0, 900.0, 3600.0)
+    labels: tuple[str, ...] = DEFAULT_CONNECTION_LABELS
+    peer_prefix_ipv4: int = 24
+    peer_prefix_ipv6: int = 64
+    max_tracked: int = 65536
+    max_series: int = 4096
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: ListenAddress = ListenAddress("", 9435)
+    interval: float = 5.0
+    interfaces: tuple[str, ...] = ()
+    log_level: str = "info"
+    connections: ConnectionsConfig = ConnectionsConfig()
+
+    def with_overrides(self, listen: str | None = None, log_level: str | None = None) -> Config:
+        """Apply command-line flags, which win over the file."""
+        result = self
+        if listen is not None:
+            result = replace(result, listen=parse_listen(listen, "--web.listen-address"))
+        if log_level is not None:
+            result = replace(result, log_level=_choice(log_level, LOG_LEVELS, "--log-level"))
+        return result
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+    return parse_config({} if raw is None else raw)
+
+
+def parse_config(raw: object) -> Config:
+    top = _mapping(raw, "", ("listen", "interval", "interfaces", "log_level", "connections"))
+    default = Config()
+    listen = default.listen
+    if "listen" in top:
+        listen = parse_listen(_string(top["listen"], "listen"), "listen")
+    interval = default.interval
+    if "interval" in top:
+        interval = _duration(top["interval"], "interval")
+    interfaces: tuple[str, ...] = ()
+    if "interfaces" in top and top["interfaces"] is not None:
+        items = _list(top["interfaces"], "interfaces")
+        interfaces = tuple(_name(v, f"interfaces[{i}]") for i, v in enumerate(items))
+    log_level = default.log_level
+    if "log_level" in top:
+        log_level = _choice(_string(top["log_level"], "log_level"), LOG_LEVELS, "log_level")
+    connections = default.connections
+    if "connections" in top and top["connections"] is not None:
+        connections = _connections(top["connections"])
+    return Config(listen=listen, interval=interval, interfaces=interfaces,
+                  log_level=log_level, connections=connections)
+
+
+def parse_listen(text: str, key: str) -> ListenAddress:
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ConfigError(key, f"expected \"host:port\" or \":port\", got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(key, f"an IPv6 host must be in brackets, as in \"[::1]:9435\", got {text!r}")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(key, f"expected a port from 1 to 65535, got {port_text!r}")
+    return ListenAddress(host, int(port_text))
+
+
+def _connections(raw: object) -> ConnectionsConfig:
+    fields = ("buckets", "labels", "peer_prefix_ipv4", "peer_prefix_ipv6", "max_tracked",
+              "max_series")
+    section = _mapping(raw, "connections", fields)
+    default = ConnectionsConfig()
+    buckets = default.buckets
+    if "buckets" in section:
+        buckets = _buckets(section["buckets"], "connections.buckets")
+    labels = default.labels
+    if "labels" in section:
+        items = _list(section["labels"], "connections.labels")
+        chosen = [_choice(_string(v, f"connections.labels[{i}]"), CONNECTION_LABELS,
+                          f"connections.labels[{i}]") for i, v in enumerate(items)]
+        if len(set(chosen)) != len(chosen):
+            raise ConfigError("connections.labels", "a label is listed twice")
+        labels = tuple(chosen)
+    return ConnectionsConfig(
+        buckets=buckets,
+        labels=labels,
+        peer_prefix_ipv4=_int(section.get("peer_prefix_ipv4", default.peer_prefix_ipv4),
+                              "connections.peer_prefix_ipv4", 0, 32),
+        peer_prefix_ipv6=_int(section.get("peer_prefix_ipv6", default.peer_prefix_ipv6),
+                              "connections.peer_prefix_ipv6", 0, 128),
+        max_tracked=_int(section.get("max_tracked", default.max_tracked),
+                         "connections.max_tracked", 16, 1 << 24),
+        max_series=_int(section.get("max_series", default.max_series),
+                        "connections.max_series", 1, 1 << 20),
+    )
+
+
+def _buckets(raw: object, key: str) -> tuple[float, ...]:
+    items = _list(raw, key)
+    if not items:
+        raise ConfigError(key, "expected at least one bucket bound")
+    if len(items) > MAX_BUCKETS:
+        raise ConfigError(key, f"at most {MAX_BUCKETS} bounds are supported, got {len(items)}")
+    bounds: list[float] = []
+    for i, value in enumerate(items):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}[{i}]", f"expected a number of seconds, got {value!r}")
+        bound = float(value)
+        if not math.isfinite(bound) or bound <= 0:
+            raise ConfigError(f"{key}[{i}]", f"expected a positive number of seconds, got {value!r}")
+        if bounds and bound <= bounds[-1]:
+            raise ConfigError(f"{key}[{i}]", f"bounds must increase, but {value!r} follows {bounds[-1]!r}")
+        bounds.append(bound)
+    return tuple(bounds)
+
+
+def _mapping(raw: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key or "(top level)", f"expected a mapping, got {_kind(raw)}")
+    for name in raw:
+        if name not in allowed:
+            path = f"{key}.{name}" if key else str(name)
+            raise ConfigError(path, f"unknown key; expected one of: {', '.join(allowed)}")
+    return raw
+
+
+def _list(raw: object, key: str) -> list[Any]:
+    if not isinstance(raw, list):
+        raise ConfigError(key, f"expected a list, got {_kind(raw)}")
+    return raw
+
+
+def _string(raw: object, key: str) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(key, f"expected a string, got {_kind(raw)}")
+    return raw
+
+
+def _name(raw: object, key: str) -> str:
+    text = _string(raw, key)
+    if not text or len(text) > 15 or "/" in text or any(c.isspace() for c in text):
+        raise ConfigError(key, f"expected an interface name or glob of 1 to 15 characters, got {text!r}")
+    return text
+
+
+def _int(raw: object, key: str, low: int, high: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(key, f"expected a whole number from {low} to {high}, got {_kind(raw)}")
+    if not low <= raw <= high:
+        raise ConfigError(key, f"expected a whole number from {low} to {high}, got {raw}")
+    return raw
+
+
+def _duration(raw: object, key: str) -> float:
+    try:
+        seconds = parse_duration(_string(raw, key))
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+    if seconds <= 0:
+        raise ConfigError(key, "expected a duration above zero")
+    return seconds
+
+
+def _choice(value: str, allowed: tuple[str, ...], key: str) -> str:
+    if value not in allowed:
+        raise ConfigError(key, f"expected one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def _kind(raw: object) -> str:
+    if raw is None:
+        return "nothing"
+    if isinstance(raw, (Mapping, list)):
+        return "a mapping" if isinstance(raw, Mapping) else "a list"
+    return f"{type(raw).__name__} {raw!r}"

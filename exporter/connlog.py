@@ -1,0 +1,36 @@
+"""`ebpf-net-exporter log`: the seed's Connections Log, one block per closed connection."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from exporter.tcp_lifecycle import CloseEvent
+
+
+def human_duration(ns: int) -> str:
+    seconds = ns / 1e9
+    if seconds < 1:
+        return f"{ns / 1e6:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _endpoint(addr: object, port: int) -> str:
+    text = str(addr)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def format_connection(ev: CloseEvent) -> str:
+    # As in the seed, "Src" is the remote peer and "Dst" this host.
+    return (
+        "### [ Connection ] ###\n"
+        f"Src IP: {_endpoint(ev.remote, ev.remote_port)}, "
+        f"Dst IP: {_endpoint(ev.local, ev.local_port)}\n"
+        f"    Duration: {human_duration(ev.duration_ns)}\n"
+    )
+
+
+
+def print_connection(ev: CloseEvent, out: TextIO = sys.stdout) -> None:
+    out.write(format_connection(ev) + "\n")
+    out.flush()

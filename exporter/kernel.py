@@ -1,0 +1,113 @@
+"""What the host must offer before any BPF program loads, each failure with its remedy."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import SetupError
+
+TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+# Written by scripts/kernel-headers.sh into the Debian 6.1 tree it unpacks.
+FALLBACK_MARKER = ".ebpf-net-exporter-fallback-headers"
+# Capability bits (linux/capability.h).
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+
+
+def effective_capabilities(status: str | None = None) -> int:
+    text = status if status is not None else Path("/proc/self/status").read_text()
+    for line in text.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def check_privileges(caps: int | None = None) -> None:
+    caps = effective_capabilities() if caps is None else caps
+    has = lambda bit: bool(caps & (1 << bit))  # noqa: E731
+    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
+        return
+    raise SetupError(
+        "Loading BPF programs needs privileges this process does not have. Run the exporter "
+        "as root (sudo ebpf-net-exporter ...), or grant it CAP_BPF, CAP_PERFMON and "
+        "CAP_NET_ADMIN (for example with systemd's AmbientCapabilities= or "
+        "`setcap cap_bpf,cap_perfmon,cap_net_admin+ep`)."
+    )
+
+
+def tracefs_root(mounts: Sequence[Path] = TRACEFS_MOUNTS, try_mount: bool = True) -> Path:
+    """Where tracepoints are listed; mounts tracefs if it is not mounted yet."""
+    for root in mounts:
+        if (root / "events").is_dir():
+            return root
+    if try_mount:
+        target = mounts[0]
+        result = subprocess.run(["mount", "-t", "tracefs", "nodev", str(target)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode == 0 and (target / "events").is_dir():
+            return target
+    raise SetupError(
+        f"tracefs is not mounted (looked in {', '.join(str(m) for m in mounts)}) and could "
+        f"not be mounted. Mount it with `mount -t tracefs nodev {mounts[0]}`; in a container, "
+        "bind-mount the host's /sys/kernel/tracing (or /sys/kernel/debug)."
+    )
+
+
+def tracepoint_exists(root: Path, category: str, event: str) -> bool:
+    return (root / "events" / category / event / "format").is_file()
+
+
+def headers_dir(release: str | None = None, modules: Path = Path("/lib/modules")) -> Path:
+    return modules / (release or platform.release()) / "build"
+
+
+def check_kernel_headers(build: Path | None = None,
+                         kheaders: Path = Path("/sys/kernel/kheaders.tar.xz")) -> None:
+    build = build or headers_dir()
+    if (build / "include").is_dir() or kheaders.exists():
+        return
+    raise SetupError(
+        f"Kernel headers were not found at {build}; bcc compiles the BPF programs at start and "
+        "needs them. Run `make setup`, which installs this kernel's headers or, when the "
+        "distribution has none for it, links Debian's 6.1 headers there (enough for this "
+        "exporter, whose programs read only tracepoint arguments and packet data); or install "
+        f"your distribution's headers package for kernel {build.parent.name}."
+    )
+
+
+def headers_are_fallback(build: Path | None = None) -> bool:
+    return ((build or headers_dir()) / FALLBACK_MARKER).exists()
+
+
+def program_source(name: str) -> str:
+    # A checkout keeps bpf/ beside the package; an installed wheel maps it to exporter.bpf.
+    beside = Path(__file__).resolve().parent.parent / "bpf" / name
+    if beside.is_file():
+        return beside.read_text()
+    return resources.files("exporter.bpf").joinpath(name).read_text()
+
+
+def compile_program(name: str, cflags: Sequence[str]) -> Any:
+    """Compile and load one program from bpf/, turning bcc's failures into remedies."""
+    check_privileges()
+    check_kernel_headers()
+    from bcc import BPF  # imported late: it is only on the system Python's path
+
+    try:
+        return BPF(text=program_source(name), cflags=list(cflags))
+    except Exception as exc:
+        raise SetupError(
+            f"The BPF program {name} failed to compile or load: {exc}. The compiler or "
+            "verifier output above says where. If it names a missing header, the headers at "
+            f"{headers_dir()} do not fit this kernel: run `make setup` again. If the "
+            "verifier refused it, report the kernel version (`uname -r`) with that output."
+        ) from None
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0

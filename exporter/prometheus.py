@@ -1,0 +1,133 @@
+"""Prometheus exposition: a custom collector that renders the current snapshot."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import start_http_server
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.config import ListenAddress
+from exporter.snapshot import FAILURE_REASONS, ConnectionsSnapshot, Snapshot
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        if snap.connections is not None:
+            yield from connection_metrics(snap.connections)
+        yield from self_metrics(snap)
+
+
+def connection_metrics(conns: ConnectionsSnapshot) -> Iterator[Metric]:
+    names = list(conns.label_names)
+    opened = CounterMetricFamily(
+        "ebpf_net_tcp_connections_opened_total",
+        "TCP connections that reached ESTABLISHED since the exporter started.", labels=names)
+    closed = CounterMetricFamily(
+        "ebpf_net_tcp_connections_closed_total",
+        "Established TCP connections that reached CLOSE since the exporter started.",
+        labels=names)
+    active = GaugeMetricFamily(
+        "ebpf_net_tcp_connections_active",
+        "TCP connections established since the exporter started and not yet closed.",
+        labels=names)
+    failures = CounterMetricFamily(
+        "ebpf_net_tcp_connect_failures_total",
+        "TCP connections that closed before ESTABLISHED, by the error the kernel reported "
+        "(refused: RST to SYN; timeout: no answer; reset; other: aborted or another error).",
+        labels=names + ["reason"])
+    duration = HistogramMetricFamily(
+        "ebpf_net_tcp_connection_duration_seconds",
+        "Lifetime of established TCP connections, from SYN sent or received to CLOSE, "
+        "bucketed in the kernel.", labels=names)
+    bounds = [_format_bound(b) for b in conns.bucket_bounds] + ["+Inf"]
+    for s in conns.series:
+        values = [v for _, v in s.labels]
+        opened.add_metric(values, s.opened)
+        closed.add_metric(values, s.closed)
+        active.add_metric(values, s.active)
+        for reason, count in zip(FAILURE_REASONS, s.failures):
+            failures.add_metric(values + [reason], count)
+        cumulative, buckets = 0, []
+        for bound, count in zip(bounds, s.duration_buckets):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        duration.add_metric(values, buckets, s.duration_sum_ns / 1e9)
+    yield from (opened, closed, active, failures, duration)
+    yield _counter("ebpf_net_exporter_tcp_untracked_connections_total",
+                   "Connections not tracked because the socket map was full "
+                   "(raise connections.max_tracked).", conns.tracking_full)
+    yield _counter("ebpf_net_exporter_series_overflow_total",
+                   "Connections counted in the label value \"other\" because the series cap "
+                   "was reached (raise connections.max_series).", conns.series_overflow,
+                   ("metric_group", "tcp_connections"))
+    yield _counter("ebpf_net_exporter_events_lost_total",
+                   "Events dropped because a ring buffer was full.", conns.events_lost,
+                   ("ring", "tcp_close_events"))
+
+
+def self_metrics(snap: Snapshot) -> Iterator[Metric]:
+    info = GaugeMetricFamily("ebpf_net_exporter_build_info",
+                             "Version of ebpf-net-exporter, always 1.", labels=["version"])
+    info.add_metric([__version__], 1)
+    yield info
+    entries = GaugeMetricFamily("ebpf_net_exporter_map_entries",
+                                "Entries in a bounded BPF map.", labels=["map"])
+    capacity = GaugeMetricFamily("ebpf_net_exporter_map_max_entries",
+                                 "Capacity of a bounded BPF map.", labels=["map"])
+    for usage in snap.maps:
+        entries.add_metric([usage.name], usage.entries)
+        capacity.add_metric([usage.name], usage.capacity)
+    yield entries
+    yield capacity
+    cycle = SummaryMetricFamily("ebpf_net_exporter_collector_cycle_duration_seconds",
+                                "Time the collector thread spent reading the BPF maps.")
+    cycle.add_metric([], snap.cycles, snap.cycle_seconds_sum)
+    yield cycle
+    errors = CounterMetricFamily("ebpf_net_exporter_collector_errors_total",
+                                 "Collector cycles in which reading a source failed.",
+                                 labels=["source"])
+    for source in ("tcp_lifecycle",):
+        errors.add_metric([source], snap.errors.get(source, 0))
+    yield errors
+
+
+def _counter(name: str, doc: str, value: int, label: tuple[str, str] | None = None) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=[label[0]] if label else [])
+    family.add_metric([label[1]] if label else [], value)
+    return family
+
+
+def _format_bound(bound: float) -> str:
+    return repr(float(bound))
+
+
+def serve(listen: ListenAddress, snapshot: Callable[[], Snapshot]) -> tuple[Any, Any]:
+    """Start the /metrics server in its own thread; returns (server, thread)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    ProcessCollector(registry=registry)  # process_start_time_seconds marks restarts
+    if listen.host:
+        return start_http_server(listen.port, addr=listen.host, registry=registry)
+    try:  # every address: dual-stack where the host has IPv6
+        return start_http_server(listen.port, addr="::", registry=registry)
+    except OSError as exc:
+        if exc.errno != errno.EAFNOSUPPORT:
+            raise
+        return start_http_server(listen.port, addr="0.0.0.0", registry=registry)

@@ -1,0 +1,53 @@
+"""What one collector cycle read from the kernel: plain values, no BPF objects.
+
+The Prometheus and OpenTelemetry sides read only these, so they never touch maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FAILURE_REASONS = ("refused", "timeout", "reset", "other")
+
+
+@dataclass(frozen=True)
+class ConnectionSeries:
+    """Counts for one label set. Labels switched off in the config are absent."""
+
+    labels: tuple[tuple[str, str], ...]
+    opened: int
+    closed: int
+    failures: tuple[int, ...]  # by FAILURE_REASONS
+    duration_buckets: tuple[int, ...]  # per bucket, not cumulative; the last is +Inf
+    duration_sum_ns: int
+
+    @property
+    def active(self) -> int:
+        return self.opened - self.closed
+
+
+@dataclass(frozen=True)
+class MapUsage:
+    name: str
+    entries: int
+    capacity: int
+
+
+@dataclass(frozen=True)
+class ConnectionsSnapshot:
+    label_names: tuple[str, ...]
+    bucket_bounds: tuple[float, ...]
+    series: tuple[ConnectionSeries, ...]
+    tracking_full: int  # connections not tracked because the socket map was full
+    series_overflow: int  # connections folded into the overflow series
+    events_lost: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    timestamp: float
+    connections: ConnectionsSnapshot | None
+    maps: tuple[MapUsage, ...] = ()
+    cycles: int = 0
+    cycle_seconds_sum: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)

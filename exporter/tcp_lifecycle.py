@@ -1,0 +1,184 @@
+"""Loads bpf/tcp_lifecycle.c, attaches it and decodes its maps into snapshots."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter import kernel
+from exporter.config import ConnectionsConfig
+from exporter.errors import SetupError
+from exporter.snapshot import ConnectionSeries, ConnectionsSnapshot, MapUsage
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "tcp_lifecycle.c"
+DIRECTIONS = {1: "inbound", 2: "outbound"}
+AF_INET, AF_INET6 = 2, 10
+# Indexes of the program's `counters` array.
+C_SOCKS_TRACKED, C_SOCKS_FULL, C_SERIES_OVERFLOW, C_EVENTS_LOST = range(4)
+OVERFLOW = "other"
+
+
+@dataclass(frozen=True)
+class CloseEvent:
+    duration_ns: int
+    local: ipaddress.IPv4Address | ipaddress.IPv6Address
+    local_port: int
+    remote: ipaddress.IPv4Address | ipaddress.IPv6Address
+    remote_port: int
+    direction: str
+
+
+def choose_attach_mode(exists: Callable[[str, str], bool], fallback_headers: bool) -> str:
+    """"tracepoint" where the kernel has sock:inet_sock_set_state (4.16+), else "kprobe"."""
+    if exists("sock", "inet_sock_set_state") and exists("tcp", "tcp_destroy_sock"):
+        return "tracepoint"
+    if fallback_headers:
+        raise SetupError(
+            "This kernel lacks the sock:inet_sock_set_state tracepoint (added in Linux 4.16), "
+            "so connection tracking must use a kprobe on tcp_set_state, which reads struct "
+            "sock and needs this kernel's own headers, not the fallback tree. Install the "
+            "headers package for this kernel, or run on Linux 4.16 or newer."
+        )
+    return "kprobe"
+
+
+def bucket_index_macro(bounds: tuple[float, ...]) -> str:
+    """An unrolled `le` search: the verifier accepts it and it costs a few compares."""
+    expr = str(len(bounds))
+    for i in reversed(range(len(bounds))):
+        expr = f"((d) <= {round(bounds[i] * 1e9)}ULL ? {i} : {expr})"
+    return f"BUCKET_INDEX(d)={expr}"
+
+
+def prefix_mask(length: int, size: int) -> str:
+    mask = ((1 << (size * 8)) - 1) ^ ((1 << (size * 8 - length)) - 1)
+    return "{" + ",".join(str(b) for b in mask.to_bytes(size, "big")) + "}"
+
+
+def cflags(config: ConnectionsConfig, emit_events: bool, mode: str) -> list[str]:
+    labels = set(config.labels)
+    return [
+        f"-DNBUCKETS={len(config.buckets)}",
+        "-D" + bucket_index_macro(config.buckets),
+        f"-DMAX_SOCKS={config.max_tracked}",
+        # The overflow series (one per direction) live beside the capped ones.
+        f"-DMAX_SERIES={config.max_series + 3}",
+        f"-DLABEL_DIRECTION={int('direction' in labels)}",
+        f"-DLABEL_SERVER_PORT={int('server_port' in labels)}",
+        f"-DLABEL_PEER={int('peer_address' in labels)}",
+        f"-DLABEL_PROCESS={int('process' in labels)}",
+        f"-DPEER_MASK4={prefix_mask(config.peer_prefix_ipv4, 4)}",
+        f"-DPEER_MASK6={prefix_mask(config.peer_prefix_ipv6, 16)}",
+        f"-DEMIT_EVENTS={int(emit_events)}",
+        f"-DUSE_KPROBE={int(mode == 'kprobe')}",
+    ]
+
+
+def address(family: int, raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if family == AF_INET6:
+        return ipaddress.IPv6Address(raw[:16])
+    return ipaddress.IPv4Address(raw[:4])
+
+
+class TcpLifecycle:
+    """The connection lifecycle program, attached for as long as this object lives."""
+
+    def __init__(self, config: ConnectionsConfig, emit_events: bool = False) -> None:
+        self.config = config
+        root = kernel.tracefs_root()
+        self.mode = choose_attach_mode(lambda c, e: kernel.tracepoint_exists(root, c, e),
+                                       kernel.headers_are_fallback())
+        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, self.mode))
+        # TRACEPOINT_PROBE and kprobe__ functions attach themselves on load.
+        log.info("tcp lifecycle attached (%s)", self.mode)
+        self._stats = self.bpf["conn_stats"]
+        self._counters = self.bpf["counters"]
+        self._insert_overflow_series()
+
+    def _insert_overflow_series(self) -> None:
+        key_type, value_type = self._stats.Key, self._stats.Leaf
+        for direction in (0, 1, 2):
+            key = key_type()
+            key.direction = direction
+            key.overflow = 1
+            self._stats[key] = value_type()
+
+    def read(self) -> tuple[ConnectionsSnapshot, list[MapUsage]]:
+        counters = dict(self._counters.items_lookup_batch())
+        series = [self._decode(k, v) for k, v in self._stats.items_lookup_batch()]
+        visible = tuple(s for s in series if s is not None)
+        snapshot = ConnectionsSnapshot(
+            label_names=self.config.labels,
+            bucket_bounds=self.config.buckets,
+            series=visible,
+            tracking_full=int(counters.get(C_SOCKS_FULL, 0)),
+            series_overflow=int(counters.get(C_SERIES_OVERFLOW, 0)),
+            events_lost=int(counters.get(C_EVENTS_LOST, 0)),
+        )
+        maps = [
+            MapUsage("tcp_sockets", _signed(counters.get(C_SOCKS_TRACKED, 0)),
+                     self.config.max_tracked),
+            MapUsage("tcp_connection_series", len(series) - 3, self.config.max_series),
+        ]
+        return snapshot, maps
+
+    def _decode(self, key: Any, value: Any) -> ConnectionSeries | None:
+        overflow = bool(key.overflow)
+        if overflow and value.opened == 0 and not any(value.failures):
+            return None  # the reserved overflow series stay hidden until used
+        labels: list[tuple[str, str]] = []
+        for name in self.config.labels:
+            if name == "direction":
+                text = DIRECTIONS.get(key.direction, OVERFLOW)
+            elif overflow:
+                text = OVERFLOW
+            elif name == "server_port":
+                text = str(key.server_port)
+            elif name == "peer_address":
+                prefix = (self.config.peer_prefix_ipv4 if key.family == AF_INET
+                          else self.config.peer_prefix_ipv6)
+                text = f"{address(key.family, bytes(key.peer))}/{prefix}"
+            else:
+                text = bytes(key.comm).split(b"\0", 1)[0].decode("utf-8", "replace")
+            labels.append((name, text))
+        return ConnectionSeries(
+            labels=tuple(labels),
+            opened=int(value.opened),
+            closed=int(value.closed),
+            failures=tuple(int(f) for f in value.failures),
+            duration_buckets=tuple(int(b) for b in value.buckets),
+            duration_sum_ns=int(value.duration_sum_ns),
+        )
+
+    def open_events(self, handle: Callable[[CloseEvent], None]) -> None:
+        table = self.bpf["close_events"]
+
+        def on_event(_ctx: Any, data: Any, _size: int) -> None:
+            ev = table.event(data)
+            handle(CloseEvent(
+                duration_ns=int(ev.duration_ns),
+                local=address(ev.family, bytes(ev.laddr)),
+                local_port=int(ev.lport),
+                remote=address(ev.family, bytes(ev.raddr)),
+                remote_port=int(ev.rport),
+                direction=DIRECTIONS.get(ev.direction, "unknown"),
+            ))
+
+        table.open_ring_buffer(on_event)
+
+    def poll_events(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+def _signed(value: int) -> int:
+    return ctypes.c_int64(value).value
+
