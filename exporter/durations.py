@@ -16,4 +16,4 @@ def parse_duration(text: str) -> float:
     match = _PATTERN.match(text)
     if not text or match is None:
         raise ValueError(f"{text!r} is not a duration such as \"1s\", \"500ms\" or \"2m\"")
-    return sum(int(v) * _UNITS[u] for u, v in zip(_ORDER, match.groups()) if v is not None)
+    return sum(int(v) * _UNITS[u] for u, v in zip(_ORDER, match.groups(), strict=True) if v is not None)

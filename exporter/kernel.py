@@ -29,8 +29,7 @@ def effective_capabilities(status: str | None = None) -> int:
 
 def check_privileges(caps: int | None = None) -> None:
     caps = effective_capabilities() if caps is None else caps
-    has = lambda bit: bool(caps & (1 << bit))  # noqa: E731
-    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
+    if caps & (1 << CAP_SYS_ADMIN) or (caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON)):
         return
     raise SetupError(
         "Loading BPF programs needs privileges this process does not have. Run the exporter "

@@ -51,7 +51,7 @@ def connection_metrics(conns: ConnectionsSnapshot) -> Iterator[Metric]:
         "ebpf_net_tcp_connect_failures_total",
         "TCP connections that closed before ESTABLISHED, by the error the kernel reported "
         "(refused: RST to SYN; timeout: no answer; reset; other: aborted or another error).",
-        labels=names + ["reason"])
+        labels=[*names, "reason"])
     duration = HistogramMetricFamily(
         "ebpf_net_tcp_connection_duration_seconds",
         "Lifetime of established TCP connections, from SYN sent or received to CLOSE, "
@@ -62,10 +62,10 @@ def connection_metrics(conns: ConnectionsSnapshot) -> Iterator[Metric]:
         opened.add_metric(values, s.opened)
         closed.add_metric(values, s.closed)
         active.add_metric(values, s.active)
-        for reason, count in zip(FAILURE_REASONS, s.failures):
-            failures.add_metric(values + [reason], count)
+        for reason, count in zip(FAILURE_REASONS, s.failures, strict=True):
+            failures.add_metric([*values, reason], count)
         cumulative, buckets = 0, []
-        for bound, count in zip(bounds, s.duration_buckets):
+        for bound, count in zip(bounds, s.duration_buckets, strict=True):
             cumulative += count
             buckets.append((bound, cumulative))
         duration.add_metric(values, buckets, s.duration_sum_ns / 1e9)

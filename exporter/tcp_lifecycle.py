@@ -86,6 +86,35 @@ def address(family: int, raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Ad
     return ipaddress.IPv4Address(raw[:4])
 
 
+def decode_series(key: Any, value: Any, config: ConnectionsConfig) -> ConnectionSeries | None:
+    """One conn_stats entry as labels and counts; None for an unused overflow series."""
+    overflow = bool(key.overflow)
+    if overflow and value.opened == 0 and not any(value.failures):
+        return None  # the reserved overflow series stay hidden until used
+    labels: list[tuple[str, str]] = []
+    for name in config.labels:
+        if name == "direction":
+            text = DIRECTIONS.get(key.direction, OVERFLOW)
+        elif overflow:
+            text = OVERFLOW
+        elif name == "server_port":
+            text = str(key.server_port)
+        elif name == "peer_address":
+            prefix = config.peer_prefix_ipv4 if key.family == AF_INET else config.peer_prefix_ipv6
+            text = f"{address(key.family, bytes(key.peer))}/{prefix}"
+        else:
+            text = bytes(key.comm).split(b"\0", 1)[0].decode("utf-8", "replace")
+        labels.append((name, text))
+    return ConnectionSeries(
+        labels=tuple(labels),
+        opened=int(value.opened),
+        closed=int(value.closed),
+        failures=tuple(int(f) for f in value.failures),
+        duration_buckets=tuple(int(b) for b in value.buckets),
+        duration_sum_ns=int(value.duration_sum_ns),
+    )
+
+
 class TcpLifecycle:
     """The connection lifecycle program, attached for as long as this object lives."""
 
@@ -111,7 +140,7 @@ class TcpLifecycle:
 
     def read(self) -> tuple[ConnectionsSnapshot, list[MapUsage]]:
         counters = dict(self._counters.items_lookup_batch())
-        series = [self._decode(k, v) for k, v in self._stats.items_lookup_batch()]
+        series = [decode_series(k, v, self.config) for k, v in self._stats.items_lookup_batch()]
         visible = tuple(s for s in series if s is not None)
         snapshot = ConnectionsSnapshot(
             label_names=self.config.labels,
@@ -127,34 +156,6 @@ class TcpLifecycle:
             MapUsage("tcp_connection_series", len(series) - 3, self.config.max_series),
         ]
         return snapshot, maps
-
-    def _decode(self, key: Any, value: Any) -> ConnectionSeries | None:
-        overflow = bool(key.overflow)
-        if overflow and value.opened == 0 and not any(value.failures):
-            return None  # the reserved overflow series stay hidden until used
-        labels: list[tuple[str, str]] = []
-        for name in self.config.labels:
-            if name == "direction":
-                text = DIRECTIONS.get(key.direction, OVERFLOW)
-            elif overflow:
-                text = OVERFLOW
-            elif name == "server_port":
-                text = str(key.server_port)
-            elif name == "peer_address":
-                prefix = (self.config.peer_prefix_ipv4 if key.family == AF_INET
-                          else self.config.peer_prefix_ipv6)
-                text = f"{address(key.family, bytes(key.peer))}/{prefix}"
-            else:
-                text = bytes(key.comm).split(b"\0", 1)[0].decode("utf-8", "replace")
-            labels.append((name, text))
-        return ConnectionSeries(
-            labels=tuple(labels),
-            opened=int(value.opened),
-            closed=int(value.closed),
-            failures=tuple(int(f) for f in value.failures),
-            duration_buckets=tuple(int(b) for b in value.buckets),
-            duration_sum_ns=int(value.duration_sum_ns),
-        )
 
     def open_events(self, handle: Callable[[CloseEvent], None]) -> None:
         table = self.bpf["close_events"]

@@ -1,0 +1,182 @@
+"""Shared test machinery: namespaces with a veth pair, peers inside them, the exporter."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER = Path(__file__).resolve().parent / "peer.py"
+PYTHON = sys.executable
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise AssertionError(
+            "this test loads BPF programs and creates network namespaces: run it as root "
+            "(CI does); it is not skipped")
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@dataclass
+class Hosts:
+    """Two namespaces joined by a veth pair: a client side and a server side."""
+
+    client_ns: str
+    server_ns: str
+    client_v4: str
+    server_v4: str
+    client_v6: str
+    server_v6: str
+    silent_v4: str  # on the link, but every frame to it is dropped: connects time out
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def run(self, ns: str, *args: str, timeout: float = 60) -> dict[str, Any]:
+        out = subprocess.run(["ip", "netns", "exec", ns, PYTHON, str(PEER), *args],
+                             check=True, capture_output=True, text=True, timeout=timeout)
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+
+    def start(self, ns: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, PYTHON, str(PEER), *args],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        return proc, first
+
+    def serve(self, *ports: int) -> subprocess.Popen[str]:
+        proc, ready = self.start(self.server_ns, "serve", *map(str, ports))
+        assert ready == {"ready": list(ports)}
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+
+
+def make_hosts(tag: str, subnet: int) -> Iterator[Hosts]:
+    client_ns, server_ns = f"ent-{tag}-c", f"ent-{tag}-s"
+    for ns in (client_ns, server_ns):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    hosts = Hosts(client_ns, server_ns,
+                  client_v4=f"10.213.{subnet}.1", server_v4=f"10.213.{subnet}.2",
+                  client_v6=f"fd00:213:{subnet}::1", server_v6=f"fd00:213:{subnet}::2",
+                  silent_v4=f"10.213.{subnet}.9")
+    ip("netns", "add", client_ns)
+    ip("netns", "add", server_ns)
+    try:
+        ip("link", "add", f"ent{tag}c", "netns", client_ns, "type", "veth",
+           "peer", "name", f"ent{tag}s", "netns", server_ns)
+        for ns, dev, v4, v6 in ((client_ns, f"ent{tag}c", hosts.client_v4, hosts.client_v6),
+                                (server_ns, f"ent{tag}s", hosts.server_v4, hosts.server_v6)):
+            ip("-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
+            ip("-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        # A neighbour entry with a MAC nobody owns: SYNs leave and are never answered.
+        ip("-n", client_ns, "neigh", "add", hosts.silent_v4, "lladdr", "02:00:00:00:00:99",
+           "dev", f"ent{tag}c", "nud", "permanent")
+        yield hosts
+    finally:
+        hosts.stop_all()
+        for ns in (client_ns, server_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class Exporter:
+    """`ebpf-net-exporter serve` as a child process with a config of the test's."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.port = free_port()
+        config = {"listen": f"127.0.0.1:{self.port}", "interval": "100ms", **config}
+        self.dir = tempfile.TemporaryDirectory()
+        self.config_path = Path(self.dir.name) / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = Path(self.dir.name) / "exporter.log"
+        self._log: IO[str] = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "exporter", "serve", "--config", str(self.config_path)],
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exporter exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.scrape_text()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"exporter never served /metrics:\n{self.log()}") from None
+                time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def scrape_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            body: bytes = resp.read()
+            return body.decode()
+
+    def scrape(self) -> Samples:
+        samples: Samples = {}
+        for family in text_string_to_metric_families(self.scrape_text()):
+            for s in family.samples:
+                samples[(s.name, frozenset(s.labels.items()))] = s.value
+        return samples
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(30)
+        self._log.close()
+        self.dir.cleanup()
+        return code
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def wait_for(read: Callable[[], Samples], check: Callable[[Samples], bool],
+             timeout: float = 20) -> Samples:
+    """Poll until `check` holds for two reads in a row, then return that read.
+
+    The values are still asserted exactly by the caller; this only waits for
+    the collector to catch up with traffic that has already happened.
+    """
+    deadline = time.monotonic() + timeout
+    held = 0
+    while True:
+        samples = read()
+        held = held + 1 if check(samples) else 0
+        if held >= 2 or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.15)

@@ -1,0 +1,107 @@
+"""TCP lifecycle metrics against connections the test makes through a veth pair."""
+
+from __future__ import annotations
+
+from tests.helpers import Exporter, Hosts, value, wait_for
+
+OPENED = "ebpf_net_tcp_connections_opened_total"
+CLOSED = "ebpf_net_tcp_connections_closed_total"
+ACTIVE = "ebpf_net_tcp_connections_active"
+FAILURES = "ebpf_net_tcp_connect_failures_total"
+DURATION = "ebpf_net_tcp_connection_duration_seconds"
+
+
+def test_opens_and_closes_are_counted_per_direction_and_server_port(
+        hosts: Hosts, exporter: Exporter) -> None:
+    hosts.serve(7101, 7102)
+    hosts.run(hosts.client_ns, "connect", hosts.server_v4, "7101", "0", "7")
+    hosts.run(hosts.client_ns, "connect", hosts.server_v6, "7102", "0", "4")
+
+    def done(s: dict) -> bool:
+        return value(s, CLOSED, direction="inbound", server_port="7102") >= 4
+
+    s = wait_for(exporter.scrape, done)
+    for direction in ("inbound", "outbound"):
+        assert value(s, OPENED, direction=direction, server_port="7101") == 7
+        assert value(s, CLOSED, direction=direction, server_port="7101") == 7
+        assert value(s, OPENED, direction=direction, server_port="7102") == 4
+        assert value(s, CLOSED, direction=direction, server_port="7102") == 4
+        assert value(s, ACTIVE, direction=direction, server_port="7101") == 0
+        for reason in ("refused", "timeout", "reset", "other"):
+            assert value(s, FAILURES, direction=direction, server_port="7101", reason=reason) == 0
+
+
+def test_active_gauge_follows_held_connections(hosts: Hosts, exporter: Exporter) -> None:
+    hosts.serve(7201)
+    proc, first = hosts.start(hosts.client_ns, "hold", hosts.server_v4, "7201", "5")
+    assert first["open"] == 5
+
+    def all_open(s: dict) -> bool:
+        return value(s, ACTIVE, direction="inbound", server_port="7201") == 5
+
+    s = wait_for(exporter.scrape, all_open)
+    for direction in ("inbound", "outbound"):
+        assert value(s, ACTIVE, direction=direction, server_port="7201") == 5
+        assert value(s, OPENED, direction=direction, server_port="7201") == 5
+        assert value(s, CLOSED, direction=direction, server_port="7201") == 0
+
+    proc.communicate("", timeout=30)
+
+    def all_closed(s: dict) -> bool:
+        return value(s, CLOSED, direction="inbound", server_port="7201") == 5
+
+    s = wait_for(exporter.scrape, all_closed)
+    for direction in ("inbound", "outbound"):
+        assert value(s, ACTIVE, direction=direction, server_port="7201") == 0
+        assert value(s, CLOSED, direction=direction, server_port="7201") == 5
+
+
+def test_duration_histogram_buckets_connections_by_how_long_they_were_held(
+        hosts: Hosts, exporter: Exporter) -> None:
+    # Bounds are 0.1, 0.5, 1 and 2 s; each hold sits well inside one bucket.
+    hosts.serve(7301)
+    holds = [("0.02", 3), ("0.3", 2), ("1.3", 1)]
+    held_total = 0.0
+    for hold, count in holds:
+        held_total += sum(hosts.run(hosts.client_ns, "connect", hosts.server_v4, "7301", hold,
+                                    str(count))["held"])
+
+    def done(s: dict) -> bool:
+        return all(value(s, f"{DURATION}_count", direction=d, server_port="7301") == 6
+                   for d in ("inbound", "outbound"))
+
+    s = wait_for(exporter.scrape, done)
+    for direction in ("inbound", "outbound"):
+        labels = {"direction": direction, "server_port": "7301"}
+        cumulative = {le: value(s, f"{DURATION}_bucket", le=le, **labels)
+                      for le in ("0.1", "0.5", "1.0", "2.0", "+Inf")}
+        assert cumulative == {"0.1": 3, "0.5": 5, "1.0": 5, "2.0": 6, "+Inf": 6}
+        assert value(s, f"{DURATION}_count", **labels) == 6
+        # The kernel measures from SYN to CLOSE, which encloses what the client held.
+        total = value(s, f"{DURATION}_sum", **labels)
+        assert held_total - 0.01 <= total <= held_total + 6 * 0.05, (total, held_total)
+
+
+def test_failed_connects_are_counted_by_reason(hosts: Hosts, exporter: Exporter) -> None:
+    # Nothing listens on 7401: the server's kernel answers each SYN with RST.
+    assert hosts.run(hosts.client_ns, "fail", "refused", hosts.server_v4, "7401", "3") == {
+        "ConnectionRefusedError": 3}
+    assert hosts.run(hosts.client_ns, "fail", "refused", hosts.server_v6, "7401", "2") == {
+        "ConnectionRefusedError": 2}
+    # SYNs to the silent address are never answered: TCP_SYNCNT=1 gives up after ~3 s.
+    assert hosts.run(hosts.client_ns, "fail", "timeout", hosts.silent_v4, "7402", "2") == {
+        "TimeoutError": 2}
+    # Closed by the application while the SYN is unanswered.
+    assert hosts.run(hosts.client_ns, "fail", "abort", hosts.silent_v4, "7403", "2") == {
+        "aborted": 2}
+
+    def done(s: dict) -> bool:
+        return value(s, FAILURES, direction="outbound", server_port="7403", reason="other") >= 2
+
+    s = wait_for(exporter.scrape, done)
+    expected = {("7401", "refused"): 5, ("7402", "timeout"): 2, ("7403", "other"): 2}
+    for port in ("7401", "7402", "7403"):
+        for reason in ("refused", "timeout", "reset", "other"):
+            got = value(s, FAILURES, direction="outbound", server_port=port, reason=reason)
+            assert got == expected.get((port, reason), 0), (port, reason)
+        assert value(s, OPENED, direction="outbound", server_port=port) == 0
