@@ -388,24 +388,27 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 
 int kprobe__tcp_set_state(struct pt_regs *ctx, struct sock *sk, int state)
 {
-    if (sk->__sk_common.skc_state == state)
-        return 0;
-    struct tuple t = {};
-    u16 family = sk->__sk_common.skc_family;
-    u16 sport = sk->__sk_common.skc_num;
-    u16 dport = ntohs(sk->__sk_common.skc_dport);
+    u8 oldstate = 0;
+    u16 family = 0, sport = 0, dport = 0;
     u8 s4[4], d4[4], s6[16], d6[16];
+    bpf_probe_read_kernel(&oldstate, 1, (void *)&sk->__sk_common.skc_state);
+    if (oldstate == state)
+        return 0;
+    bpf_probe_read_kernel(&family, 2, &sk->__sk_common.skc_family);
+    bpf_probe_read_kernel(&sport, 2, &sk->__sk_common.skc_num);
+    bpf_probe_read_kernel(&dport, 2, &sk->__sk_common.skc_dport);
     bpf_probe_read_kernel(s4, 4, &sk->__sk_common.skc_rcv_saddr);
     bpf_probe_read_kernel(d4, 4, &sk->__sk_common.skc_daddr);
     bpf_probe_read_kernel(s6, 16, &sk->__sk_common.skc_v6_rcv_saddr);
     bpf_probe_read_kernel(d6, 16, &sk->__sk_common.skc_v6_daddr);
-    u8 fam = fill_tuple(&t, family, sport, dport, s4, d4, s6, d6);
+    struct tuple t = {};
+    u8 fam = fill_tuple(&t, family, sport, ntohs(dport), s4, d4, s6, d6);
     if (state == S_CLOSE) {
         // Here sk_err is already set when the socket closes.
         u64 key = (u64)sk;
         struct sock_info *info = socks.lookup(&key);
         if (info)
-            info->error = sk->sk_err;
+            bpf_probe_read_kernel(&info->error, sizeof(info->error), &sk->sk_err);
     }
     on_state(ctx, (u64)sk, state, &t, fam);
     return 0;

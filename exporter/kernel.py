@@ -98,7 +98,7 @@ def compile_program(name: str, cflags: Sequence[str]) -> Any:
     from bcc import BPF  # imported late: it is only on the system Python's path
 
     try:
-        return BPF(text=program_source(name), cflags=list(cflags))
+        return BPF(text=program_source(name).encode(), cflags=list(cflags))
     except Exception as exc:
         raise SetupError(
             f"The BPF program {name} failed to compile or load: {exc}. The compiler or "

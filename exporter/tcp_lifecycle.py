@@ -120,6 +120,7 @@ class TcpLifecycle:
 
     def __init__(self, config: ConnectionsConfig, emit_events: bool = False) -> None:
         self.config = config
+        kernel.check_privileges()
         root = kernel.tracefs_root()
         self.mode = choose_attach_mode(lambda c, e: kernel.tracepoint_exists(root, c, e),
                                        kernel.headers_are_fallback())

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 
 import pytest
-import zlib
 
 from tests.helpers import Exporter, Hosts, make_hosts, require_root
 

@@ -1,0 +1,101 @@
+"""The Python half of the tcp lifecycle program: generated C parameters and map decoding."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+from pathlib import Path
+
+from exporter.config import ConnectionsConfig
+from exporter.prometheus import connection_metrics
+from exporter.snapshot import ConnectionSeries, ConnectionsSnapshot
+from exporter.tcp_lifecycle import bucket_index_macro, cflags, decode_series, prefix_mask
+
+
+def test_bucket_index_is_inclusive_like_prometheus_le(tmp_path: Path) -> None:
+    # Compile the generated macro with the system C compiler and probe the boundaries.
+    macro = bucket_index_macro((0.1, 0.5, 2.0))
+    name, expr = macro.split("=", 1)
+    probes = [0, 100_000_000, 100_000_001, 500_000_000, 1_999_999_999, 2_000_000_000,
+              2_000_000_001, 10**12]
+    src = tmp_path / "probe.c"
+    src.write_text("#include <stdio.h>\n"
+                   f"#define {name} {expr}\n"
+                   "int main(void) { unsigned long long p[] = {"
+                   + ",".join(f"{p}ULL" for p in probes) + "};\n"
+                   f"for (int i = 0; i < {len(probes)}; i++) printf(\"%d\\n\", BUCKET_INDEX(p[i]));"
+                   " return 0; }\n")
+    subprocess.run(["cc", "-o", str(tmp_path / "probe"), str(src)], check=True)
+    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True)
+    assert [int(x) for x in out.stdout.split()] == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_prefix_masks() -> None:
+    assert prefix_mask(24, 4) == "{255,255,255,0}"
+    assert prefix_mask(0, 4) == "{0,0,0,0}"
+    assert prefix_mask(20, 4) == "{255,255,240,0}"
+    assert prefix_mask(64, 16) == "{" + ",".join(["255"] * 8 + ["0"] * 8) + "}"
+
+
+def test_cflags_switch_labels_and_size_maps() -> None:
+    flags = cflags(ConnectionsConfig(labels=("server_port",), max_tracked=100, max_series=7),
+                   emit_events=False, mode="tracepoint")
+    assert "-DLABEL_DIRECTION=0" in flags and "-DLABEL_SERVER_PORT=1" in flags
+    assert "-DMAX_SOCKS=100" in flags and "-DMAX_SERIES=10" in flags
+    assert "-DUSE_KPROBE=0" in flags and "-DEMIT_EVENTS=0" in flags
+
+
+class Key(ctypes.Structure):
+    _fields_ = [("direction", ctypes.c_uint8), ("family", ctypes.c_uint8),
+                ("overflow", ctypes.c_uint8), ("pad", ctypes.c_uint8),
+                ("server_port", ctypes.c_uint16), ("pad2", ctypes.c_uint16),
+                ("peer", ctypes.c_uint8 * 16), ("comm", ctypes.c_char * 16)]
+
+
+class Value(ctypes.Structure):
+    _fields_ = [("opened", ctypes.c_uint64), ("closed", ctypes.c_uint64),
+                ("failures", ctypes.c_uint64 * 4), ("duration_sum_ns", ctypes.c_uint64),
+                ("buckets", ctypes.c_uint64 * 3)]
+
+
+def test_decode_series_renders_labels() -> None:
+    config = ConnectionsConfig(buckets=(1.0, 2.0),
+                               labels=("direction", "server_port", "peer_address", "process"),
+                               peer_prefix_ipv4=16)
+    key = Key(direction=2, family=2, server_port=443, comm=b"curl")
+    key.peer[0], key.peer[1] = 10, 1
+    value = Value(opened=5, closed=3, duration_sum_ns=1_500_000)
+    value.failures[0] = 2
+    value.buckets[0], value.buckets[2] = 2, 1
+    series = decode_series(key, value, config)
+    assert series == ConnectionSeries(
+        labels=(("direction", "outbound"), ("server_port", "443"),
+                ("peer_address", "10.1.0.0/16"), ("process", "curl")),
+        opened=5, closed=3, failures=(2, 0, 0, 0), duration_buckets=(2, 0, 1),
+        duration_sum_ns=1_500_000)
+    assert series.active == 2
+
+
+def test_decode_series_hides_unused_overflow_and_names_used_one_other() -> None:
+    config = ConnectionsConfig(buckets=(1.0, 2.0), labels=("direction", "server_port"))
+    assert decode_series(Key(direction=1, overflow=1), Value(), config) is None
+    used = decode_series(Key(direction=1, overflow=1), Value(opened=1), config)
+    assert used is not None
+    assert used.labels == (("direction", "inbound"), ("server_port", "other"))
+
+
+def test_histogram_is_cumulative_with_exact_sum() -> None:
+    snap = ConnectionsSnapshot(
+        label_names=("server_port",), bucket_bounds=(0.1, 1.0),
+        series=(ConnectionSeries(labels=(("server_port", "80"),), opened=4, closed=4,
+                                 failures=(0, 0, 0, 0), duration_buckets=(1, 2, 1),
+                                 duration_sum_ns=3_000_123_000),),
+        tracking_full=0, series_overflow=0, events_lost=0)
+    families = {f.name: f for f in connection_metrics(snap)}
+    hist = families["ebpf_net_tcp_connection_duration_seconds"]
+    samples = {(s.name, s.labels.get("le")): s.value for s in hist.samples}
+    assert samples[("ebpf_net_tcp_connection_duration_seconds_bucket", "0.1")] == 1
+    assert samples[("ebpf_net_tcp_connection_duration_seconds_bucket", "1.0")] == 3
+    assert samples[("ebpf_net_tcp_connection_duration_seconds_bucket", "+Inf")] == 4
+    assert samples[("ebpf_net_tcp_connection_duration_seconds_count", None)] == 4
+    assert samples[("ebpf_net_tcp_connection_duration_seconds_sum", None)] == 3.000123
