@@ -117,6 +117,7 @@ class Exporter:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.port = free_port()
+        self.scrapes = 0  # each is a TCP connection the exporter itself sees
         config = {"listen": f"127.0.0.1:{self.port}", "interval": "100ms", **config}
         self.dir = tempfile.TemporaryDirectory()
         self.config_path = Path(self.dir.name) / "config.yaml"
@@ -142,6 +143,7 @@ class Exporter:
         return self.log_path.read_text()
 
     def scrape_text(self) -> str:
+        self.scrapes += 1
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
             body: bytes = resp.read()
             return body.decode()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import Exporter, Hosts, value, wait_for
+from tests.helpers import Exporter, Hosts, Samples, value, wait_for
 
 OPENED = "ebpf_net_tcp_connections_opened_total"
 CLOSED = "ebpf_net_tcp_connections_closed_total"
@@ -17,7 +17,7 @@ def test_opens_and_closes_are_counted_per_direction_and_server_port(
     hosts.run(hosts.client_ns, "connect", hosts.server_v4, "7101", "0", "7")
     hosts.run(hosts.client_ns, "connect", hosts.server_v6, "7102", "0", "4")
 
-    def done(s: dict) -> bool:
+    def done(s: Samples) -> bool:
         return value(s, CLOSED, direction="inbound", server_port="7102") >= 4
 
     s = wait_for(exporter.scrape, done)
@@ -36,7 +36,7 @@ def test_active_gauge_follows_held_connections(hosts: Hosts, exporter: Exporter)
     proc, first = hosts.start(hosts.client_ns, "hold", hosts.server_v4, "7201", "5")
     assert first["open"] == 5
 
-    def all_open(s: dict) -> bool:
+    def all_open(s: Samples) -> bool:
         return value(s, ACTIVE, direction="inbound", server_port="7201") == 5
 
     s = wait_for(exporter.scrape, all_open)
@@ -47,7 +47,7 @@ def test_active_gauge_follows_held_connections(hosts: Hosts, exporter: Exporter)
 
     proc.communicate("", timeout=30)
 
-    def all_closed(s: dict) -> bool:
+    def all_closed(s: Samples) -> bool:
         return value(s, CLOSED, direction="inbound", server_port="7201") == 5
 
     s = wait_for(exporter.scrape, all_closed)
@@ -66,7 +66,7 @@ def test_duration_histogram_buckets_connections_by_how_long_they_were_held(
         held_total += sum(hosts.run(hosts.client_ns, "connect", hosts.server_v4, "7301", hold,
                                     str(count))["held"])
 
-    def done(s: dict) -> bool:
+    def done(s: Samples) -> bool:
         return all(value(s, f"{DURATION}_count", direction=d, server_port="7301") == 6
                    for d in ("inbound", "outbound"))
 
@@ -95,7 +95,7 @@ def test_failed_connects_are_counted_by_reason(hosts: Hosts, exporter: Exporter)
     assert hosts.run(hosts.client_ns, "fail", "abort", hosts.silent_v4, "7403", "2") == {
         "aborted": 2}
 
-    def done(s: dict) -> bool:
+    def done(s: Samples) -> bool:
         return value(s, FAILURES, direction="outbound", server_port="7403", reason="other") >= 2
 
     s = wait_for(exporter.scrape, done)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import Exporter, Hosts, require_root, value, wait_for
+from tests.helpers import Exporter, Hosts, Samples, require_root, value, wait_for
 
 OPENED = "ebpf_net_tcp_connections_opened_total"
 
@@ -38,7 +38,7 @@ def test_peer_prefix_and_process_labels(hosts: Hosts, labelled: Exporter) -> Non
     client_net4 = str(ipaddress.ip_network(f"{hosts.client_v4}/24", strict=False))
     net6 = str(ipaddress.ip_network(f"{hosts.server_v6}/48", strict=False))
 
-    def done(s: dict) -> bool:
+    def done(s: Samples) -> bool:
         return value(s, OPENED, direction="inbound", server_port="7501", peer_address=net6,
                      process="") == 2
 
@@ -63,7 +63,7 @@ def test_series_cap_folds_new_label_sets_into_other(hosts: Hosts, capped: Export
     for port in ports:
         hosts.run(hosts.client_ns, "connect", hosts.server_v4, str(port), "0", "2")
 
-    def done(s: dict) -> bool:
+    def done(s: Samples) -> bool:
         return value(s, "ebpf_net_exporter_series_overflow_total",
                      metric_group="tcp_connections") >= 2
 
@@ -79,3 +79,40 @@ def test_series_cap_folds_new_label_sets_into_other(hosts: Hosts, capped: Export
     assert ours + other == 20
     assert other >= 12
     assert value(s, "ebpf_net_exporter_map_entries", map="tcp_connection_series") == 4
+
+
+def test_full_socket_map_is_counted_not_silent(hosts: Hosts) -> None:
+    require_root()
+    small = Exporter({"connections": {"max_tracked": 16}})
+    try:
+        hosts.serve(7801)
+        proc, first = hosts.start(hosts.client_ns, "hold", hosts.server_v4, "7801", "20")
+        assert first["open"] == 20
+        scrapes_before = small.scrapes
+
+        def full(s: Samples) -> bool:
+            return value(s, "ebpf_net_exporter_tcp_untracked_connections_total") >= 24
+
+        s = wait_for(small.scrape, full)
+        # 20 connections are 40 sockets (both ends are on this host); 16 fit.
+        tracked = sum(value(s, OPENED, direction=d, server_port="7801")
+                      for d in ("inbound", "outbound"))
+        assert tracked == 16
+        # The scrapes since are connections too, and find the map full: 2 sockets each,
+        # the last one's perhaps not yet read by the collector.
+        scrapes = small.scrapes - scrapes_before
+        untracked = value(s, "ebpf_net_exporter_tcp_untracked_connections_total")
+        assert 24 + 2 * (scrapes - 1) <= untracked <= 24 + 2 * scrapes
+        assert value(s, "ebpf_net_exporter_map_entries", map="tcp_sockets") == 16
+        assert value(s, "ebpf_net_exporter_map_max_entries", map="tcp_sockets") == 16
+        proc.communicate("", timeout=30)
+
+        def drained(s: Samples) -> bool:
+            return value(s, "ebpf_net_exporter_map_entries", map="tcp_sockets") == 0
+
+        s = wait_for(small.scrape, drained)
+        assert value(s, "ebpf_net_exporter_map_entries", map="tcp_sockets") == 0
+        assert sum(value(s, "ebpf_net_tcp_connections_closed_total", direction=d,
+                         server_port="7801") for d in ("inbound", "outbound")) == 16
+    finally:
+        assert small.stop() == 0
