@@ -15,7 +15,12 @@ from exporter import __version__
 from exporter.collector import Collector
 from exporter.config import Config, load_config
 from exporter.connlog import print_connection
+from exporter.durations import parse_duration
 from exporter.errors import ConfigError, SetupError
+from exporter.flow_series import FlowMetrics
+from exporter.flows import FlowAccounting
+from exporter.flowtrack import TrackedFlow, print_report
+from exporter.interfaces import InterfaceWatcher, link_index
 from exporter.prometheus import serve
 from exporter.tcp_lifecycle import TcpLifecycle
 
@@ -40,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     conn = sub.add_parser("log", help="print each TCP connection and its duration as it closes")
     conn.add_argument("--config", type=Path, default=None,
                       help="configuration file, for connections.max_tracked (optional)")
+
+    track = sub.add_parser("track", help="report bytes and packets per connection on an "
+                           "interface every period")
+    track.add_argument("-i", "--interface", required=True, help="interface name")
+    track.add_argument("-p", "--period", default="1s",
+                       help="seconds between reports, or a duration such as 500ms (default 1s)")
+    track.add_argument("--table", action="store_true",
+                       help="one line per flow, sorted by bytes, instead of the seed's blocks")
+    track.add_argument("--config", type=Path, default=None,
+                       help="configuration file, for the flows section (optional)")
     return parser
 
 
@@ -50,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config).with_overrides(args.listen, args.log_level)
             return run_serve(config)
         config = load_config(args.config) if args.config else Config()
+        if args.command == "track":
+            return run_track(config, args.interface, _period(args.period), args.table)
         return run_log(config)
     except ConfigError as exc:
         source = getattr(args, "config", None)
@@ -59,6 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SetupError as exc:
         print(f"ebpf-net-exporter: {exc}", file=sys.stderr)
         return 1
+
+
+def _period(text: str) -> float:
+    try:
+        seconds = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError("--period", str(exc)) from None
+    if seconds <= 0:
+        raise ConfigError("--period", "expected a period above zero")
+    return seconds
 
 
 def _stop_on_signals() -> threading.Event:
@@ -77,8 +104,18 @@ def run_serve(config: Config) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = _stop_on_signals()
     connections = TcpLifecycle(config.connections)
-    collector = Collector(config.interval, connections)
+    accounting = FlowAccounting(config.flows) if config.interfaces else None
+    flows = FlowMetrics(accounting) if accounting else None
+    watcher = None
+    collector = Collector(config.interval, connections, flows)
     try:
+        if accounting is not None:
+            watcher = InterfaceWatcher(config.interfaces, accounting.attach, accounting.forget)
+            watcher.start()
+            for name in config.interfaces:
+                if not any(c in name for c in "*?[") and name not in watcher.present.values():
+                    log.warning("interface %s does not exist (yet); it is counted once it "
+                                "appears. `ip link` lists the interfaces of this namespace.", name)
         collector.start()
         try:
             server, _thread = serve(config.listen, lambda: collector.snapshot)
@@ -90,7 +127,26 @@ def run_serve(config: Config) -> int:
         server.shutdown()
     finally:
         collector.stop()
+        if watcher is not None:
+            watcher.stop()
+        if accounting is not None:
+            accounting.close()
         connections.close()
+    return 0
+
+
+def run_track(config: Config, interface: str, period: float, table: bool) -> int:
+    index = link_index(interface)
+    stop = _stop_on_signals()
+    accounting = FlowAccounting(config.flows)
+    try:
+        accounting.attach(index, interface)
+        print(f"Tracking connections on {interface} every {period:g} s... Ctrl-C to end.",
+              file=sys.stderr, flush=True)
+        while not stop.wait(period):
+            print_report([TrackedFlow.of(d) for d in accounting.deltas()], table)
+    finally:
+        accounting.close()
     return 0
 
 

@@ -7,16 +7,21 @@ import threading
 import time
 from collections import Counter
 
-from exporter.snapshot import ConnectionsSnapshot, MapUsage, Snapshot
+from exporter.flow_series import FlowMetrics
+from exporter.snapshot import ConnectionsSnapshot, FlowsSnapshot, MapUsage, Snapshot
 from exporter.tcp_lifecycle import TcpLifecycle
+
+SOURCES = ("tcp_lifecycle", "flows")
 
 log = logging.getLogger(__name__)
 
 
 class Collector:
-    def __init__(self, interval: float, connections: TcpLifecycle | None) -> None:
+    def __init__(self, interval: float, connections: TcpLifecycle | None,
+                 flows: FlowMetrics | None = None) -> None:
         self.interval = interval
         self.connections = connections
+        self.flows = flows
         self._errors: Counter[str] = Counter()
         self._cycles = 0
         self._cycle_seconds = 0.0
@@ -54,11 +59,21 @@ class Collector:
                 log.exception("reading the tcp lifecycle maps failed")
                 self._errors["tcp_lifecycle"] += 1
                 connections = self._snapshot.connections  # keep serving the last good read
+        flows: FlowsSnapshot | None = None
+        if self.flows is not None:
+            try:
+                flows, flow_maps = self.flows.read()
+                maps.extend(flow_maps)
+            except Exception:
+                log.exception("reading the flow map failed")
+                self._errors["flows"] += 1
+                flows = self._snapshot.flows
         self._cycles += 1
         self._cycle_seconds += time.monotonic() - started
         self._snapshot = Snapshot(
             timestamp=time.time(),
             connections=connections,
+            flows=flows,
             maps=tuple(maps) or self._snapshot.maps,
             cycles=self._cycles,
             cycle_seconds_sum=self._cycle_seconds,

@@ -6,6 +6,7 @@ print one line and exit 2; nothing past this module reads the raw mapping.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -17,8 +18,12 @@ import yaml
 from exporter.durations import parse_duration
 from exporter.errors import ConfigError
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 CONNECTION_LABELS = ("direction", "server_port", "peer_address", "process")
 DEFAULT_CONNECTION_LABELS = ("direction", "server_port")
+FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port", "peer_address")
+DEFAULT_FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Bounds the kernel compares one by one; more would only bloat the program.
 MAX_BUCKETS = 64
@@ -46,12 +51,32 @@ class ConnectionsConfig:
 
 
 @dataclass(frozen=True)
+class AddressGroup:
+    name: str
+    networks: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True)
+class FlowsConfig:
+    labels: tuple[str, ...] = DEFAULT_FLOW_LABELS
+    peer_prefix_ipv4: int = 24
+    peer_prefix_ipv6: int = 64
+    # When set, peer_address takes the first group's name that contains the peer.
+    address_groups: tuple[AddressGroup, ...] = ()
+    max_flows: int = 65536
+    idle_timeout: float = 60.0
+    max_series: int = 2048
+    tc_priority: int = 9435
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenAddress = ListenAddress("", 9435)
     interval: float = 5.0
     interfaces: tuple[str, ...] = ()
     log_level: str = "info"
     connections: ConnectionsConfig = ConnectionsConfig()
+    flows: FlowsConfig = FlowsConfig()
 
     def with_overrides(self, listen: str | None = None, log_level: str | None = None) -> Config:
         """Apply command-line flags, which win over the file."""
@@ -76,7 +101,8 @@ def load_config(path: Path) -> Config:
 
 
 def parse_config(raw: object) -> Config:
-    top = _mapping(raw, "", ("listen", "interval", "interfaces", "log_level", "connections"))
+    top = _mapping(raw, "", ("listen", "interval", "interfaces", "log_level", "connections",
+                             "flows"))
     default = Config()
     listen = default.listen
     if "listen" in top:
@@ -94,8 +120,11 @@ def parse_config(raw: object) -> Config:
     connections = default.connections
     if "connections" in top and top["connections"] is not None:
         connections = _connections(top["connections"])
+    flows = default.flows
+    if "flows" in top and top["flows"] is not None:
+        flows = _flows(top["flows"])
     return Config(listen=listen, interval=interval, interfaces=interfaces,
-                  log_level=log_level, connections=connections)
+                  log_level=log_level, connections=connections, flows=flows)
 
 
 def parse_listen(text: str, key: str) -> ListenAddress:
@@ -121,12 +150,7 @@ def _connections(raw: object) -> ConnectionsConfig:
         buckets = _buckets(section["buckets"], "connections.buckets")
     labels = default.labels
     if "labels" in section:
-        items = _list(section["labels"], "connections.labels")
-        chosen = [_choice(_string(v, f"connections.labels[{i}]"), CONNECTION_LABELS,
-                          f"connections.labels[{i}]") for i, v in enumerate(items)]
-        if len(set(chosen)) != len(chosen):
-            raise ConfigError("connections.labels", "a label is listed twice")
-        labels = tuple(chosen)
+        labels = _labels(section["labels"], CONNECTION_LABELS, "connections.labels")
     return ConnectionsConfig(
         buckets=buckets,
         labels=labels,
@@ -139,6 +163,60 @@ def _connections(raw: object) -> ConnectionsConfig:
         max_series=_int(section.get("max_series", default.max_series),
                         "connections.max_series", 1, 1 << 20),
     )
+
+
+def _flows(raw: object) -> FlowsConfig:
+    fields = ("labels", "peer_prefix_ipv4", "peer_prefix_ipv6", "address_groups", "max_flows",
+              "idle_timeout", "max_series", "tc_priority")
+    section = _mapping(raw, "flows", fields)
+    default = FlowsConfig()
+    labels = default.labels
+    if "labels" in section:
+        labels = _labels(section["labels"], FLOW_LABELS, "flows.labels")
+    groups: list[AddressGroup] = []
+    if "address_groups" in section and section["address_groups"] is not None:
+        raw_groups = section["address_groups"]
+        if not isinstance(raw_groups, Mapping):
+            raise ConfigError("flows.address_groups",
+                              f"expected a mapping of names to CIDR lists, got {_kind(raw_groups)}")
+        for name, cidrs in raw_groups.items():
+            key = f"flows.address_groups.{name}"
+            nets = []
+            for i, cidr in enumerate(_list(cidrs, key)):
+                try:
+                    nets.append(ipaddress.ip_network(_string(cidr, f"{key}[{i}]"), strict=False))
+                except ValueError:
+                    raise ConfigError(f"{key}[{i}]", f"expected a CIDR such as 10.0.0.0/8, got "
+                                      f"{cidr!r}") from None
+            groups.append(AddressGroup(str(name), tuple(nets)))
+    idle = default.idle_timeout
+    if "idle_timeout" in section:
+        idle = _duration(section["idle_timeout"], "flows.idle_timeout")
+    return FlowsConfig(
+        labels=labels,
+        peer_prefix_ipv4=_int(section.get("peer_prefix_ipv4", default.peer_prefix_ipv4),
+                              "flows.peer_prefix_ipv4", 0, 32),
+        peer_prefix_ipv6=_int(section.get("peer_prefix_ipv6", default.peer_prefix_ipv6),
+                              "flows.peer_prefix_ipv6", 0, 128),
+        address_groups=tuple(groups),
+        max_flows=_int(section.get("max_flows", default.max_flows), "flows.max_flows", 16,
+                       1 << 24),
+        idle_timeout=idle,
+        max_series=_int(section.get("max_series", default.max_series), "flows.max_series", 1,
+                        1 << 20),
+        # Priority 1 is Cilium's; keep clear of it.
+        tc_priority=_int(section.get("tc_priority", default.tc_priority), "flows.tc_priority",
+                         2, 0xFFFF),
+    )
+
+
+def _labels(raw: object, allowed: tuple[str, ...], key: str) -> tuple[str, ...]:
+    items = _list(raw, key)
+    chosen = [_choice(_string(v, f"{key}[{i}]"), allowed, f"{key}[{i}]")
+              for i, v in enumerate(items)]
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(key, "a label is listed twice")
+    return tuple(chosen)
 
 
 def _buckets(raw: object, key: str) -> tuple[float, ...]:

@@ -19,8 +19,9 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.collector import SOURCES
 from exporter.config import ListenAddress
-from exporter.snapshot import FAILURE_REASONS, ConnectionsSnapshot, Snapshot
+from exporter.snapshot import FAILURE_REASONS, ConnectionsSnapshot, FlowsSnapshot, Snapshot
 
 
 class SnapshotCollector(Collector):
@@ -31,6 +32,9 @@ class SnapshotCollector(Collector):
         snap = self._snapshot()
         if snap.connections is not None:
             yield from connection_metrics(snap.connections)
+        if snap.flows is not None:
+            yield from flow_metrics(snap.flows)
+        yield overflow_metric(snap)
         yield from self_metrics(snap)
 
 
@@ -73,13 +77,48 @@ def connection_metrics(conns: ConnectionsSnapshot) -> Iterator[Metric]:
     yield _counter("ebpf_net_exporter_tcp_untracked_connections_total",
                    "Connections not tracked because the socket map was full "
                    "(raise connections.max_tracked).", conns.tracking_full)
-    yield _counter("ebpf_net_exporter_series_overflow_total",
-                   "Connections counted in the label value \"other\" because the series cap "
-                   "was reached (raise connections.max_series).", conns.series_overflow,
-                   ("metric_group", "tcp_connections"))
     yield _counter("ebpf_net_exporter_events_lost_total",
                    "Events dropped because a ring buffer was full.", conns.events_lost,
                    ("ring", "tcp_close_events"))
+
+
+def flow_metrics(flows: FlowsSnapshot) -> Iterator[Metric]:
+    names = list(flows.label_names)
+    nbytes = CounterMetricFamily(
+        "ebpf_net_flow_bytes_total",
+        "Bytes of TCP and UDP packets seen by the TC classifiers (skb length, link-layer "
+        "header included, as a capture on the interface shows it).", labels=names)
+    packets = CounterMetricFamily(
+        "ebpf_net_flow_packets_total",
+        "TCP and UDP packets seen by the TC classifiers.", labels=names)
+    for s in flows.series:
+        nbytes.add_metric(list(s.labels), s.bytes)
+        packets.add_metric(list(s.labels), s.packets)
+    yield nbytes
+    yield packets
+    yield GaugeMetricFamily("ebpf_net_exporter_interfaces_attached",
+                            "Interfaces the traffic classifiers are attached to.",
+                            value=flows.interfaces)
+    yield _counter("ebpf_net_exporter_flows_started_total",
+                   "Flows the kernel started counting.", flows.new_flows)
+    yield _counter("ebpf_net_exporter_flow_evictions_total",
+                   "Flows the kernel evicted from the full flow map before the exporter "
+                   "expired them; their last packets may be uncounted (raise flows.max_flows).",
+                   flows.evicted)
+    yield _counter("ebpf_net_exporter_packets_unparsed_total",
+                   "TCP or UDP packets whose ports could not be read.", flows.unparsed)
+
+
+def overflow_metric(snap: Snapshot) -> Metric:
+    family = CounterMetricFamily(
+        "ebpf_net_exporter_series_overflow_total",
+        "Updates counted under the label value \"other\" because a metric group reached its "
+        "series cap (connections.max_series, flows.max_series).", labels=["metric_group"])
+    if snap.connections is not None:
+        family.add_metric(["tcp_connections"], snap.connections.series_overflow)
+    if snap.flows is not None:
+        family.add_metric(["flows"], snap.flows.series_overflow)
+    return family
 
 
 def self_metrics(snap: Snapshot) -> Iterator[Metric]:
@@ -103,7 +142,7 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
     errors = CounterMetricFamily("ebpf_net_exporter_collector_errors_total",
                                  "Collector cycles in which reading a source failed.",
                                  labels=["source"])
-    for source in ("tcp_lifecycle",):
+    for source in SOURCES:
         errors.add_metric([source], snap.errors.get(source, 0))
     yield errors
 

@@ -44,9 +44,28 @@ class ConnectionsSnapshot:
 
 
 @dataclass(frozen=True)
+class FlowSeries:
+    labels: tuple[str, ...]  # in the order of FlowsSnapshot.label_names
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FlowsSnapshot:
+    label_names: tuple[str, ...]
+    series: tuple[FlowSeries, ...]
+    interfaces: int  # attached now
+    new_flows: int  # flows the kernel started counting
+    evicted: int  # flows the kernel evicted before we expired them
+    unparsed: int  # packets whose ports could not be read
+    series_overflow: int  # flow deltas counted under "other"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     timestamp: float
     connections: ConnectionsSnapshot | None
+    flows: FlowsSnapshot | None = None
     maps: tuple[MapUsage, ...] = ()
     cycles: int = 0
     cycle_seconds_sum: float = 0.0

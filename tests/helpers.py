@@ -45,24 +45,30 @@ class Hosts:
     client_v6: str
     server_v6: str
     silent_v4: str  # on the link, but every frame to it is dropped: connects time out
+    interface: str = ""  # the host-side interface, where the client side is this host
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def run(self, ns: str, *args: str, timeout: float = 60) -> dict[str, Any]:
-        out = subprocess.run(["ip", "netns", "exec", ns, PYTHON, str(PEER), *args],
+        out = subprocess.run([*in_namespace(ns), PYTHON, str(PEER), *args],
                              check=True, capture_output=True, text=True, timeout=timeout)
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         return result
 
     def start(self, ns: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, PYTHON, str(PEER), *args],
+        proc = subprocess.Popen([*in_namespace(ns), PYTHON, str(PEER), *args],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         return proc, first
 
-    def serve(self, *ports: int) -> subprocess.Popen[str]:
+    def serve(self, *ports: int | str) -> subprocess.Popen[str]:
         proc, ready = self.start(self.server_ns, "serve", *map(str, ports))
+        assert ready == {"ready": [int(str(p).split(":")[0]) for p in ports]}
+        return proc
+
+    def udp_echo(self, *ports: int) -> subprocess.Popen[str]:
+        proc, ready = self.start(self.server_ns, "udp-echo", *map(str, ports))
         assert ready == {"ready": list(ports)}
         return proc
 
@@ -71,6 +77,37 @@ class Hosts:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+
+
+def in_namespace(ns: str) -> list[str]:
+    return ["ip", "netns", "exec", ns] if ns else []
+
+
+def make_host_link(tag: str, subnet: int) -> Iterator[Hosts]:
+    """This host (the root namespace, where the exporter runs) and one peer namespace,
+    joined by a veth pair whose host side `ent<tag>h` is the interface to count."""
+    peer_ns = f"ent-{tag}-p"
+    host_if, peer_if = f"ent{tag}h", f"ent{tag}p"
+    subprocess.run(["ip", "netns", "del", peer_ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+    hosts = Hosts("", peer_ns, client_v4=f"10.214.{subnet}.1", server_v4=f"10.214.{subnet}.2",
+                  client_v6=f"fd00:214:{subnet}::1", server_v6=f"fd00:214:{subnet}::2",
+                  silent_v4=f"10.214.{subnet}.9", interface=host_if)
+    ip("netns", "add", peer_ns)
+    try:
+        ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if, "netns", peer_ns)
+        ip("addr", "add", f"{hosts.client_v4}/24", "dev", host_if)
+        ip("addr", "add", f"{hosts.client_v6}/64", "dev", host_if, "nodad")
+        ip("link", "set", host_if, "up")
+        ip("-n", peer_ns, "addr", "add", f"{hosts.server_v4}/24", "dev", peer_if)
+        ip("-n", peer_ns, "addr", "add", f"{hosts.server_v6}/64", "dev", peer_if, "nodad")
+        ip("-n", peer_ns, "link", "set", peer_if, "up")
+        ip("-n", peer_ns, "link", "set", "lo", "up")
+        yield hosts
+    finally:
+        hosts.stop_all()
+        subprocess.run(["ip", "netns", "del", peer_ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
 
 
 def make_hosts(tag: str, subnet: int) -> Iterator[Hosts]:
@@ -182,3 +219,53 @@ def wait_for(read: Callable[[], Samples], check: Callable[[Samples], bool],
         if held >= 2 or time.monotonic() > deadline:
             return samples
         time.sleep(0.15)
+
+
+@dataclass(frozen=True)
+class Frame:
+    length: int
+    src: str
+    protocol: str
+    sport: int
+    dport: int
+
+
+class Capture:
+    """tshark on an interface for the duration of a `with` block."""
+
+    def __init__(self, interface: str, bpf_filter: str) -> None:
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = Path(self.dir.name) / "capture.pcapng"
+        self.args = ["tshark", "-n", "-i", interface, "-f", bpf_filter, "-w", str(self.path)]
+        self.frames: list[Frame] = []
+
+    def __enter__(self) -> Capture:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "Capturing on" in line:
+                return self
+        raise AssertionError(f"tshark did not start: {self.proc.wait()}")
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.5)  # let the last frames reach the capture
+        self.proc.send_signal(2)
+        self.proc.wait(30)
+        out = subprocess.run(
+            ["tshark", "-n", "-r", str(self.path), "-T", "fields", "-E", "separator=,",
+             "-e", "frame.len", "-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport",
+             "-e", "tcp.dstport", "-e", "udp.srcport", "-e", "udp.dstport"],
+            capture_output=True, text=True, check=True)
+        for line in out.stdout.splitlines():
+            length, v4, v6, tsport, tdport, usport, udport = line.split(",")
+            protocol = "tcp" if tsport else "udp"
+            self.frames.append(Frame(int(length), v4 or v6, protocol,
+                                     int(tsport or usport), int(tdport or udport)))
+        self.dir.cleanup()
+
+    def totals(self, src: str, protocol: str, port: int) -> tuple[int, int]:
+        """(packets, bytes) sent from `src` in flows that have `port` on either side."""
+        frames = [f for f in self.frames if f.src == src and f.protocol == protocol
+                  and port in (f.sport, f.dport)]
+        return len(frames), sum(f.length for f in frames)

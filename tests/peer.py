@@ -4,6 +4,12 @@
     peer.py connect HOST PORT HOLD COUNT       COUNT connections, each held HOLD s
     peer.py hold HOST PORT COUNT               hold COUNT connections until stdin closes
     peer.py fail MODE HOST PORT COUNT          refused | timeout | abort connects
+    peer.py exchange HOST PORT SEND REPLY      send SEND bytes, read the REPLY bytes back
+    peer.py udp-echo PORT...                   echo every datagram
+    peer.py udp-send HOST PORT SIZE COUNT      COUNT datagrams of SIZE bytes, each echoed
+
+A served TCP port may be given as PORT:REPLY: after reading to EOF the server
+sends REPLY bytes before it closes.
 
 Each prints one JSON line with what it did, so tests compare against facts.
 """
@@ -28,11 +34,17 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def serve(ports: list[int]) -> None:
+def serve(specs: list[str]) -> None:
+    replies = {int(p.split(":")[0]): int(p.split(":")[1]) if ":" in p else 0 for p in specs}
+    ports = list(replies)
+
     def handle(conn: socket.socket) -> None:
         with conn:
             while conn.recv(65536):
                 pass
+            reply = replies[conn.getsockname()[1]]
+            if reply:
+                conn.sendall(b"r" * reply)
 
     def accept_loop(listener: socket.socket) -> None:
         while True:
@@ -48,6 +60,43 @@ def serve(ports: list[int]) -> None:
         threading.Thread(target=accept_loop, args=(listener,), daemon=True).start()
     print(json.dumps({"ready": ports}), flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+def exchange(host: str, port: int, send: int, reply: int) -> None:
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(b"s" * send)
+        sock.shutdown(socket.SHUT_WR)
+        received = 0
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+    print(json.dumps({"sent": send, "received": received}), flush=True)
+
+
+def udp_echo(ports: list[int]) -> None:
+    def loop(sock: socket.socket) -> None:
+        while True:
+            data, addr = sock.recvfrom(65536)
+            sock.sendto(data, addr)
+
+    for port in ports:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        threading.Thread(target=loop, args=(sock,), daemon=True).start()
+    print(json.dumps({"ready": ports}), flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+def udp_send(host: str, port: int, size: int, count: int) -> None:
+    echoed = 0
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.connect((host, port))
+        for _ in range(count):
+            sock.send(b"u" * size)
+            echoed += len(sock.recv(65536)) == size
+        local = sock.getsockname()[1]
+    print(json.dumps({"sent": count, "echoed": echoed, "local_port": local}), flush=True)
 
 
 def connect(host: str, port: int, hold: float, count: int) -> None:
@@ -99,9 +148,16 @@ def fail(mode: str, host: str, port: int, count: int) -> None:
 def main(argv: list[str]) -> None:
     _name_process()
     command, args = argv[0], argv[1:]
-    if command == "serve":
+    if command in ("serve", "udp-echo"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        serve([int(p) for p in args])
+    if command == "serve":
+        serve(args)
+    elif command == "udp-echo":
+        udp_echo([int(p) for p in args])
+    elif command == "exchange":
+        exchange(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif command == "udp-send":
+        udp_send(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif command == "connect":
         connect(args[0], int(args[1]), float(args[2]), int(args[3]))
     elif command == "hold":

@@ -1,0 +1,69 @@
+"""Bulk reads of BPF hash maps as raw bytes, for maps too large for per-entry ctypes.
+
+bcc's items_lookup_batch() builds a ctypes object per entry; at 100,000 flows that
+costs more than the read itself. These return the kernel's buffers as they are,
+for struct.iter_unpack.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+from typing import Any
+
+_BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
+_NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _ElemAttr(ctypes.Structure):
+    _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("key", ctypes.c_uint64), ("value", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64)]
+
+
+def read_all(table: Any) -> tuple[bytes, bytes, int]:
+    """All entries of a bcc hash table: (keys, values, count), packed back to back."""
+    from bcc.libbcc import lib
+
+    key_size, value_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
+    capacity = table.max_entries
+    keys = ctypes.create_string_buffer(key_size * capacity)
+    values = ctypes.create_string_buffer(value_size * capacity)
+    token = ctypes.c_uint32(0)
+    count = ctypes.c_uint32(0)
+    total = 0
+    while total < capacity:
+        count.value = capacity - total
+        res = lib.bpf_lookup_batch(table.map_fd, ctypes.byref(token) if total else None,
+                                   ctypes.byref(token),
+                                   ctypes.byref(keys, key_size * total),
+                                   ctypes.byref(values, value_size * total),
+                                   ctypes.byref(count))
+        err = ctypes.get_errno()
+        total += count.value
+        if res != 0:
+            if err == errno.ENOENT:
+                break  # the whole map was read
+            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(err)}")
+        if count.value == 0:
+            break
+    return keys.raw[: key_size * total], values.raw[: value_size * total], total
+
+
+def lookup_and_delete(table: Any, key: bytes) -> bytes | None:
+    """Atomically take one entry out of the map; None if it is not there."""
+    value = ctypes.create_string_buffer(ctypes.sizeof(table.Leaf))
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    attr = _ElemAttr(map_fd=table.map_fd, key=ctypes.addressof(key_buf),
+                     value=ctypes.addressof(value))
+    res = _libc.syscall(_NR_BPF, _BPF_MAP_LOOKUP_AND_DELETE_ELEM, ctypes.byref(attr),
+                        ctypes.sizeof(attr))
+    if res != 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOENT:
+            return None
+        raise OSError(err, f"BPF_MAP_LOOKUP_AND_DELETE_ELEM failed: {os.strerror(err)}")
+    return value.raw

@@ -1,0 +1,103 @@
+"""Per-flow growth folded into labelled counters, with a series cap.
+
+Counters only ever grow: a flow's growth is added here before the flow is
+forgotten (expired or evicted), so Prometheus never sees one go backwards.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+
+from exporter.config import FlowsConfig
+from exporter.flows import FlowAccounting, FlowDelta, decode_key, map_size
+from exporter.snapshot import FlowSeries, FlowsSnapshot, MapUsage
+
+OVERFLOW = "other"
+# Labels that can take many values; the cap replaces them with "other".
+UNBOUNDED = ("server_port", "peer_address")
+
+
+class FlowSeriesBuilder:
+    def __init__(self, config: FlowsConfig, interface_name: Callable[[int], str]) -> None:
+        self.config = config
+        self.interface_name = interface_name
+        self.totals: dict[tuple[str, ...], list[int]] = {}
+        self.overflowed = 0  # flow deltas counted under "other"
+        self._overflow_index = [i for i, n in enumerate(config.labels) if n in UNBOUNDED]
+
+    def add(self, deltas: Iterable[FlowDelta]) -> None:
+        for delta in deltas:
+            labels = self.labels(delta)
+            totals = self.totals.get(labels)
+            if totals is None:
+                if len(self.totals) >= self.config.max_series:
+                    labels = self._overflow(labels)
+                    self.overflowed += 1
+                totals = self.totals.setdefault(labels, [0, 0])
+            totals[0] += delta.packets
+            totals[1] += delta.bytes
+
+    def labels(self, delta: FlowDelta) -> tuple[str, ...]:
+        key = decode_key(delta.key)
+        values = []
+        for name in self.config.labels:
+            if name == "interface":
+                values.append(self.interface_name(key.ifindex))
+            elif name == "network_io_direction":
+                values.append(key.direction)
+            elif name == "protocol":
+                values.append(key.protocol)
+            elif name == "server_port":
+                values.append(str(delta.server_port))
+            else:
+                values.append(self.peer(key.remote))
+        return tuple(values)
+
+    def peer(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        if self.config.address_groups:
+            for group in self.config.address_groups:
+                if any(address in net for net in group.networks
+                       if net.version == address.version):
+                    return group.name
+            return OVERFLOW
+        prefix = (self.config.peer_prefix_ipv4 if address.version == 4
+                  else self.config.peer_prefix_ipv6)
+        return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+    def _overflow(self, labels: tuple[str, ...]) -> tuple[str, ...]:
+        values = list(labels)
+        for i in self._overflow_index:
+            values[i] = OVERFLOW
+        return tuple(values)
+
+    def series(self) -> tuple[FlowSeries, ...]:
+        return tuple(FlowSeries(labels, packets, nbytes)
+                     for labels, (packets, nbytes) in self.totals.items())
+
+
+class FlowMetrics:
+    """The collector's view of flow accounting: labelled totals plus self-metrics."""
+
+    def __init__(self, accounting: FlowAccounting) -> None:
+        self.accounting = accounting
+        self.builder = FlowSeriesBuilder(accounting.config, self._name)
+
+    def _name(self, ifindex: int) -> str:
+        return self.accounting.names.get(ifindex, str(ifindex))
+
+    def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
+        self.builder.add(self.accounting.deltas())
+        new_flows, unparsed = self.accounting.counters()
+        table = self.accounting.table
+        snapshot = FlowsSnapshot(
+            label_names=self.accounting.config.labels,
+            series=self.builder.series(),
+            interfaces=len(self.accounting.attached),
+            new_flows=new_flows,
+            evicted=table.vanished,
+            unparsed=unparsed,
+            series_overflow=self.builder.overflowed,
+        )
+        capacity = map_size(self.accounting.config.max_flows)
+        return snapshot, [MapUsage("flows", table.live, capacity)]

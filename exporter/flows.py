@@ -1,0 +1,179 @@
+"""Loads bpf/flows.c, attaches it to interfaces and turns its flow map into deltas.
+
+The kernel keeps one LRU entry per directional flow with running totals. Each
+cycle, FlowTable reads every entry in one batch and reports how much each flow
+grew since the previous read; a flow whose first-seen time changed is a new
+flow under a reused key. Idle flows are taken out of the map atomically and
+their last growth reported, so the map stays far from full and nothing counted
+is forgotten.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import logging
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from exporter import kernel
+from exporter.bpfmaps import lookup_and_delete, read_all
+from exporter.config import FlowsConfig
+from exporter.tc import TcFilters
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "flows.c"
+TC_HANDLE = 0x9435
+KEY = struct.Struct("<IBBBx16s16sHH")
+VALUE = struct.Struct("<QQQQHB5x")
+PROTOCOLS = {6: "tcp", 17: "udp"}
+DIRECTIONS = ("receive", "transmit")
+F_NEW_FLOWS, F_UNPARSED = 0, 1
+
+
+def map_size(max_flows: int) -> int:
+    # An LRU map filled to exactly max_entries loses entries: keep headroom.
+    return max_flows + max_flows // 4
+
+
+@dataclass(frozen=True)
+class FlowKey:
+    ifindex: int
+    direction: str
+    protocol: str
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address
+    sport: int
+    dport: int
+
+    @property
+    def remote(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return self.src if self.direction == "receive" else self.dst
+
+
+def decode_key(raw: bytes) -> FlowKey:
+    ifindex, direction, proto, family, saddr, daddr, sport, dport = KEY.unpack(raw)
+    if family == 6:
+        src: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(saddr)
+        dst: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(daddr)
+    else:
+        src, dst = ipaddress.IPv4Address(saddr[:4]), ipaddress.IPv4Address(daddr[:4])
+    return FlowKey(ifindex, DIRECTIONS[direction & 1], PROTOCOLS.get(proto, str(proto)),
+                   src, dst, sport, dport)
+
+
+def server_port(raw_key: bytes, port: int, known: int) -> int:
+    """The accepting side's port if the handshake was seen, else the lower port."""
+    if known:
+        return port
+    sport, dport = struct.unpack_from("<HH", raw_key, KEY.size - 4)
+    return int(min(sport, dport))
+
+
+@dataclass
+class FlowDelta:
+    key: bytes
+    packets: int
+    bytes: int
+    server_port: int
+
+
+@dataclass
+class _Seen:
+    first_seen: int
+    packets: int
+    bytes: int
+
+
+class FlowTable:
+    """Turns successive reads of the flow map into per-flow growth."""
+
+    def __init__(self, table: Any, idle_timeout: float) -> None:
+        self.table = table
+        self.idle_ns = int(idle_timeout * 1e9)
+        assert ctypes.sizeof(table.Key) == KEY.size and ctypes.sizeof(table.Leaf) == VALUE.size
+        self._seen: dict[bytes, _Seen] = {}
+        self.live = 0
+        self.expired = 0  # taken out by us when idle
+        self.vanished = 0  # evicted by the kernel before we expired them
+
+    def read(self, now_ns: int | None = None) -> list[FlowDelta]:
+        keys, values, _ = read_all(self.table)
+        now = time.monotonic_ns() if now_ns is None else now_ns  # bpf_ktime_get_ns's clock
+        deltas: list[FlowDelta] = []
+        previous, current = self._seen, {}
+        idle: list[bytes] = []
+        ksize = KEY.size
+        for i, (packets, nbytes, first, last, port, known) in enumerate(VALUE.iter_unpack(values)):
+            key = keys[i * ksize:(i + 1) * ksize]
+            seen = previous.pop(key, None)
+            if seen is None or seen.first_seen != first:
+                dp, db = packets, nbytes
+            else:
+                dp, db = packets - seen.packets, nbytes - seen.bytes
+            if dp or db:
+                deltas.append(FlowDelta(key, dp, db, server_port(key, port, known)))
+            current[key] = _Seen(first, packets, nbytes)
+            if now - last > self.idle_ns:
+                idle.append(key)
+        # What was seen before but is gone now was evicted by the LRU.
+        self.vanished += len(previous)
+        for key in idle:
+            final = lookup_and_delete(self.table, key)
+            seen = current.pop(key)
+            if final is None:
+                continue
+            packets, nbytes, first, _last, port, known = VALUE.unpack(final)
+            if first == seen.first_seen and (packets, nbytes) != (seen.packets, seen.bytes):
+                deltas.append(FlowDelta(key, packets - seen.packets, nbytes - seen.bytes,
+                                        server_port(key, port, known)))
+            self.expired += 1
+        self._seen = current
+        self.live = len(current)
+        return deltas
+
+
+class FlowAccounting:
+    """The classifiers, attached to interfaces as they come and go."""
+
+    def __init__(self, config: FlowsConfig) -> None:
+        self.config = config
+        self.bpf = kernel.compile_program(PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}"])
+        from bcc import BPF
+
+        self._programs = {"ingress": self.bpf.load_func(b"flows_ingress", BPF.SCHED_CLS),
+                          "egress": self.bpf.load_func(b"flows_egress", BPF.SCHED_CLS)}
+        self.table = FlowTable(self.bpf["flows"], config.idle_timeout)
+        self.filters = TcFilters(config.tc_priority, TC_HANDLE)
+        self.names: dict[int, str] = {}  # kept after a link goes, for its last flows
+        self.attached: set[int] = set()
+
+    def attach(self, ifindex: int, name: str) -> None:
+        self.filters.attach(ifindex, self._programs)
+        self.names[ifindex] = name
+        self.attached.add(ifindex)
+        log.info("counting flows on %s", name)
+
+    def forget(self, ifindex: int, name: str) -> None:
+        self.attached.discard(ifindex)
+        self.filters.forget(ifindex)
+        log.info("interface %s is gone", name)
+
+    def counters(self) -> tuple[int, int]:
+        """(flows the kernel inserted, packets it could not parse), since start."""
+        values = dict(self.bpf["flow_counters"].items_lookup_batch())
+        return int(values.get(F_NEW_FLOWS, 0)), int(values.get(F_UNPARSED, 0))
+
+    def deltas(self) -> Iterator[FlowDelta]:
+        yield from self.table.read()
+
+    def close(self) -> None:
+        for ifindex in list(self.attached):
+            self.filters.detach(ifindex)
+        self.attached.clear()
+        self.filters.close()
+        self.bpf.cleanup()

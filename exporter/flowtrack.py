@@ -1,0 +1,72 @@
+"""`ebpf-net-exporter track`: the seed's Connections Tracker, a report every period."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TextIO
+
+from exporter.flows import FlowDelta, FlowKey, decode_key
+
+HEADER_RULE = "-" * 63
+FOOTER_RULE = "-" * 64
+
+
+@dataclass(frozen=True)
+class TrackedFlow:
+    key: FlowKey
+    packets: int
+    bytes: int
+    server_port: int
+
+    @classmethod
+    def of(cls, delta: FlowDelta) -> TrackedFlow:
+        return cls(decode_key(delta.key), delta.packets, delta.bytes, delta.server_port)
+
+    def roles(self) -> tuple[str, str]:
+        """How the report names the source and the destination."""
+        remote_port = self.key.sport if self.key.direction == "receive" else self.key.dport
+        remote = "Remote server" if remote_port == self.server_port else "Remote client"
+        if self.key.direction == "receive":
+            return remote, "My host"
+        return "My host", remote
+
+
+def format_report(when: datetime, flows: Sequence[TrackedFlow]) -> str:
+    lines = [HEADER_RULE, f" Connections report, [{when:%Y-%m-%d %H:%M:%S}]:"]
+    for flow in flows:
+        src_role, dst_role = flow.roles()
+        lines += [
+            f"|    Source      IP:   {flow.key.src} ({src_role})",
+            f"|    Destination IP:   {flow.key.dst} ({dst_role})",
+            f"|    Source      Port: {flow.key.sport}",
+            f"|    Destination Port: {flow.key.dport}",
+            f"|        Bytes:   {flow.bytes}",
+            f"|        Packets: {flow.packets}",
+        ]
+    lines.append(FOOTER_RULE)
+    return "\n".join(lines) + "\n"
+
+
+def format_table(when: datetime, flows: Sequence[TrackedFlow]) -> str:
+    """The richer view: one line per flow, the busiest first."""
+    rows = sorted(flows, key=lambda f: f.bytes, reverse=True)
+    lines = [f"[{when:%Y-%m-%d %H:%M:%S}] {len(rows)} active flows",
+             f"{'SOURCE':<46} {'DESTINATION':<46} {'PROTO':<5} {'BYTES':>12} {'PACKETS':>9}"]
+    for f in rows:
+        src = _endpoint(str(f.key.src), f.key.sport)
+        dst = _endpoint(str(f.key.dst), f.key.dport)
+        lines.append(f"{src:<46} {dst:<46} {f.key.protocol:<5} {f.bytes:>12} {f.packets:>9}")
+    return "\n".join(lines) + "\n\n"
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def print_report(flows: Sequence[TrackedFlow], table: bool, out: TextIO = sys.stdout) -> None:
+    when = datetime.now()
+    out.write(format_table(when, flows) if table else format_report(when, flows))
+    out.flush()

@@ -1,0 +1,98 @@
+"""Which interfaces to watch: configured names and globs, followed through netlink.
+
+Interfaces that appear later (a container starting) are reported when the
+kernel announces them; vanished ones likewise. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+from exporter.errors import SetupError
+
+log = logging.getLogger(__name__)
+
+
+def link_index(name: str) -> int:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise SetupError(f"interface {name} does not exist in this network namespace. "
+                         "`ip link` lists the interfaces; for a container's traffic, name its "
+                         "host-side veth, or run the exporter in its namespace.")
+    return int(found[0])
+
+
+def matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+class InterfaceWatcher:
+    def __init__(self, patterns: Sequence[str], on_add: Callable[[int, str], None],
+                 on_remove: Callable[[int, str], None]) -> None:
+        self.patterns = tuple(patterns)
+        self.on_add = on_add
+        self.on_remove = on_remove
+        self.present: dict[int, str] = {}
+        self._events = IPRoute()
+        self._events.bind(groups=RTMGRP_LINK)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="interfaces", daemon=True)
+
+    def start(self) -> None:
+        # Subscribed before listing, so a link created in between is not missed.
+        with IPRoute() as ipr:
+            for link in ipr.get_links():
+                self._seen(link)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._events.close()  # unblocks get()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = self._events.get()
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("reading link events failed")
+                continue
+            for msg in messages:
+                if msg.get("event") == "RTM_NEWLINK":
+                    self._seen(msg)
+                elif msg.get("event") == "RTM_DELLINK":
+                    self._gone(msg)
+
+    def _seen(self, msg: Any) -> None:
+        index, name = msg["index"], msg.get_attr("IFLA_IFNAME")
+        if not name or not matches(name, self.patterns):
+            if index in self.present:
+                self._gone(msg)  # renamed to a name we do not watch
+            return
+        known = self.present.get(index)
+        if known == name:
+            return  # a flag or address change on a link we have
+        if known is not None:
+            self._gone(msg)  # renamed: the old name's series end here
+        self.present[index] = name
+        try:
+            self.on_add(index, name)
+        except Exception:
+            log.exception("attaching to interface %s failed", name)
+            self.present.pop(index, None)
+
+    def _gone(self, msg: Any) -> None:
+        name = self.present.pop(msg["index"], None)
+        if name is not None:
+            self.on_remove(msg["index"], name)

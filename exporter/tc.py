@@ -1,0 +1,98 @@
+"""Our TC classifiers on clsact hooks, without disturbing anyone else's.
+
+We own exactly one filter per hook, identified by (priority, handle). Another
+TC user (Cilium uses priority 1 handle 1; a user's own rules) keeps its
+filters, and a clsact qdisc is only removed by us if we added it and it is empty.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+INGRESS = 0xFFFFFFF2  # ffff:fff2
+EGRESS = 0xFFFFFFF3  # ffff:fff3
+HOOKS = {"ingress": INGRESS, "egress": EGRESS}
+
+
+class TcFilters:
+    def __init__(self, priority: int, handle: int) -> None:
+        self.priority = priority
+        self.handle = handle
+        self._ipr = IPRoute()
+        self._lock = threading.Lock()  # pyroute2 sockets are not thread-safe
+        self._created_qdisc: set[int] = set()
+
+    def attach(self, ifindex: int, programs: dict[str, Any]) -> None:
+        """Install (or replace a stale copy of) our filter on each hook in `programs`."""
+        with self._lock:
+            try:
+                self._ipr.tc("add", "clsact", ifindex)
+                self._created_qdisc.add(ifindex)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            for hook, fn in programs.items():
+                # replace, not add: a filter left by a killed exporter is taken over.
+                self._ipr.tc("replace-filter", "bpf", ifindex, self.handle, fd=fn.fd,
+                             name=fn.name, parent=HOOKS[hook], classid=1,
+                             direct_action=True, prio=self.priority)
+
+    def detach(self, ifindex: int) -> None:
+        """Remove exactly our filters; the interface may already be gone."""
+        with self._lock:
+            try:
+                for parent in HOOKS.values():
+                    self._delete_ours(ifindex, parent)
+                if ifindex in self._created_qdisc and not self._others(ifindex):
+                    self._ipr.tc("del", "clsact", ifindex)
+            except NetlinkError as exc:
+                if exc.code not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                    raise
+            finally:
+                self._created_qdisc.discard(ifindex)
+
+    def forget(self, ifindex: int) -> None:
+        """The interface vanished, and its filters with it."""
+        with self._lock:
+            self._created_qdisc.discard(ifindex)
+
+    def ours(self, ifindex: int) -> list[tuple[str, str]]:
+        """(hook, program name) of each filter with our priority and handle."""
+        with self._lock:
+            found = []
+            for hook, parent in HOOKS.items():
+                for msg in self._filters(ifindex, parent):
+                    if self._is_ours(msg):
+                        options = msg.get_attr("TCA_OPTIONS")
+                        name = options.get_attr("TCA_BPF_NAME") if options else None
+                        found.append((hook, str(name)))
+            return found
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def _filters(self, ifindex: int, parent: int) -> list[Any]:
+        try:
+            return list(self._ipr.get_filters(index=ifindex, parent=parent))
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                return []
+            raise
+
+    def _is_ours(self, msg: Any) -> bool:
+        return bool(msg["handle"] == self.handle and (msg["info"] >> 16) == self.priority)
+
+    def _others(self, ifindex: int) -> bool:
+        # get_filters also returns one header entry per priority (handle 0).
+        return any(msg["handle"] != 0 and not self._is_ours(msg)
+                   for parent in HOOKS.values() for msg in self._filters(ifindex, parent))
+
+    def _delete_ours(self, ifindex: int, parent: int) -> None:
+        if any(self._is_ours(m) for m in self._filters(ifindex, parent)):
+            self._ipr.tc("del-filter", "bpf", ifindex, self.handle, parent=parent,
+                         prio=self.priority)
