@@ -15,13 +15,14 @@ import ipaddress
 import logging
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from exporter import kernel
 from exporter.bpfmaps import lookup_and_delete, read_all
 from exporter.config import FlowsConfig
+from exporter.errors import SetupError
 from exporter.tc import TcFilters
 
 log = logging.getLogger(__name__)
@@ -92,17 +93,19 @@ class _Seen:
 class FlowTable:
     """Turns successive reads of the flow map into per-flow growth."""
 
-    def __init__(self, table: Any, idle_timeout: float) -> None:
+    def __init__(self, table: Any, idle_timeout: float,
+                 read: Callable[[Any], tuple[bytes, bytes, int]] = read_all,
+                 take: Callable[[Any, bytes], bytes | None] = lookup_and_delete) -> None:
         self.table = table
         self.idle_ns = int(idle_timeout * 1e9)
-        assert ctypes.sizeof(table.Key) == KEY.size and ctypes.sizeof(table.Leaf) == VALUE.size
+        self._read, self._take = read, take
         self._seen: dict[bytes, _Seen] = {}
         self.live = 0
         self.expired = 0  # taken out by us when idle
         self.vanished = 0  # evicted by the kernel before we expired them
 
     def read(self, now_ns: int | None = None) -> list[FlowDelta]:
-        keys, values, _ = read_all(self.table)
+        keys, values, _ = self._read(self.table)
         now = time.monotonic_ns() if now_ns is None else now_ns  # bpf_ktime_get_ns's clock
         deltas: list[FlowDelta] = []
         previous, current = self._seen, {}
@@ -123,7 +126,7 @@ class FlowTable:
         # What was seen before but is gone now was evicted by the LRU.
         self.vanished += len(previous)
         for key in idle:
-            final = lookup_and_delete(self.table, key)
+            final = self._take(self.table, key)
             seen = current.pop(key)
             if final is None:
                 continue
@@ -147,7 +150,10 @@ class FlowAccounting:
 
         self._programs = {"ingress": self.bpf.load_func(b"flows_ingress", BPF.SCHED_CLS),
                           "egress": self.bpf.load_func(b"flows_egress", BPF.SCHED_CLS)}
-        self.table = FlowTable(self.bpf["flows"], config.idle_timeout)
+        flows = self.bpf["flows"]
+        if (ctypes.sizeof(flows.Key), ctypes.sizeof(flows.Leaf)) != (KEY.size, VALUE.size):
+            raise SetupError("bpf/flows.c and exporter/flows.py disagree on the flow layout")
+        self.table = FlowTable(flows, config.idle_timeout)
         self.filters = TcFilters(config.tc_priority, TC_HANDLE)
         self.names: dict[int, str] = {}  # kept after a link goes, for its last flows
         self.attached: set[int] = set()

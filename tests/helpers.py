@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -83,7 +83,7 @@ def in_namespace(ns: str) -> list[str]:
     return ["ip", "netns", "exec", ns] if ns else []
 
 
-def make_host_link(tag: str, subnet: int) -> Iterator[Hosts]:
+def make_host_link(tag: str, subnet: int) -> Generator[Hosts, None, None]:
     """This host (the root namespace, where the exporter runs) and one peer namespace,
     joined by a veth pair whose host side `ent<tag>h` is the interface to count."""
     peer_ns = f"ent-{tag}-p"
@@ -110,7 +110,7 @@ def make_host_link(tag: str, subnet: int) -> Iterator[Hosts]:
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
 
 
-def make_hosts(tag: str, subnet: int) -> Iterator[Hosts]:
+def make_hosts(tag: str, subnet: int) -> Generator[Hosts, None, None]:
     client_ns, server_ns = f"ent-{tag}-c", f"ent-{tag}-s"
     for ns in (client_ns, server_ns):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from exporter.config import Config, ConnectionsConfig, ListenAddress, load_config, parse_config
+from exporter.config import (
+    AddressGroup,
+    Config,
+    ConnectionsConfig,
+    FlowsConfig,
+    ListenAddress,
+    load_config,
+    parse_config,
+)
 from exporter.durations import parse_duration
 from exporter.errors import ConfigError
 from tests.helpers import PYTHON, ROOT
@@ -27,6 +36,10 @@ def test_values_are_parsed_into_typed_objects() -> None:
     assert str(config.listen) == "[::1]:9500"
     assert config.interval == 90.0
     assert config.interfaces == ("eth0", "veth*")
+    assert parse_config({"flows": {"address_groups": {"lan": ["10.0.0.0/8", "fd00::/8"]},
+                                   "idle_timeout": "30s", "labels": ["interface"]}}).flows == \
+        FlowsConfig(labels=("interface",), idle_timeout=30.0, address_groups=(AddressGroup(
+            "lan", (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))),))
     assert config.connections == ConnectionsConfig(
         buckets=(1.0, 2.5), labels=("server_port", "process"), peer_prefix_ipv4=16,
         max_tracked=1024, max_series=10)
@@ -67,6 +80,14 @@ def test_bad_durations(text: str) -> None:
     ({"connections": {"peer_prefix_ipv4": 33}}, "connections.peer_prefix_ipv4", "0 to 32"),
     ({"connections": {"max_tracked": True}}, "connections.max_tracked", "whole number"),
     ({"connections": {"max_series": 0}}, "connections.max_series", "1 to"),
+    ({"flows": []}, "flows", "expected a mapping"),
+    ({"flows": {"labels": ["interface", "port"]}}, "flows.labels[1]", "server_port"),
+    ({"flows": {"address_groups": {"lan": ["10.0.0.0/33"]}}}, "flows.address_groups.lan[0]",
+     "CIDR"),
+    ({"flows": {"address_groups": ["10.0.0.0/8"]}}, "flows.address_groups", "mapping of names"),
+    ({"flows": {"idle_timeout": "soon"}}, "flows.idle_timeout", "duration"),
+    ({"flows": {"max_flows": 1}}, "flows.max_flows", "16 to"),
+    ({"flows": {"tc_priority": 1}}, "flows.tc_priority", "2 to 65535"),
 ])
 def test_mistakes_name_their_key(raw: object, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -1,0 +1,162 @@
+"""Attaching to interfaces as they come and go, and living beside other TC users."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import Exporter, Hosts, Samples, make_host_link, require_root, value, wait_for
+
+BYTES = "ebpf_net_flow_bytes_total"
+PACKETS = "ebpf_net_flow_packets_total"
+
+
+def ours(interface: str, hook: str) -> list[str]:
+    out = subprocess.run(["tc", "filter", "show", "dev", interface, hook], check=True,
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "handle 0x9435" in line]
+
+
+def udp_totals(s: Samples, interface: str, direction: str, port: int) -> tuple[float, float]:
+    labels = {"interface": interface, "network_io_direction": direction, "protocol": "udp",
+              "server_port": str(port)}
+    return value(s, PACKETS, **labels), value(s, BYTES, **labels)
+
+
+def send_and_wait(link: Hosts, exporter: Exporter, port: int, count: int) -> Samples:
+    link.udp_echo(port)
+    assert link.run("", "udp-send", link.server_v4, str(port), "100", str(count))["echoed"] == count
+    # 100 bytes of payload + UDP 8 + IPv4 20 + Ethernet 14.
+    want = (count, count * 142)
+    return wait_for(exporter.scrape,
+                    lambda s: udp_totals(s, link.interface, "receive", port) == want)
+
+
+def test_an_interface_created_after_start_is_counted_and_forgotten_when_gone() -> None:
+    require_root()
+    exporter = Exporter({"interfaces": ["entl*h"]})
+    try:
+        assert value(exporter.scrape(), "ebpf_net_exporter_interfaces_attached") == 0
+        links = make_host_link("l1", 41)
+        link = next(links)
+        try:
+            s = wait_for(exporter.scrape,
+                         lambda s: value(s, "ebpf_net_exporter_interfaces_attached") == 1)
+            assert value(s, "ebpf_net_exporter_interfaces_attached") == 1
+            s = send_and_wait(link, exporter, 7921, 4)
+            assert udp_totals(s, link.interface, "receive", 7921) == (4, 4 * 142)
+            assert udp_totals(s, link.interface, "transmit", 7921) == (4, 4 * 142)
+        finally:
+            links.close()  # deletes the link
+        s = wait_for(exporter.scrape,
+                     lambda s: value(s, "ebpf_net_exporter_interfaces_attached") == 0)
+        assert value(s, "ebpf_net_exporter_interfaces_attached") == 0
+        # Counters of a vanished interface stay: they must not go backwards.
+        assert udp_totals(s, "entl1h", "receive", 7921) == (4, 4 * 142)
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+
+
+@pytest.fixture()
+def link() -> Iterator[Hosts]:
+    require_root()
+    yield from make_host_link("a1", 42)
+
+
+def test_filters_left_by_a_killed_exporter_are_replaced_not_doubled(link: Hosts) -> None:
+    first = Exporter({"interfaces": [link.interface]})
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.proc.wait(10)
+    # SIGKILL gave it no chance to clean up; its filters stay behind, still running.
+    assert len(ours(link.interface, "ingress")) == 1
+    assert len(ours(link.interface, "egress")) == 1
+
+    second = Exporter({"interfaces": [link.interface]})
+    try:
+        assert len(ours(link.interface, "ingress")) == 1
+        assert len(ours(link.interface, "egress")) == 1
+        s = send_and_wait(link, second, 7931, 5)
+        assert udp_totals(s, link.interface, "receive", 7931) == (5, 5 * 142)
+        assert udp_totals(s, link.interface, "transmit", 7931) == (5, 5 * 142)
+    finally:
+        assert second.stop() == 0, second.log()
+    assert ours(link.interface, "ingress") == [] and ours(link.interface, "egress") == []
+
+
+def add_foreign_filter(interface: str) -> None:
+    """Another TC user's classifier, at Cilium's priority 1 and handle 1."""
+    from bcc import BPF
+    from pyroute2 import IPRoute
+
+    bpf = BPF(text=b"#include <uapi/linux/pkt_cls.h>\n"
+                   b"int foreign(struct __sk_buff *skb) { return TC_ACT_UNSPEC; }\n")
+    fn = bpf.load_func(b"foreign", BPF.SCHED_CLS)
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=interface)[0]
+        ipr.tc("add", "clsact", index)
+        for parent in (0xFFFFFFF2, 0xFFFFFFF3):
+            ipr.tc("add-filter", "bpf", index, 1, fd=fn.fd, name=fn.name, parent=parent,
+                   classid=1, direct_action=True, prio=1)
+    # The filters hold the program; it outlives this BPF object.
+    bpf.cleanup()
+
+
+def test_a_foreign_filter_in_ciliums_slot_survives_our_start_and_stop(link: Hosts) -> None:
+    add_foreign_filter(link.interface)
+
+    def foreign(hook: str) -> list[str]:
+        out = subprocess.run(["tc", "filter", "show", "dev", link.interface, hook],
+                             check=True, capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if "name foreign" in line]
+
+    exporter = Exporter({"interfaces": [link.interface]})
+    try:
+        for hook in ("ingress", "egress"):
+            assert len(foreign(hook)) == 1 and len(ours(link.interface, hook)) == 1
+        s = send_and_wait(link, exporter, 7941, 3)
+        assert udp_totals(s, link.interface, "transmit", 7941) == (3, 3 * 142)
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+    for hook in ("ingress", "egress"):
+        assert len(foreign(hook)) == 1, hook
+        assert ours(link.interface, hook) == []
+    qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", link.interface], check=True,
+                            capture_output=True, text=True).stdout
+    assert "clsact" in qdiscs  # not ours to remove
+
+
+def test_series_cap_yields_the_overflow_series(link: Hosts) -> None:
+    exporter = Exporter({"interfaces": [link.interface], "flows": {"max_series": 3}})
+    try:
+        ports = [7951, 7952, 7953, 7954, 7955]
+        link.udp_echo(*ports)
+        for port in ports:
+            assert link.run("", "udp-send", link.server_v4, str(port), "100", "2")["echoed"] == 2
+
+        def total(s: Samples) -> float:
+            return sum(v for (name, labels), v in s.items()
+                       if name == PACKETS and ("interface", link.interface) in labels)
+
+        s = wait_for(exporter.scrape, lambda s: total(s) == 20)
+        assert total(s) == 20  # 5 ports x 2 datagrams x 2 directions, none lost
+        named = {dict(labels)["server_port"] for (name, labels) in s if name == PACKETS}
+        assert "other" in named
+        assert len(named - {"other"}) <= 3
+        assert value(s, "ebpf_net_exporter_series_overflow_total", metric_group="flows") > 0
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+
+
+def test_exporter_stops_within_seconds_and_removes_the_clsact_it_added(link: Hosts) -> None:
+    exporter = Exporter({"interfaces": [link.interface]})
+    started = time.monotonic()
+    assert exporter.stop() == 0
+    assert time.monotonic() - started < 10
+    qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", link.interface], check=True,
+                            capture_output=True, text=True).stdout
+    assert "clsact" not in qdiscs

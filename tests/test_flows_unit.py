@@ -1,0 +1,124 @@
+"""Folding successive reads of the flow map into growth, and growth into labelled series."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from exporter.config import AddressGroup, FlowsConfig
+from exporter.flow_series import FlowSeriesBuilder
+from exporter.flows import KEY, VALUE, FlowDelta, FlowTable, decode_key, server_port
+
+SEC = 1_000_000_000
+
+
+def key(sport: int = 40000, dport: int = 443, direction: int = 0, proto: int = 6,
+        src: str = "10.0.0.2", dst: str = "10.0.0.1") -> bytes:
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    family = s.version
+    return KEY.pack(7, direction, proto, family, s.packed.ljust(16, b"\0"),
+                    d.packed.ljust(16, b"\0"), sport, dport)
+
+
+class FakeMap:
+    """Stands in for the kernel's flow map: key -> (packets, bytes, first, last, port, known)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, tuple[int, int, int, int, int, int]] = {}
+
+    def read(self, _table: Any) -> tuple[bytes, bytes, int]:
+        keys = b"".join(self.entries)
+        values = b"".join(VALUE.pack(*v) for v in self.entries.values())
+        return keys, values, len(self.entries)
+
+    def take(self, _table: Any, k: bytes) -> bytes | None:
+        v = self.entries.pop(k, None)
+        return None if v is None else VALUE.pack(*v)
+
+
+def growth(deltas: list[FlowDelta]) -> dict[bytes, tuple[int, int]]:
+    return {d.key: (d.packets, d.bytes) for d in deltas}
+
+
+def test_growth_between_reads_and_key_reuse() -> None:
+    fake = FakeMap()
+    table = FlowTable(None, idle_timeout=60, read=fake.read, take=fake.take)
+    a, b = key(), key(sport=40001)
+    fake.entries[a] = (2, 200, 1 * SEC, 1 * SEC, 443, 1)
+    assert growth(table.read(now_ns=2 * SEC)) == {a: (2, 200)}
+    fake.entries[a] = (5, 700, 1 * SEC, 2 * SEC, 443, 1)
+    fake.entries[b] = (1, 60, 2 * SEC, 2 * SEC, 0, 0)
+    assert growth(table.read(now_ns=3 * SEC)) == {a: (3, 500), b: (1, 60)}
+    assert growth(table.read(now_ns=3 * SEC)) == {}  # nothing new
+    # Same key, new first-seen time: the old flow was evicted and a new one began.
+    fake.entries[a] = (1, 80, 3 * SEC, 3 * SEC, 443, 1)
+    assert growth(table.read(now_ns=4 * SEC)) == {a: (1, 80)}
+    assert table.live == 2
+
+
+def test_idle_flows_are_taken_out_with_their_last_growth() -> None:
+    fake = FakeMap()
+    table = FlowTable(None, idle_timeout=10, read=fake.read, take=fake.take)
+    a = key()
+    fake.entries[a] = (1, 100, 0, 0, 443, 1)
+    table.read(now_ns=1 * SEC)
+
+    def grow_before_take(table_: Any, k: bytes) -> bytes | None:
+        # A packet arrives between the batch read and the removal.
+        fake.entries[k] = (3, 300, 0, 1 * SEC, 443, 1)
+        return fake.take(table_, k)
+
+    table._take = grow_before_take
+    fake.entries[a] = (2, 200, 0, 1 * SEC, 443, 1)
+    deltas = table.read(now_ns=12 * SEC)
+    assert [(d.packets, d.bytes) for d in deltas] == [(1, 100), (1, 100)]
+    assert fake.entries == {} and table.expired == 1 and table.live == 0
+
+
+def test_flows_evicted_by_the_kernel_are_counted() -> None:
+    fake = FakeMap()
+    table = FlowTable(None, idle_timeout=60, read=fake.read, take=fake.take)
+    fake.entries[key()] = (1, 100, 0, 0, 443, 1)
+    fake.entries[key(sport=1)] = (1, 100, 0, 0, 443, 1)
+    table.read(now_ns=1)
+    del fake.entries[key()]
+    table.read(now_ns=2)
+    assert table.vanished == 1 and table.live == 1
+
+
+def test_server_port_prefers_the_handshake_then_the_lower_port() -> None:
+    assert server_port(key(sport=8080, dport=50000), 8080, 1) == 8080
+    assert server_port(key(sport=50000, dport=53), 0, 0) == 53
+    k = decode_key(key(direction=1, src="fd00::1", dst="fd00::2", proto=17))
+    assert (k.direction, k.protocol, str(k.src), str(k.remote)) == (
+        "transmit", "udp", "fd00::1", "fd00::2")
+
+
+def test_builder_sums_by_labels_and_caps_series() -> None:
+    config = FlowsConfig(max_series=2)
+    builder = FlowSeriesBuilder(config, lambda index: f"eth{index}")
+    builder.add([FlowDelta(key(sport=1), 1, 100, 80), FlowDelta(key(sport=2), 2, 200, 80),
+                 FlowDelta(key(sport=3), 1, 50, 443), FlowDelta(key(sport=4), 4, 400, 8080),
+                 FlowDelta(key(sport=5), 1, 10, 9090)])
+    totals = {s.labels: (s.packets, s.bytes) for s in builder.series()}
+    assert totals == {
+        ("eth7", "receive", "tcp", "80"): (3, 300),
+        ("eth7", "receive", "tcp", "443"): (1, 50),
+        ("eth7", "receive", "tcp", "other"): (5, 410),
+    }
+    assert builder.overflowed == 2
+
+
+def test_peer_labels_by_prefix_or_named_group() -> None:
+    by_prefix = FlowSeriesBuilder(FlowsConfig(labels=("peer_address",), peer_prefix_ipv4=16),
+                                  str)
+    assert by_prefix.labels(FlowDelta(key(src="10.1.2.3"), 1, 1, 80)) == ("10.1.0.0/16",)
+    # On transmit the peer is the destination.
+    assert by_prefix.labels(FlowDelta(key(direction=1, dst="192.168.9.9"), 1, 1, 80)) == (
+        "192.168.0.0/16",)
+    groups = (AddressGroup("cluster", (ipaddress.ip_network("10.0.0.0/8"),)),
+              AddressGroup("v6", (ipaddress.ip_network("fd00::/8"),)))
+    grouped = FlowSeriesBuilder(FlowsConfig(labels=("peer_address",), address_groups=groups), str)
+    assert grouped.labels(FlowDelta(key(src="10.9.9.9"), 1, 1, 80)) == ("cluster",)
+    assert grouped.labels(FlowDelta(key(src="8.8.8.8"), 1, 1, 80)) == ("other",)
+    assert grouped.labels(FlowDelta(key(src="fd00::5", dst="fd00::1"), 1, 1, 80)) == ("v6",)
