@@ -10,10 +10,21 @@ import ipaddress
 from collections.abc import Callable, Iterable
 
 from exporter.config import FlowsConfig
-from exporter.flows import FlowAccounting, FlowDelta, decode_key, map_size
+from exporter.flows import (
+    D_BYTES,
+    D_KEY,
+    D_PACKETS,
+    DIRECTIONS,
+    PROTOCOLS,
+    FlowAccounting,
+    FlowDelta,
+    decode_key,
+    map_size,
+)
 from exporter.snapshot import FlowSeries, FlowsSnapshot, MapUsage
 
 OVERFLOW = "other"
+MEMO_LIMIT = 100_000
 # Labels that can take many values; the cap replaces them with "other".
 UNBOUNDED = ("server_port", "peer_address")
 
@@ -25,33 +36,49 @@ class FlowSeriesBuilder:
         self.totals: dict[tuple[str, ...], list[int]] = {}
         self.overflowed = 0  # flow deltas counted under "other"
         self._overflow_index = [i for i, n in enumerate(config.labels) if n in UNBOUNDED]
+        self._with_peer = "peer_address" in config.labels
+        # Rendered labels by what they are made of; bounded, as peers can be many.
+        self._memo: dict[tuple[int, int, int, int, str], tuple[str, ...]] = {}
 
     def add(self, deltas: Iterable[FlowDelta]) -> None:
+        labels_of = self.labels
+        totals_of = self.totals
         for delta in deltas:
-            labels = self.labels(delta)
-            totals = self.totals.get(labels)
+            labels = labels_of(delta)
+            totals = totals_of.get(labels)
             if totals is None:
-                if len(self.totals) >= self.config.max_series:
+                if len(totals_of) >= self.config.max_series:
                     labels = self._overflow(labels)
                     self.overflowed += 1
-                totals = self.totals.setdefault(labels, [0, 0])
-            totals[0] += delta.packets
-            totals[1] += delta.bytes
+                totals = totals_of.setdefault(labels, [0, 0])
+            totals[0] += delta[D_PACKETS]
+            totals[1] += delta[D_BYTES]
 
     def labels(self, delta: FlowDelta) -> tuple[str, ...]:
-        key = decode_key(delta.key)
+        _, _, _, ifindex, direction, protocol, port = delta
+        peer = self.peer(decode_key(delta[D_KEY]).remote) if self._with_peer else ""
+        memo = (ifindex, direction, protocol, port, peer)
+        labels = self._memo.get(memo)
+        if labels is None:
+            if len(self._memo) > MEMO_LIMIT:
+                self._memo.clear()
+            labels = self._memo[memo] = self._render(*memo)
+        return labels
+
+    def _render(self, ifindex: int, direction: int, protocol: int, port: int,
+                peer: str) -> tuple[str, ...]:
         values = []
         for name in self.config.labels:
             if name == "interface":
-                values.append(self.interface_name(key.ifindex))
+                values.append(self.interface_name(ifindex))
             elif name == "network_io_direction":
-                values.append(key.direction)
+                values.append(DIRECTIONS[direction & 1])
             elif name == "protocol":
-                values.append(key.protocol)
+                values.append(PROTOCOLS.get(protocol, str(protocol)))
             elif name == "server_port":
-                values.append(str(delta.server_port))
+                values.append(str(port))
             else:
-                values.append(self.peer(key.remote))
+                values.append(peer)
         return tuple(values)
 
     def peer(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

@@ -23,7 +23,8 @@ class TrackedFlow:
 
     @classmethod
     def of(cls, delta: FlowDelta) -> TrackedFlow:
-        return cls(decode_key(delta.key), delta.packets, delta.bytes, delta.server_port)
+        key, packets, nbytes, _, _, _, port = delta
+        return cls(decode_key(key), packets, nbytes, port)
 
     def roles(self) -> tuple[str, str]:
         """How the report names the source and the destination."""

@@ -8,6 +8,9 @@
     peer.py udp-echo PORT...                   echo every datagram
     peer.py udp-send HOST PORT SIZE COUNT      COUNT datagrams of SIZE bytes, each echoed
 
+    peer.py raw-vlan IFACE DST_MAC SRC DST DPORT SIZE COUNT TAGS
+                                               COUNT raw UDP frames with TAGS VLAN tags
+
 A served TCP port may be given as PORT:REPLY: after reading to EOF the server
 sends REPLY bytes before it closes.
 
@@ -99,6 +102,28 @@ def udp_send(host: str, port: int, size: int, count: int) -> None:
     print(json.dumps({"sent": count, "echoed": echoed, "local_port": local}), flush=True)
 
 
+def raw_vlan(iface: str, dst_mac: str, src: str, dst: str, dport: int, size: int, count: int,
+             tags: int) -> None:
+    import struct
+
+    payload = b"v" * size
+    udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    # The outer tag is 802.1ad when there are two (QinQ), else 802.1Q.
+    vlans = b""
+    for i in range(tags):
+        tpid = 0x88A8 if tags == 2 and i == 0 else 0x8100
+        vlans += struct.pack("!HH", tpid, 100 + i)
+    header = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("020000000042")
+    frame = header + vlans + struct.pack("!H", 0x0800) + ip + udp
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind((iface, 0))
+        for _ in range(count):
+            sock.send(frame)
+    print(json.dumps({"sent": count, "frame": len(frame)}), flush=True)
+
+
 def connect(host: str, port: int, hold: float, count: int) -> None:
     held = []
     for _ in range(count):
@@ -158,6 +183,9 @@ def main(argv: list[str]) -> None:
         exchange(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif command == "udp-send":
         udp_send(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif command == "raw-vlan":
+        raw_vlan(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]), int(args[6]),
+                 int(args[7]))
     elif command == "connect":
         connect(args[0], int(args[1]), float(args[2]), int(args[3]))
     elif command == "hold":

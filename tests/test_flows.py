@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,20 @@ def test_filters_are_ours_alone_and_at_our_priority(link: Hosts, exporter: Expor
         lines = tc_filters(link.interface, hook)
         assert len(lines) == 1, lines
         assert "pref 9435" in lines[0] and "handle 0x9435" in lines[0] and name in lines[0]
+
+
+@pytest.mark.parametrize("tags,port", [(1, 7981), (2, 7982)])
+def test_vlan_tagged_frames_are_counted_as_a_capture_shows_them(
+        link: Hosts, exporter: Exporter, tags: int, port: int) -> None:
+    mac = Path(f"/sys/class/net/{link.interface}/address").read_text().strip()
+    with Capture(link.interface, " and ".join(["vlan"] * tags + [f"udp port {port}"])) as capture:
+        sent = link.run(link.server_ns, "raw-vlan", f"{link.interface[:-1]}p", mac,
+                        link.server_v4, link.client_v4, str(port), "50", "3", str(tags))
+    assert sent == {"sent": 3, "frame": 14 + 4 * tags + 20 + 8 + 50}
+    assert capture.totals(link.server_v4, "udp", port) == (3, 3 * sent["frame"])
+
+    def done(s: Samples) -> bool:
+        return flow(s, link, "receive", "udp", port) == (3, 3 * sent["frame"])
+
+    s = wait_for(exporter.scrape, done)
+    assert flow(s, link, "receive", "udp", port) == (3, 3 * sent["frame"])

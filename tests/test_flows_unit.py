@@ -7,7 +7,7 @@ from typing import Any
 
 from exporter.config import AddressGroup, FlowsConfig
 from exporter.flow_series import FlowSeriesBuilder
-from exporter.flows import KEY, VALUE, FlowDelta, FlowTable, decode_key, server_port
+from exporter.flows import KEY, KEY_HEAD, VALUE, FlowDelta, FlowTable, decode_key, server_port
 
 SEC = 1_000_000_000
 
@@ -21,10 +21,10 @@ def key(sport: int = 40000, dport: int = 443, direction: int = 0, proto: int = 6
 
 
 class FakeMap:
-    """Stands in for the kernel's flow map: key -> (packets, bytes, first, last, port, known)."""
+    """Stands in for the kernel's flow map: key -> (packets, bytes, first, port, known)."""
 
     def __init__(self) -> None:
-        self.entries: dict[bytes, tuple[int, int, int, int, int, int]] = {}
+        self.entries: dict[bytes, tuple[int, int, int, int, int]] = {}
 
     def read(self, _table: Any) -> tuple[bytes, bytes, int]:
         keys = b"".join(self.entries)
@@ -37,21 +37,26 @@ class FakeMap:
 
 
 def growth(deltas: list[FlowDelta]) -> dict[bytes, tuple[int, int]]:
-    return {d.key: (d.packets, d.bytes) for d in deltas}
+    return {d[0]: (d[1], d[2]) for d in deltas}
+
+
+def delta(k: bytes, packets: int, nbytes: int, port: int) -> FlowDelta:
+    ifindex, direction, proto, _, _ = KEY_HEAD.unpack(k)
+    return (k, packets, nbytes, ifindex, direction, proto, port)
 
 
 def test_growth_between_reads_and_key_reuse() -> None:
     fake = FakeMap()
     table = FlowTable(None, idle_timeout=60, read=fake.read, take=fake.take)
     a, b = key(), key(sport=40001)
-    fake.entries[a] = (2, 200, 1 * SEC, 1 * SEC, 443, 1)
+    fake.entries[a] = (2, 200, 1 * SEC, 443, 1)
     assert growth(table.read(now_ns=2 * SEC)) == {a: (2, 200)}
-    fake.entries[a] = (5, 700, 1 * SEC, 2 * SEC, 443, 1)
-    fake.entries[b] = (1, 60, 2 * SEC, 2 * SEC, 0, 0)
+    fake.entries[a] = (5, 700, 1 * SEC, 443, 1)
+    fake.entries[b] = (1, 60, 2 * SEC, 0, 0)
     assert growth(table.read(now_ns=3 * SEC)) == {a: (3, 500), b: (1, 60)}
     assert growth(table.read(now_ns=3 * SEC)) == {}  # nothing new
     # Same key, new first-seen time: the old flow was evicted and a new one began.
-    fake.entries[a] = (1, 80, 3 * SEC, 3 * SEC, 443, 1)
+    fake.entries[a] = (1, 80, 3 * SEC, 443, 1)
     assert growth(table.read(now_ns=4 * SEC)) == {a: (1, 80)}
     assert table.live == 2
 
@@ -59,27 +64,29 @@ def test_growth_between_reads_and_key_reuse() -> None:
 def test_idle_flows_are_taken_out_with_their_last_growth() -> None:
     fake = FakeMap()
     table = FlowTable(None, idle_timeout=10, read=fake.read, take=fake.take)
-    a = key()
-    fake.entries[a] = (1, 100, 0, 0, 443, 1)
+    a, b = key(), key(sport=1)
+    fake.entries[a] = (1, 100, 0, 443, 1)
+    fake.entries[b] = (1, 100, 0, 443, 1)
     table.read(now_ns=1 * SEC)
+    fake.entries[b] = (2, 200, 0, 443, 1)
+    assert growth(table.read(now_ns=5 * SEC)) == {b: (1, 100)}
+    # a has not grown since 1 s: at 12 s it is idle; b grew at 5 s, so it is not.
 
     def grow_before_take(table_: Any, k: bytes) -> bytes | None:
         # A packet arrives between the batch read and the removal.
-        fake.entries[k] = (3, 300, 0, 1 * SEC, 443, 1)
+        fake.entries[k] = (2, 250, 0, 443, 1)
         return fake.take(table_, k)
 
     table._take = grow_before_take
-    fake.entries[a] = (2, 200, 0, 1 * SEC, 443, 1)
-    deltas = table.read(now_ns=12 * SEC)
-    assert [(d.packets, d.bytes) for d in deltas] == [(1, 100), (1, 100)]
-    assert fake.entries == {} and table.expired == 1 and table.live == 0
+    assert growth(table.read(now_ns=12 * SEC)) == {a: (1, 150)}
+    assert list(fake.entries) == [b] and table.expired == 1 and table.live == 1
 
 
 def test_flows_evicted_by_the_kernel_are_counted() -> None:
     fake = FakeMap()
     table = FlowTable(None, idle_timeout=60, read=fake.read, take=fake.take)
-    fake.entries[key()] = (1, 100, 0, 0, 443, 1)
-    fake.entries[key(sport=1)] = (1, 100, 0, 0, 443, 1)
+    fake.entries[key()] = (1, 100, 0, 443, 1)
+    fake.entries[key(sport=1)] = (1, 100, 0, 443, 1)
     table.read(now_ns=1)
     del fake.entries[key()]
     table.read(now_ns=2)
@@ -87,8 +94,8 @@ def test_flows_evicted_by_the_kernel_are_counted() -> None:
 
 
 def test_server_port_prefers_the_handshake_then_the_lower_port() -> None:
-    assert server_port(key(sport=8080, dport=50000), 8080, 1) == 8080
-    assert server_port(key(sport=50000, dport=53), 0, 0) == 53
+    assert server_port(8080, 50000, 8080, 1) == 8080
+    assert server_port(50000, 53, 0, 0) == 53
     k = decode_key(key(direction=1, src="fd00::1", dst="fd00::2", proto=17))
     assert (k.direction, k.protocol, str(k.src), str(k.remote)) == (
         "transmit", "udp", "fd00::1", "fd00::2")
@@ -97,9 +104,9 @@ def test_server_port_prefers_the_handshake_then_the_lower_port() -> None:
 def test_builder_sums_by_labels_and_caps_series() -> None:
     config = FlowsConfig(max_series=2)
     builder = FlowSeriesBuilder(config, lambda index: f"eth{index}")
-    builder.add([FlowDelta(key(sport=1), 1, 100, 80), FlowDelta(key(sport=2), 2, 200, 80),
-                 FlowDelta(key(sport=3), 1, 50, 443), FlowDelta(key(sport=4), 4, 400, 8080),
-                 FlowDelta(key(sport=5), 1, 10, 9090)])
+    builder.add([delta(key(sport=1), 1, 100, 80), delta(key(sport=2), 2, 200, 80),
+                 delta(key(sport=3), 1, 50, 443), delta(key(sport=4), 4, 400, 8080),
+                 delta(key(sport=5), 1, 10, 9090)])
     totals = {s.labels: (s.packets, s.bytes) for s in builder.series()}
     assert totals == {
         ("eth7", "receive", "tcp", "80"): (3, 300),
@@ -112,13 +119,13 @@ def test_builder_sums_by_labels_and_caps_series() -> None:
 def test_peer_labels_by_prefix_or_named_group() -> None:
     by_prefix = FlowSeriesBuilder(FlowsConfig(labels=("peer_address",), peer_prefix_ipv4=16),
                                   str)
-    assert by_prefix.labels(FlowDelta(key(src="10.1.2.3"), 1, 1, 80)) == ("10.1.0.0/16",)
+    assert by_prefix.labels(delta(key(src="10.1.2.3"), 1, 1, 80)) == ("10.1.0.0/16",)
     # On transmit the peer is the destination.
-    assert by_prefix.labels(FlowDelta(key(direction=1, dst="192.168.9.9"), 1, 1, 80)) == (
+    assert by_prefix.labels(delta(key(direction=1, dst="192.168.9.9"), 1, 1, 80)) == (
         "192.168.0.0/16",)
     groups = (AddressGroup("cluster", (ipaddress.ip_network("10.0.0.0/8"),)),
               AddressGroup("v6", (ipaddress.ip_network("fd00::/8"),)))
     grouped = FlowSeriesBuilder(FlowsConfig(labels=("peer_address",), address_groups=groups), str)
-    assert grouped.labels(FlowDelta(key(src="10.9.9.9"), 1, 1, 80)) == ("cluster",)
-    assert grouped.labels(FlowDelta(key(src="8.8.8.8"), 1, 1, 80)) == ("other",)
-    assert grouped.labels(FlowDelta(key(src="fd00::5", dst="fd00::1"), 1, 1, 80)) == ("v6",)
+    assert grouped.labels(delta(key(src="10.9.9.9"), 1, 1, 80)) == ("cluster",)
+    assert grouped.labels(delta(key(src="8.8.8.8"), 1, 1, 80)) == ("other",)
+    assert grouped.labels(delta(key(src="fd00::5", dst="fd00::1"), 1, 1, 80)) == ("v6",)

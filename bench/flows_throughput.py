@@ -1,0 +1,109 @@
+"""Throughput over a veth pair with and without the exporter, and the classifiers' cost.
+
+iperf3 runs from this host to a server in a namespace, alternating runs without
+and with `ebpf-net-exporter serve` attached to the host side of the link. The
+classifiers' average run time per packet comes from the kernel's own BPF
+statistics (kernel.bpf_stats_enabled: run_time_ns / run_cnt).
+
+    sudo .venv/bin/python bench/flows_throughput.py [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.helpers import Exporter, Hosts, make_host_link
+
+PROGRAMS = ("flows_ingress", "flows_egress")
+EMPTY = b"int empty_cls(struct __sk_buff *skb) { return -1; }"
+
+
+def iperf(link: Hosts, seconds: int) -> float:
+    out = subprocess.run(["iperf3", "-c", link.server_v4, "-t", str(seconds), "-J"],
+                         capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
+
+
+def cost_per_run(names: tuple[str, ...]) -> float:
+    """Average ns per run over the loaded programs with these names (kernel statistics)."""
+    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True,
+                                      text=True, check=True).stdout)
+    ours = [p for p in progs if p.get("name") in names]
+    run_time = sum(int(p.get("run_time_ns", 0)) for p in ours)
+    return run_time / max(sum(int(p.get("run_cnt", 0)) for p in ours), 1)
+
+
+def empty_classifier_cost(link: Hosts, seconds: int) -> float:
+    """The same load through a classifier that does nothing: the floor on this machine."""
+    from bcc import BPF
+
+    from exporter.tc import TcFilters
+    bpf = BPF(text=EMPTY)
+    fn = bpf.load_func(b"empty_cls", BPF.SCHED_CLS)
+    filters = TcFilters(priority=9436, handle=0x9436)
+    index = int(subprocess.run(["cat", f"/sys/class/net/{link.interface}/ifindex"],
+                               capture_output=True, text=True, check=True).stdout)
+    try:
+        filters.attach(index, {"ingress": fn, "egress": fn})
+        iperf(link, seconds)
+        return cost_per_run(("empty_cls",))
+    finally:
+        filters.detach(index)
+        filters.close()
+        bpf.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    stats_before = stats_path.read_text().strip()
+    stats_path.write_text("1")
+    links = make_host_link("b1", 61)
+    link = next(links)
+    server = subprocess.Popen(["ip", "netns", "exec", link.server_ns, "iperf3", "-s"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    without: list[float] = []
+    with_: list[float] = []
+    costs: list[float] = []
+    empties: list[float] = []
+    try:
+        subprocess.run(["sleep", "1"], check=True)
+        for _ in range(args.rounds):
+            without.append(iperf(link, args.seconds))
+            exporter = Exporter({"interfaces": [link.interface], "interval": "5s"})
+            try:
+                with_.append(iperf(link, args.seconds))
+                costs.append(cost_per_run(PROGRAMS))
+            finally:
+                exporter.stop()
+            empties.append(empty_classifier_cost(link, args.seconds))
+    finally:
+        server.terminate()
+        server.wait()
+        links.close()
+        stats_path.write_text(stats_before)
+    base, loaded = statistics.median(without), statistics.median(with_)
+    print(f"iperf3 over veth, {args.rounds} rounds of {args.seconds} s, medians:")
+    print(f"  without exporter: {base / 1e9:.2f} Gbit/s "
+          f"(runs {min(without) / 1e9:.2f} to {max(without) / 1e9:.2f})")
+    print(f"  with exporter:    {loaded / 1e9:.2f} Gbit/s "
+          f"(runs {min(with_) / 1e9:.2f} to {max(with_) / 1e9:.2f})")
+    print(f"  ratio:            {loaded / base * 100:.1f}% (target >= 97%)")
+    print(f"  classifier cost:  {statistics.median(costs):.0f} ns per packet, average of "
+          "ingress and egress runs (target <= 150 ns)")
+    print(f"  empty classifier: {statistics.median(empties):.0f} ns per packet under the same "
+          "load (the floor on this machine now)")
+
+
+if __name__ == "__main__":
+    main()
