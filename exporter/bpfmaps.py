@@ -24,33 +24,40 @@ class _ElemAttr(ctypes.Structure):
                 ("flags", ctypes.c_uint64)]
 
 
-def read_all(table: Any) -> tuple[bytes, bytes, int]:
-    """All entries of a bcc hash table: (keys, values, count), packed back to back."""
-    from bcc.libbcc import lib
+class BatchReader:
+    """Reads all entries of one bcc hash table into buffers kept between reads."""
 
-    key_size, value_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
-    capacity = table.max_entries
-    keys = ctypes.create_string_buffer(key_size * capacity)
-    values = ctypes.create_string_buffer(value_size * capacity)
-    token = ctypes.c_uint32(0)
-    count = ctypes.c_uint32(0)
-    total = 0
-    while total < capacity:
-        count.value = capacity - total
-        res = lib.bpf_lookup_batch(table.map_fd, ctypes.byref(token) if total else None,
-                                   ctypes.byref(token),
-                                   ctypes.byref(keys, key_size * total),
-                                   ctypes.byref(values, value_size * total),
-                                   ctypes.byref(count))
-        err = ctypes.get_errno()
-        total += count.value
-        if res != 0:
-            if err == errno.ENOENT:
-                break  # the whole map was read
-            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(err)}")
-        if count.value == 0:
-            break
-    return keys.raw[: key_size * total], values.raw[: value_size * total], total
+    def __init__(self, table: Any) -> None:
+        self.key_size, self.value_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
+        self.capacity = table.max_entries
+        self._keys = ctypes.create_string_buffer(self.key_size * self.capacity)
+        self._values = ctypes.create_string_buffer(self.value_size * self.capacity)
+
+    def __call__(self, table: Any) -> tuple[bytes, bytes, int]:
+        """(keys, values, count): the entries packed back to back."""
+        from bcc.libbcc import lib
+
+        ksize, vsize = self.key_size, self.value_size
+        token = ctypes.c_uint32(0)
+        count = ctypes.c_uint32(0)
+        total = 0
+        while total < self.capacity:
+            count.value = self.capacity - total
+            res = lib.bpf_lookup_batch(table.map_fd, ctypes.byref(token) if total else None,
+                                       ctypes.byref(token),
+                                       ctypes.byref(self._keys, ksize * total),
+                                       ctypes.byref(self._values, vsize * total),
+                                       ctypes.byref(count))
+            err = ctypes.get_errno()
+            total += count.value
+            if res != 0:
+                if err == errno.ENOENT:
+                    break  # the whole map was read
+                raise OSError(err, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(err)}")
+            if count.value == 0:
+                break
+        return (ctypes.string_at(self._keys, ksize * total),
+                ctypes.string_at(self._values, vsize * total), total)
 
 
 def lookup_and_delete(table: Any, key: bytes) -> bytes | None:

@@ -116,15 +116,16 @@ class FlowMetrics:
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
         self.builder.add(self.accounting.deltas())
         new_flows, unparsed = self.accounting.counters()
-        table = self.accounting.table
+        tables = self.accounting.tables
         snapshot = FlowsSnapshot(
             label_names=self.accounting.config.labels,
             series=self.builder.series(),
             interfaces=len(self.accounting.attached),
             new_flows=new_flows,
-            evicted=table.vanished,
+            evicted=sum(t.vanished for t in tables.values()),
             unparsed=unparsed,
             series_overflow=self.builder.overflowed,
         )
         capacity = map_size(self.accounting.config.max_flows)
-        return snapshot, [MapUsage("flows", table.live, capacity)]
+        return snapshot, [MapUsage(f"flows_ipv{name[-1]}", table.live, capacity)
+                          for name, table in tables.items()]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from exporter import kernel
-from exporter.bpfmaps import lookup_and_delete, read_all
+from exporter.bpfmaps import BatchReader, lookup_and_delete
 from exporter.config import FlowsConfig
 from exporter.errors import SetupError
 from exporter.tc import TcFilters
@@ -29,10 +29,13 @@ log = logging.getLogger(__name__)
 
 PROGRAM = "flows.c"
 TC_HANDLE = 0x9435
-KEY = struct.Struct("<IBBBx16s16sHH")
+# The kernel's flow_key4 and flow_key6.
+KEY4 = struct.Struct("<IBB2x4s4sHH")
+KEY6 = struct.Struct("<IBB2x16s16sHH")
 VALUE = struct.Struct("<QQQHB5x")
 # ifindex, direction, protocol, source port, destination port: what labels need.
-KEY_HEAD = struct.Struct("<IBB2x32xHH")
+HEAD4 = struct.Struct("<IBB2x8xHH")
+HEAD6 = struct.Struct("<IBB2x32xHH")
 PROTOCOLS = {6: "tcp", 17: "udp"}
 DIRECTIONS = ("receive", "transmit")
 F_NEW_FLOWS, F_UNPARSED = 0, 1
@@ -59,12 +62,10 @@ class FlowKey:
 
 
 def decode_key(raw: bytes) -> FlowKey:
-    ifindex, direction, proto, family, saddr, daddr, sport, dport = KEY.unpack(raw)
-    if family == 6:
-        src: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(saddr)
-        dst: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(daddr)
-    else:
-        src, dst = ipaddress.IPv4Address(saddr[:4]), ipaddress.IPv4Address(daddr[:4])
+    """A flow_key4 or flow_key6, told apart by length."""
+    ifindex, direction, proto, saddr, daddr, sport, dport = (
+        KEY4 if len(raw) == KEY4.size else KEY6).unpack(raw)
+    src, dst = ipaddress.ip_address(saddr), ipaddress.ip_address(daddr)
     return FlowKey(ifindex, DIRECTIONS[direction & 1], PROTOCOLS.get(proto, str(proto)),
                    src, dst, sport, dport)
 
@@ -86,12 +87,15 @@ D_BYTES: Final = 2
 class FlowTable:
     """Turns successive reads of the flow map into per-flow growth."""
 
-    def __init__(self, table: Any, idle_timeout: float,
-                 read: Callable[[Any], tuple[bytes, bytes, int]] = read_all,
+    def __init__(self, table: Any, idle_timeout: float, key: struct.Struct = KEY4,
+                 head: struct.Struct = HEAD4,
+                 read: Callable[[Any], tuple[bytes, bytes, int]] | None = None,
                  take: Callable[[Any, bytes], bytes | None] = lookup_and_delete) -> None:
         self.table = table
+        self.key, self.head = key, head
         self.idle_ns = int(idle_timeout * 1e9)
-        self._read, self._take = read, take
+        self._read = read or BatchReader(table)
+        self._take = take
         # key -> (first seen, packets, bytes, when they last grew) at the previous read
         self._seen: dict[bytes, tuple[int, int, int, int]] = {}
         self.live = 0
@@ -106,10 +110,10 @@ class FlowTable:
         previous, current = self._seen, {}
         pop = previous.pop
         idle: list[tuple[bytes, tuple[int, int, int, int, int]]] = []
-        ksize, idle_ns = KEY.size, self.idle_ns
+        ksize, idle_ns = self.key.size, self.idle_ns
         key_list = [keys[i:i + ksize] for i in range(0, len(keys), ksize)]
         for key, (packets, nbytes, first, port, known), head in zip(
-                key_list, VALUE.iter_unpack(values), KEY_HEAD.iter_unpack(keys), strict=True):
+                key_list, VALUE.iter_unpack(values), self.head.iter_unpack(keys), strict=True):
             seen = pop(key, None)
             if seen is not None and seen[0] == first:
                 dp, db = packets - seen[1], nbytes - seen[2]
@@ -153,10 +157,12 @@ class FlowAccounting:
 
         self._programs = {"ingress": self.bpf.load_func(b"flows_ingress", BPF.SCHED_CLS),
                           "egress": self.bpf.load_func(b"flows_egress", BPF.SCHED_CLS)}
-        flows = self.bpf["flows"]
-        if (ctypes.sizeof(flows.Key), ctypes.sizeof(flows.Leaf)) != (KEY.size, VALUE.size):
-            raise SetupError("bpf/flows.c and exporter/flows.py disagree on the flow layout")
-        self.table = FlowTable(flows, config.idle_timeout)
+        self.tables: dict[str, FlowTable] = {}
+        for name, key, head in (("flows4", KEY4, HEAD4), ("flows6", KEY6, HEAD6)):
+            table = self.bpf[name]
+            if (ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)) != (key.size, VALUE.size):
+                raise SetupError("bpf/flows.c and exporter/flows.py disagree on the flow layout")
+            self.tables[name] = FlowTable(table, config.idle_timeout, key, head)
         self.filters = TcFilters(config.tc_priority, TC_HANDLE)
         self.names: dict[int, str] = {}  # kept after a link goes, for its last flows
         self.attached: set[int] = set()
@@ -178,7 +184,8 @@ class FlowAccounting:
         return int(values.get(F_NEW_FLOWS, 0)), int(values.get(F_UNPARSED, 0))
 
     def deltas(self) -> Iterator[FlowDelta]:
-        yield from self.table.read()
+        for table in self.tables.values():
+            yield from table.read()
 
     def close(self) -> None:
         for ifindex in list(self.attached):

@@ -160,3 +160,37 @@ def test_exporter_stops_within_seconds_and_removes_the_clsact_it_added(link: Hos
     qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", link.interface], check=True,
                             capture_output=True, text=True).stdout
     assert "clsact" not in qdiscs
+
+
+def test_peer_address_label_by_prefix_and_by_named_group(link: Hosts) -> None:
+    config = {"interfaces": [link.interface],
+              "flows": {"labels": ["interface", "network_io_direction", "peer_address"],
+                        "address_groups": {"lab": [f"{link.server_v4}/32"]}}}
+    grouped = Exporter(config)
+    by_prefix = Exporter({"interfaces": [link.interface],
+                          "flows": {"labels": ["network_io_direction", "peer_address"],
+                                    "peer_prefix_ipv4": 16, "tc_priority": 9436}})
+    try:
+        link.udp_echo(7991)
+        assert link.run("", "udp-send", link.server_v4, "7991", "100", "2")["echoed"] == 2
+        assert link.run("", "udp-send", link.server_v6, "7991", "100", "1")["echoed"] == 1
+        s = wait_for(grouped.scrape, lambda s: value(
+            s, PACKETS, interface=link.interface, network_io_direction="receive",
+            peer_address="lab") == 2)
+        assert value(s, PACKETS, interface=link.interface, network_io_direction="receive",
+                     peer_address="lab") == 2
+        assert value(s, PACKETS, interface=link.interface, network_io_direction="transmit",
+                     peer_address="lab") == 2
+        # The IPv6 peer is in no group.
+        assert value(s, PACKETS, interface=link.interface, network_io_direction="receive",
+                     peer_address="other") == 1
+        net16 = ".".join(link.server_v4.split(".")[:2]) + ".0.0/16"
+        s = wait_for(by_prefix.scrape, lambda s: value(
+            s, PACKETS, network_io_direction="receive", peer_address=net16) == 2)
+        assert value(s, PACKETS, network_io_direction="receive", peer_address=net16) == 2
+        assert value(s, PACKETS, network_io_direction="transmit", peer_address=net16) == 2
+        assert value(s, PACKETS, network_io_direction="receive",
+                     peer_address=f"{link.server_v6.rsplit(':', 2)[0]}::/64") == 1
+    finally:
+        assert grouped.stop() == 0, grouped.log()
+        assert by_prefix.stop() == 0, by_prefix.log()

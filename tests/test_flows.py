@@ -77,7 +77,7 @@ def test_the_first_flows_are_counted_and_self_metrics_report_them(
     assert flow(s, link, "receive", "udp", 7911) == (3, 3 * 142)
     assert value(s, "ebpf_net_exporter_interfaces_attached") == 1
     assert value(s, "ebpf_net_exporter_flow_evictions_total") == 0
-    assert value(s, "ebpf_net_exporter_map_entries", map="flows") >= 2
+    assert value(s, "ebpf_net_exporter_map_entries", map="flows_ipv4") >= 2
 
 
 def tc_filters(interface: str, hook: str) -> list[str]:

@@ -7,7 +7,17 @@ from typing import Any
 
 from exporter.config import AddressGroup, FlowsConfig
 from exporter.flow_series import FlowSeriesBuilder
-from exporter.flows import KEY, KEY_HEAD, VALUE, FlowDelta, FlowTable, decode_key, server_port
+from exporter.flows import (
+    HEAD4,
+    HEAD6,
+    KEY4,
+    KEY6,
+    VALUE,
+    FlowDelta,
+    FlowTable,
+    decode_key,
+    server_port,
+)
 
 SEC = 1_000_000_000
 
@@ -15,9 +25,8 @@ SEC = 1_000_000_000
 def key(sport: int = 40000, dport: int = 443, direction: int = 0, proto: int = 6,
         src: str = "10.0.0.2", dst: str = "10.0.0.1") -> bytes:
     s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    family = s.version
-    return KEY.pack(7, direction, proto, family, s.packed.ljust(16, b"\0"),
-                    d.packed.ljust(16, b"\0"), sport, dport)
+    return (KEY4 if s.version == 4 else KEY6).pack(7, direction, proto, s.packed, d.packed,
+                                                    sport, dport)
 
 
 class FakeMap:
@@ -41,7 +50,7 @@ def growth(deltas: list[FlowDelta]) -> dict[bytes, tuple[int, int]]:
 
 
 def delta(k: bytes, packets: int, nbytes: int, port: int) -> FlowDelta:
-    ifindex, direction, proto, _, _ = KEY_HEAD.unpack(k)
+    ifindex, direction, proto, _, _ = (HEAD4 if len(k) == KEY4.size else HEAD6).unpack(k)
     return (k, packets, nbytes, ifindex, direction, proto, port)
 
 
