@@ -20,6 +20,9 @@ from exporter.errors import ConfigError, SetupError
 from exporter.flow_series import FlowMetrics
 from exporter.flows import FlowAccounting
 from exporter.flowtrack import TrackedFlow, print_report
+from exporter.http import EventPump, HttpInspection
+from exporter.http_events import EventLog
+from exporter.httpinspect import print_packet
 from exporter.interfaces import InterfaceWatcher, link_index
 from exporter.prometheus import serve
 from exporter.tcp_lifecycle import TcpLifecycle
@@ -55,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one line per flow, sorted by bytes, instead of the seed's blocks")
     track.add_argument("--config", type=Path, default=None,
                        help="configuration file, for the flows section (optional)")
+
+    http = sub.add_parser("http", help="print each HTTP packet on an interface as it passes")
+    http.add_argument("-i", "--interface", required=True, help="interface name")
+    http.add_argument("--config", type=Path, default=None,
+                      help="configuration file, for http.ports (optional)")
     return parser
 
 
@@ -67,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config) if args.config else Config()
         if args.command == "track":
             return run_track(config, args.interface, _period(args.period), args.table)
+        if args.command == "http":
+            return run_http(config, args.interface)
         return run_log(config)
     except ConfigError as exc:
         source = getattr(args, "config", None)
@@ -106,11 +116,32 @@ def run_serve(config: Config) -> int:
     connections = TcpLifecycle(config.connections)
     accounting = FlowAccounting(config.flows) if config.interfaces else None
     flows = FlowMetrics(accounting) if accounting else None
-    watcher = None
-    collector = Collector(config.interval, connections, flows)
+    events = config.http.events
+    http = (HttpInspection(config.http, config.flows.tc_priority,
+                           emit_events=bool(events.output))
+            if config.interfaces and config.http.enabled else None)
+    event_log = pump = watcher = None
+    collector = Collector(config.interval, connections, flows, http)
     try:
+        if http is not None and events.output and accounting is not None:
+            names = accounting.names
+            event_log = EventLog(events.output, events.include_query,
+                                 lambda index: names.get(index, str(index)))
+            http.open_events(event_log)
+            pump = EventPump(http)
+            pump.start()
         if accounting is not None:
-            watcher = InterfaceWatcher(config.interfaces, accounting.attach, accounting.forget)
+            def on_add(index: int, name: str) -> None:
+                accounting.attach(index, name)
+                if http is not None:
+                    http.attach(index, name)
+
+            def on_remove(index: int, name: str) -> None:
+                accounting.forget(index, name)
+                if http is not None:
+                    http.forget(index, name)
+
+            watcher = InterfaceWatcher(config.interfaces, on_add, on_remove)
             watcher.start()
             for name in config.interfaces:
                 if not any(c in name for c in "*?[") and name not in watcher.present.values():
@@ -129,9 +160,30 @@ def run_serve(config: Config) -> int:
         collector.stop()
         if watcher is not None:
             watcher.stop()
+        if pump is not None:
+            pump.stop()
+        if event_log is not None:
+            event_log.close()
+        if http is not None:
+            http.close()
         if accounting is not None:
             accounting.close()
         connections.close()
+    return 0
+
+
+def run_http(config: Config, interface: str) -> int:
+    index = link_index(interface)
+    stop = _stop_on_signals()
+    inspection = HttpInspection(config.http, config.flows.tc_priority, emit_packets=True)
+    try:
+        inspection.open_packets(print_packet)
+        inspection.attach(index, interface)
+        print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
+        while not stop.is_set():
+            inspection.poll(200)
+    finally:
+        inspection.close()
     return 0
 
 

@@ -8,20 +8,22 @@ import time
 from collections import Counter
 
 from exporter.flow_series import FlowMetrics
-from exporter.snapshot import ConnectionsSnapshot, FlowsSnapshot, MapUsage, Snapshot
+from exporter.http import HttpInspection
+from exporter.snapshot import ConnectionsSnapshot, FlowsSnapshot, HttpSnapshot, MapUsage, Snapshot
 from exporter.tcp_lifecycle import TcpLifecycle
 
-SOURCES = ("tcp_lifecycle", "flows")
+SOURCES = ("tcp_lifecycle", "flows", "http")
 
 log = logging.getLogger(__name__)
 
 
 class Collector:
     def __init__(self, interval: float, connections: TcpLifecycle | None,
-                 flows: FlowMetrics | None = None) -> None:
+                 flows: FlowMetrics | None = None, http: HttpInspection | None = None) -> None:
         self.interval = interval
         self.connections = connections
         self.flows = flows
+        self.http = http
         self._errors: Counter[str] = Counter()
         self._cycles = 0
         self._cycle_seconds = 0.0
@@ -68,12 +70,22 @@ class Collector:
                 log.exception("reading the flow map failed")
                 self._errors["flows"] += 1
                 flows = self._snapshot.flows
+        http: HttpSnapshot | None = None
+        if self.http is not None:
+            try:
+                http, http_maps = self.http.read()
+                maps.extend(http_maps)
+            except Exception:
+                log.exception("reading the http maps failed")
+                self._errors["http"] += 1
+                http = self._snapshot.http
         self._cycles += 1
         self._cycle_seconds += time.monotonic() - started
         self._snapshot = Snapshot(
             timestamp=time.time(),
             connections=connections,
             flows=flows,
+            http=http,
             maps=tuple(maps) or self._snapshot.maps,
             cycles=self._cycles,
             cycle_seconds_sum=self._cycle_seconds,

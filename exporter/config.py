@@ -69,6 +69,29 @@ class FlowsConfig:
     tc_priority: int = 9435
 
 
+# OpenTelemetry's recommended bounds for http.server.request.duration.
+OTEL_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                     10.0)
+
+
+@dataclass(frozen=True)
+class HttpEventsConfig:
+    output: str = ""  # "" off, "-" standard output, else a file appended to
+    include_query: bool = False  # query strings can carry tokens
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = True
+    ports: tuple[int, ...] = ()  # empty: every port, recognised by content
+    buckets: tuple[float, ...] = OTEL_HTTP_BUCKETS
+    route_label: bool = False
+    max_connections: int = 16384
+    max_series: int = 2048
+    request_timeout: float = 30.0
+    events: HttpEventsConfig = HttpEventsConfig()
+
+
 @dataclass(frozen=True)
 class Config:
     listen: ListenAddress = ListenAddress("", 9435)
@@ -77,6 +100,7 @@ class Config:
     log_level: str = "info"
     connections: ConnectionsConfig = ConnectionsConfig()
     flows: FlowsConfig = FlowsConfig()
+    http: HttpConfig = HttpConfig()
 
     def with_overrides(self, listen: str | None = None, log_level: str | None = None) -> Config:
         """Apply command-line flags, which win over the file."""
@@ -102,7 +126,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(raw: object) -> Config:
     top = _mapping(raw, "", ("listen", "interval", "interfaces", "log_level", "connections",
-                             "flows"))
+                             "flows", "http"))
     default = Config()
     listen = default.listen
     if "listen" in top:
@@ -123,8 +147,11 @@ def parse_config(raw: object) -> Config:
     flows = default.flows
     if "flows" in top and top["flows"] is not None:
         flows = _flows(top["flows"])
+    http = default.http
+    if "http" in top and top["http"] is not None:
+        http = _http(top["http"])
     return Config(listen=listen, interval=interval, interfaces=interfaces,
-                  log_level=log_level, connections=connections, flows=flows)
+                  log_level=log_level, connections=connections, flows=flows, http=http)
 
 
 def parse_listen(text: str, key: str) -> ListenAddress:
@@ -208,6 +235,48 @@ def _flows(raw: object) -> FlowsConfig:
         tc_priority=_int(section.get("tc_priority", default.tc_priority), "flows.tc_priority",
                          2, 0xFFFF),
     )
+
+
+def _http(raw: object) -> HttpConfig:
+    fields = ("enabled", "ports", "buckets", "route_label", "max_connections", "max_series",
+              "request_timeout", "events")
+    section = _mapping(raw, "http", fields)
+    default = HttpConfig()
+    ports = default.ports
+    if "ports" in section and section["ports"] is not None:
+        ports = tuple(_int(p, f"http.ports[{i}]", 1, 65535)
+                      for i, p in enumerate(_list(section["ports"], "http.ports")))
+    buckets = default.buckets
+    if "buckets" in section:
+        buckets = _buckets(section["buckets"], "http.buckets")
+    timeout = default.request_timeout
+    if "request_timeout" in section:
+        timeout = _duration(section["request_timeout"], "http.request_timeout")
+    events = default.events
+    if "events" in section and section["events"] is not None:
+        raw_events = _mapping(section["events"], "http.events", ("output", "include_query"))
+        events = HttpEventsConfig(
+            output=_string(raw_events.get("output", ""), "http.events.output"),
+            include_query=_bool(raw_events.get("include_query", False),
+                                "http.events.include_query"))
+    return HttpConfig(
+        enabled=_bool(section.get("enabled", default.enabled), "http.enabled"),
+        ports=ports,
+        buckets=buckets,
+        route_label=_bool(section.get("route_label", default.route_label), "http.route_label"),
+        max_connections=_int(section.get("max_connections", default.max_connections),
+                             "http.max_connections", 16, 1 << 22),
+        max_series=_int(section.get("max_series", default.max_series), "http.max_series", 1,
+                        1 << 20),
+        request_timeout=timeout,
+        events=events,
+    )
+
+
+def _bool(raw: object, key: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(key, f"expected true or false, got {_kind(raw)}")
+    return raw
 
 
 def _labels(raw: object, allowed: tuple[str, ...], key: str) -> tuple[str, ...]:

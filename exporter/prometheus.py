@@ -21,7 +21,13 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.collector import SOURCES
 from exporter.config import ListenAddress
-from exporter.snapshot import FAILURE_REASONS, ConnectionsSnapshot, FlowsSnapshot, Snapshot
+from exporter.snapshot import (
+    FAILURE_REASONS,
+    ConnectionsSnapshot,
+    FlowsSnapshot,
+    HttpSnapshot,
+    Snapshot,
+)
 
 
 class SnapshotCollector(Collector):
@@ -34,7 +40,10 @@ class SnapshotCollector(Collector):
             yield from connection_metrics(snap.connections)
         if snap.flows is not None:
             yield from flow_metrics(snap.flows)
+        if snap.http is not None:
+            yield from http_metrics(snap.http)
         yield overflow_metric(snap)
+        yield events_lost_metric(snap)
         yield from self_metrics(snap)
 
 
@@ -68,18 +77,12 @@ def connection_metrics(conns: ConnectionsSnapshot) -> Iterator[Metric]:
         active.add_metric(values, s.active)
         for reason, count in zip(FAILURE_REASONS, s.failures, strict=True):
             failures.add_metric([*values, reason], count)
-        cumulative, buckets = 0, []
-        for bound, count in zip(bounds, s.duration_buckets, strict=True):
-            cumulative += count
-            buckets.append((bound, cumulative))
-        duration.add_metric(values, buckets, s.duration_sum_ns / 1e9)
+        duration.add_metric(values, _cumulative(bounds, s.duration_buckets),
+                            s.duration_sum_ns / 1e9)
     yield from (opened, closed, active, failures, duration)
     yield _counter("ebpf_net_exporter_tcp_untracked_connections_total",
                    "Connections not tracked because the socket map was full "
                    "(raise connections.max_tracked).", conns.tracking_full)
-    yield _counter("ebpf_net_exporter_events_lost_total",
-                   "Events dropped because a ring buffer was full.", conns.events_lost,
-                   ("ring", "tcp_close_events"))
 
 
 def flow_metrics(flows: FlowsSnapshot) -> Iterator[Metric]:
@@ -109,6 +112,71 @@ def flow_metrics(flows: FlowsSnapshot) -> Iterator[Metric]:
                    "TCP or UDP packets whose ports could not be read.", flows.unparsed)
 
 
+def http_metrics(http: HttpSnapshot) -> Iterator[Metric]:
+    names = ["http_request_method", "http_response_status_code", "server_port"]
+    if http.route_label:
+        names.append("http_route")
+    roles = {
+        "server": HistogramMetricFamily(
+            "http_server_request_duration_seconds",
+            "Time from an HTTP/1.x request line arriving to the final status line leaving "
+            "(this host answered), measured in the kernel.", labels=names),
+        "client": HistogramMetricFamily(
+            "http_client_request_duration_seconds",
+            "Time from an HTTP/1.x request line leaving to the final status line arriving "
+            "(this host asked), measured in the kernel.", labels=names),
+    }
+    bounds = [_format_bound(b) for b in http.bucket_bounds] + ["+Inf"]
+    for s in http.series:
+        family = roles.get(s.role)
+        if family is None:
+            continue
+        values = [s.method, s.status, s.server_port]
+        if http.route_label:
+            values.append(s.route or "")
+        family.add_metric(values, _cumulative(bounds, s.buckets), s.sum_ns / 1e9)
+    yield from roles.values()
+    unanswered = CounterMetricFamily(
+        "ebpf_net_http_requests_unanswered_total",
+        "HTTP requests with no response within http.request_timeout.",
+        labels=["role", "http_request_method", "server_port"])
+    for role, method, port, count in http.unanswered:
+        unanswered.add_metric([role, method, port], count)
+    yield unanswered
+    yield _counter("ebpf_net_exporter_http_unmatched_responses_total",
+                   "Status lines with no request outstanding on their connection (a body that "
+                   "looks like one, or a request the classifier did not see).",
+                   http.unmatched_responses)
+    yield _counter("ebpf_net_exporter_http_truncated_total",
+                   "Segments that start like a request or status line but are too short to "
+                   "hold one: counted here, not parsed.", http.truncated)
+    yield _counter("ebpf_net_exporter_http_queue_full_total",
+                   "Requests not tracked because their connection already had 4 outstanding.",
+                   http.queue_full)
+    yield _counter("ebpf_net_exporter_http_untracked_connections_total",
+                   "HTTP connections not tracked because the connection map was full.",
+                   http.connections_untracked)
+
+
+def _cumulative(bounds: list[str], counts: tuple[int, ...]) -> list[tuple[str, float]]:
+    total = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip(bounds, counts, strict=True):
+        total += count
+        buckets.append((bound, total))
+    return buckets
+
+
+def events_lost_metric(snap: Snapshot) -> Metric:
+    family = CounterMetricFamily("ebpf_net_exporter_events_lost_total",
+                                 "Events dropped because a ring buffer was full.", labels=["ring"])
+    if snap.connections is not None:
+        family.add_metric(["tcp_close_events"], snap.connections.events_lost)
+    if snap.http is not None:
+        family.add_metric(["http_events"], snap.http.events_lost)
+    return family
+
+
 def overflow_metric(snap: Snapshot) -> Metric:
     family = CounterMetricFamily(
         "ebpf_net_exporter_series_overflow_total",
@@ -118,6 +186,8 @@ def overflow_metric(snap: Snapshot) -> Metric:
         family.add_metric(["tcp_connections"], snap.connections.series_overflow)
     if snap.flows is not None:
         family.add_metric(["flows"], snap.flows.series_overflow)
+    if snap.http is not None:
+        family.add_metric(["http"], snap.http.series_overflow)
     return family
 
 

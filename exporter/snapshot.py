@@ -62,10 +62,36 @@ class FlowsSnapshot:
 
 
 @dataclass(frozen=True)
+class HttpSeries:
+    role: str  # "server": this side answered; "client": this side asked
+    method: str
+    status: str
+    server_port: str
+    route: str | None  # None unless the route label is on
+    buckets: tuple[int, ...]  # per bucket, not cumulative; the last is +Inf
+    sum_ns: int
+
+
+@dataclass(frozen=True)
+class HttpSnapshot:
+    bucket_bounds: tuple[float, ...]
+    route_label: bool
+    series: tuple[HttpSeries, ...]
+    unanswered: tuple[tuple[str, str, str, int], ...]  # (role, method, server port, count)
+    unmatched_responses: int
+    truncated: int
+    queue_full: int
+    connections_untracked: int
+    events_lost: int
+    series_overflow: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     timestamp: float
     connections: ConnectionsSnapshot | None
     flows: FlowsSnapshot | None = None
+    http: HttpSnapshot | None = None
     maps: tuple[MapUsage, ...] = ()
     cycles: int = 0
     cycle_seconds_sum: float = 0.0

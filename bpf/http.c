@@ -1,0 +1,513 @@
+// HTTP/1.x request and status lines, parsed by TC classifiers at the start of
+// TCP payloads, matched per connection in order (pipelining included), with
+// request-to-response latency bucketed in the kernel and each final status
+// line published as an event. Reads only __sk_buff fields and packet bytes.
+//
+// Compile-time parameters (#defined by exporter/http.py):
+//   NBUCKETS, BUCKET_INDEX(ns)   latency histogram bounds
+//   PORT_MATCH(port)             1 for ports to inspect (1 for all: by content)
+//   MAX_CONNS, MAX_SERIES        map bounds
+//   ROUTE_LABEL                  1 to key the histogram by path too (opt-in)
+//   EMIT_EVENTS                  1 to publish each matched status line
+//   EMIT_PACKETS                 1 to publish each HTTP packet (the `http` tool)
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/pkt_cls.h>
+
+#define DIR_RECEIVE 0
+#define DIR_TRANSMIT 1
+#define ROLE_SERVER 1  // the request arrived: this side answers
+#define ROLE_CLIENT 2  // the request left: this side asked
+
+#define QLEN 4         // outstanding requests per connection (pipelining)
+#define PATH_LEN 64
+#define REASON_LEN 32
+#define ROUTE_LEN 32
+#define PACKET_LEN 1024
+
+// Indexes into `http_counters`.
+#define H_UNMATCHED 0     // a status line with no request outstanding
+#define H_QUEUE_FULL 1    // a request beyond QLEN outstanding: not tracked
+#define H_SHORT 2         // looked like a request/status line but was cut short
+#define H_EVENTS_LOST 3
+#define H_SERIES_OVERFLOW 4
+#define H_CONNS_FULL 5
+#define NH_COUNTERS 6
+
+struct conn_key {
+    u32 ifindex;
+    u8 family;
+    u8 pad[3];
+    u8 client[16];
+    u8 server[16];
+    u16 client_port;
+    u16 server_port;
+};
+
+struct pending {
+    u64 ts;
+    u8 method;
+    u8 pad[7];
+#if EMIT_EVENTS || ROUTE_LABEL
+    char path[PATH_LEN];
+#endif
+};
+
+struct conn_state {
+    u32 head;  // next to answer
+    u32 tail;  // next free
+    u32 last_req_seq;
+    u32 last_resp_seq;
+    u8 role;
+    u8 seen_req;
+    u8 seen_resp;
+    u8 pad[5];
+    struct pending q[QLEN];
+};
+
+struct stat_key {
+    u8 method;
+    u8 role;
+    u8 overflow;
+    u8 pad;
+    u16 status;
+    u16 server_port;
+#if ROUTE_LABEL
+    char route[ROUTE_LEN];
+#endif
+};
+
+struct stat_val {
+    u64 count;
+    u64 sum_ns;
+    u64 buckets[NBUCKETS + 1];
+};
+
+struct http_event {
+    u64 ts_ns;
+    u64 latency_ns;
+    u32 ifindex;
+    u8 family;
+    u8 method;
+    u8 role;
+    u8 pad;
+    u16 status;
+    u16 client_port;
+    u16 server_port;
+    u16 pad2;
+    u8 client[16];
+    u8 server[16];
+    char path[PATH_LEN];
+    char reason[REASON_LEN];
+};
+
+struct http_packet {
+    u32 len;
+    u32 header_len;
+    u32 captured;
+    u32 pad;
+    u8 data[PACKET_LEN];
+};
+
+BPF_TABLE("lru_hash", struct conn_key, struct conn_state, http_conns, MAX_CONNS);
+BPF_HASH(http_stats, struct stat_key, struct stat_val, MAX_SERIES);
+BPF_ARRAY(http_counters, u64, NH_COUNTERS);
+// Scratch space: conn_state is too large for the 512-byte stack.
+BPF_PERCPU_ARRAY(http_scratch, struct conn_state, 1);
+#if EMIT_EVENTS
+BPF_RINGBUF_OUTPUT(http_events, 256);
+#endif
+#if EMIT_PACKETS
+BPF_RINGBUF_OUTPUT(http_packets, 1024);
+#endif
+
+static __always_inline void count(int idx)
+{
+    u64 *c = http_counters.lookup(&idx);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+}
+
+struct vlan_hdr_ {
+    u16 tci;
+    u16 proto;
+};
+
+struct ipv4_hdr_ {
+    u8 vihl;
+    u8 tos;
+    u16 len;
+    u16 id;
+    u16 frag;
+    u8 ttl;
+    u8 protocol;
+    u16 check;
+    u8 saddr[4];
+    u8 daddr[4];
+};
+
+struct ipv6_hdr_ {
+    u32 vtcfl;
+    u16 len;
+    u8 nexthdr;
+    u8 hops;
+    u8 saddr[16];
+    u8 daddr[16];
+};
+
+struct tcp_hdr_ {
+    u16 sport;
+    u16 dport;
+    u32 seq;
+    u32 ack;
+    u8 doff;  // upper 4 bits
+    u8 flags;
+};
+
+struct segment {
+    u8 family;
+    u8 saddr[16];
+    u8 daddr[16];
+    u16 sport;
+    u16 dport;
+    u32 seq;
+    u32 payload_off;
+    u32 payload_len;
+};
+
+// The TCP segment's addresses, ports and where its payload starts.
+static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
+{
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    if (data + ETH_HLEN > end)
+        return -1;
+    u16 proto = ((struct ethhdr *)data)->h_proto;
+    void *l3 = data + ETH_HLEN;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (proto != htons(ETH_P_8021Q) && proto != htons(ETH_P_8021AD))
+            break;
+        struct vlan_hdr_ *vlan = l3;
+        if ((void *)(vlan + 1) > end)
+            return -1;
+        proto = vlan->proto;
+        l3 = vlan + 1;
+    }
+    void *l4;
+    if (proto == htons(ETH_P_IP)) {
+        struct ipv4_hdr_ *ip = l3;
+        if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || (ip->frag & htons(0x1fff)))
+            return -1;
+        seg->family = 4;
+        __builtin_memcpy(seg->saddr, ip->saddr, 4);
+        __builtin_memcpy(seg->daddr, ip->daddr, 4);
+        l4 = l3 + (ip->vihl & 0x0f) * 4;
+    } else if (proto == htons(ETH_P_IPV6)) {
+        struct ipv6_hdr_ *ip6 = l3;
+        if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+            return -1;
+        seg->family = 6;
+        __builtin_memcpy(seg->saddr, ip6->saddr, 16);
+        __builtin_memcpy(seg->daddr, ip6->daddr, 16);
+        l4 = ip6 + 1;
+    } else {
+        return -1;
+    }
+    struct tcp_hdr_ *tcp = l4;
+    if ((void *)(tcp + 1) > end)
+        return -1;
+    seg->sport = ntohs(tcp->sport);
+    seg->dport = ntohs(tcp->dport);
+    seg->seq = ntohl(tcp->seq);
+    u32 off = (u32)(l4 - data) + (tcp->doff >> 4) * 4;
+    if (off >= skb->len)
+        return -1;  // no payload
+    seg->payload_off = off;
+    seg->payload_len = skb->len - off;
+    return 0;
+}
+
+// Method codes, in the order exporter/http.py names them.
+#define M_GET 1
+#define M_POST 2
+#define M_PUT 3
+#define M_DELETE 4
+#define M_HEAD 5
+#define M_OPTIONS 6
+#define M_PATCH 7
+#define M_CONNECT 8
+#define M_TRACE 9
+
+// Compares the first bytes with a literal; unrolled, so it compiles to
+// immediate compares (__builtin_memcmp would become a call the kernel lacks).
+static __always_inline int is(const char *b, const char *s, int n)
+{
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        if (i >= n)
+            break;
+        if (b[i] != s[i])
+            return 0;
+    }
+    return 1;
+}
+#define IS(b, i, s) is(&(b)[i], s, sizeof(s) - 1)
+
+// The method of a request line, and the length of "METHOD ", or 0.
+static __always_inline int method_of(const char *b, u32 *skip)
+{
+    if (IS(b, 0, "GET ")) { *skip = 4; return M_GET; }
+    if (IS(b, 0, "POST ")) { *skip = 5; return M_POST; }
+    if (IS(b, 0, "PUT ")) { *skip = 4; return M_PUT; }
+    if (IS(b, 0, "DELETE ")) { *skip = 7; return M_DELETE; }
+    if (IS(b, 0, "HEAD ")) { *skip = 5; return M_HEAD; }
+    if (IS(b, 0, "OPTIONS ")) { *skip = 8; return M_OPTIONS; }
+    if (IS(b, 0, "PATCH ")) { *skip = 6; return M_PATCH; }
+    if (IS(b, 0, "CONNECT ")) { *skip = 8; return M_CONNECT; }
+    if (IS(b, 0, "TRACE ")) { *skip = 6; return M_TRACE; }
+    return 0;
+}
+
+static __always_inline int digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+// The status code of a status line ("HTTP/1.x NNN "), or 0.
+static __always_inline int status_of(const char *b)
+{
+    if (!IS(b, 0, "HTTP/1.") || (b[7] != '0' && b[7] != '1') || b[8] != ' ')
+        return 0;
+    if (!digit(b[9]) || !digit(b[10]) || !digit(b[11]) || b[9] == '0')
+        return 0;
+    if (b[12] != ' ' && b[12] != '\r')
+        return 0;
+    return (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
+}
+
+static __always_inline struct stat_val *series(struct stat_key *key)
+{
+    struct stat_val *val = http_stats.lookup(key);
+    if (val)
+        return val;
+    struct stat_val zero = {};
+    if (http_stats.insert(key, &zero) != 0) {
+        // The series cap: keep role and method (few values), drop the rest.
+        count(H_SERIES_OVERFLOW);
+        u8 role = key->role, method = key->method;
+        __builtin_memset(key, 0, sizeof(*key));
+        key->role = role;
+        key->method = method;
+        key->overflow = 1;
+        if (http_stats.insert(key, &zero) != 0 && !http_stats.lookup(key))
+            return 0;
+    }
+    return http_stats.lookup(key);
+}
+
+#if EMIT_PACKETS
+static __always_inline void publish_packet(struct __sk_buff *skb, struct segment *seg)
+{
+    struct http_packet *p = http_packets.ringbuf_reserve(sizeof(struct http_packet));
+    if (!p) {
+        count(H_EVENTS_LOST);
+        return;
+    }
+    u32 n = skb->len;
+    if (n > PACKET_LEN)
+        n = PACKET_LEN;
+    p->len = skb->len;
+    p->header_len = seg->payload_off;
+    p->captured = 0;
+    if (n > 0 && bpf_skb_load_bytes(skb, 0, p->data, ((n - 1) & (PACKET_LEN - 1)) + 1) == 0)
+        p->captured = n;
+    http_packets.ringbuf_submit(p, 0);
+}
+#endif
+
+static __always_inline void on_request(struct __sk_buff *skb, struct segment *seg, u8 direction,
+                                       int method, u32 skip)
+{
+    struct conn_key key = {};
+    key.ifindex = skb->ifindex;
+    key.family = seg->family;
+    __builtin_memcpy(key.client, seg->saddr, 16);
+    __builtin_memcpy(key.server, seg->daddr, 16);
+    key.client_port = seg->sport;
+    key.server_port = seg->dport;
+
+    struct conn_state *st = http_conns.lookup(&key);
+    if (!st) {
+        int zero = 0;
+        struct conn_state *fresh = http_scratch.lookup(&zero);
+        if (!fresh)
+            return;
+        __builtin_memset(fresh, 0, sizeof(*fresh));
+        if (http_conns.insert(&key, fresh) != 0 && !http_conns.lookup(&key)) {
+            count(H_CONNS_FULL);
+            return;
+        }
+        st = http_conns.lookup(&key);
+        if (!st)
+            return;
+    }
+    if (st->seen_req && st->last_req_seq == seg->seq)
+        return;  // a retransmission of the request we already have
+    st->seen_req = 1;
+    st->last_req_seq = seg->seq;
+    st->role = direction == DIR_RECEIVE ? ROLE_SERVER : ROLE_CLIENT;
+    u32 tail = st->tail;
+    if (tail - st->head >= QLEN) {
+        count(H_QUEUE_FULL);
+        return;
+    }
+    struct pending *p = &st->q[tail & (QLEN - 1)];
+    p->ts = bpf_ktime_get_ns();
+    p->method = method;
+#if EMIT_EVENTS || ROUTE_LABEL
+    __builtin_memset(p->path, 0, PATH_LEN);
+    u32 n = seg->payload_len - skip;
+    if (n > PATH_LEN)
+        n = PATH_LEN;
+    // ((n - 1) & (size - 1)) + 1 is n, in a form the verifier can bound to [1, size].
+    if (n > 0)
+        bpf_skb_load_bytes(skb, seg->payload_off + skip, p->path, ((n - 1) & (PATH_LEN - 1)) + 1);
+#endif
+    st->tail = tail + 1;
+}
+
+static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct segment *seg,
+                                      int status)
+{
+    struct conn_key key = {};
+    key.ifindex = skb->ifindex;
+    key.family = seg->family;
+    __builtin_memcpy(key.client, seg->daddr, 16);
+    __builtin_memcpy(key.server, seg->saddr, 16);
+    key.client_port = seg->dport;
+    key.server_port = seg->sport;
+    struct conn_state *st = http_conns.lookup(&key);
+    if (!st || st->head == st->tail) {
+        // Text like a status line with nothing asked: a body, or a request we missed.
+        count(H_UNMATCHED);
+        return;
+    }
+    if (st->seen_resp && st->last_resp_seq == seg->seq)
+        return;  // a retransmission
+    st->seen_resp = 1;
+    st->last_resp_seq = seg->seq;
+    if (status >= 100 && status < 200 && status != 101)
+        return;  // interim (100 Continue): the final response is still to come
+
+    u32 head = st->head;
+    struct pending *p = &st->q[head & (QLEN - 1)];
+    u64 now = bpf_ktime_get_ns();
+    u64 latency = now - p->ts;
+    st->head = head + 1;
+
+    struct stat_key sk = {};
+    sk.method = p->method;
+    sk.role = st->role;
+    sk.status = status;
+    sk.server_port = seg->sport;
+#if ROUTE_LABEL
+    // The path up to '?', ' ' or the end, as the route.
+    int stop = 0;
+#pragma unroll
+    for (int i = 0; i < ROUTE_LEN; i++) {
+        char c = p->path[i];
+        if (c == '?' || c == ' ' || c == '\r' || c == 0)
+            stop = 1;
+        if (!stop)
+            sk.route[i] = c;
+    }
+#endif
+    struct stat_val *val = series(&sk);
+    if (val) {
+        __sync_fetch_and_add(&val->count, 1);
+        __sync_fetch_and_add(&val->sum_ns, latency);
+        u32 b = BUCKET_INDEX(latency);
+        if (b <= NBUCKETS)
+            __sync_fetch_and_add(&val->buckets[b], 1);
+    }
+#if EMIT_EVENTS
+    struct http_event *ev = http_events.ringbuf_reserve(sizeof(struct http_event));
+    if (!ev) {
+        count(H_EVENTS_LOST);
+        return;
+    }
+    ev->ts_ns = now;
+    ev->latency_ns = latency;
+    ev->ifindex = skb->ifindex;
+    ev->family = seg->family;
+    ev->method = p->method;
+    ev->role = st->role;
+    ev->status = status;
+    ev->client_port = seg->dport;
+    ev->server_port = seg->sport;
+    __builtin_memcpy(ev->client, seg->daddr, 16);
+    __builtin_memcpy(ev->server, seg->saddr, 16);
+    __builtin_memcpy(ev->path, p->path, PATH_LEN);
+    __builtin_memset(ev->reason, 0, REASON_LEN);
+    u32 n = seg->payload_len - 13;  // after "HTTP/1.1 200 "
+    if (n > REASON_LEN)
+        n = REASON_LEN;
+    if (seg->payload_len > 13 && n > 0)
+        bpf_skb_load_bytes(skb, seg->payload_off + 13, ev->reason,
+                           ((n - 1) & (REASON_LEN - 1)) + 1);
+    http_events.ringbuf_submit(ev, 0);
+#endif
+}
+
+static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
+{
+    struct segment seg = {};
+    if (parse(skb, &seg) < 0)
+        return TC_ACT_UNSPEC;
+    if (!PORT_MATCH(seg.sport) && !PORT_MATCH(seg.dport))
+        return TC_ACT_UNSPEC;
+    char b[16] = {};
+    if (seg.payload_len < 16) {
+        // Too short for a whole first line; count it if it starts like one.
+        if (seg.payload_len >= 4 && bpf_skb_load_bytes(skb, seg.payload_off, b, 4) == 0) {
+            u32 skip;
+            if (IS(b, 0, "HTTP") || method_of(b, &skip) ||
+                IS(b, 0, "POST") || IS(b, 0, "HEAD") || IS(b, 0, "DELE") ||
+                IS(b, 0, "OPTI") || IS(b, 0, "PATC") || IS(b, 0, "CONN") || IS(b, 0, "TRAC"))
+                count(H_SHORT);
+        }
+        return TC_ACT_UNSPEC;
+    }
+    if (bpf_skb_load_bytes(skb, seg.payload_off, b, 16) < 0)
+        return TC_ACT_UNSPEC;
+    u32 skip = 0;
+    int method = method_of(b, &skip);
+    if (method) {
+        on_request(skb, &seg, direction, method, skip);
+#if EMIT_PACKETS
+        publish_packet(skb, &seg);
+#endif
+        return TC_ACT_UNSPEC;
+    }
+    int status = status_of(b);
+    if (status) {
+        on_status(skb, skb, &seg, status);
+#if EMIT_PACKETS
+        publish_packet(skb, &seg);
+#endif
+    }
+    return TC_ACT_UNSPEC;
+}
+
+int http_ingress(struct __sk_buff *skb)
+{
+    return inspect(skb, DIR_RECEIVE);
+}
+
+int http_egress(struct __sk_buff *skb)
+{
+    return inspect(skb, DIR_TRANSMIT);
+}

@@ -1,0 +1,263 @@
+"""Loads bpf/http.c, attaches it to interfaces and decodes its maps and events."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import logging
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter import kernel
+from exporter.bpfmaps import BatchReader, lookup_and_delete
+from exporter.config import HttpConfig
+from exporter.snapshot import HttpSeries, HttpSnapshot, MapUsage
+from exporter.tc import TcFilters
+from exporter.tcp_lifecycle import bucket_index_macro
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "http.c"
+TC_HANDLE = 0x9436
+METHODS = ("_OTHER", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT",
+           "TRACE")
+ROLES = {1: "server", 2: "client"}
+OVERFLOW = "other"
+# Indexes of the program's `http_counters` array.
+H_UNMATCHED, H_QUEUE_FULL, H_SHORT, H_EVENTS_LOST, H_SERIES_OVERFLOW, H_CONNS_FULL = range(6)
+# conn_state: head, tail, two sequence numbers, role and flags, then the queue.
+STATE_HEAD = struct.Struct("<IIIIB7x")
+QLEN = 4
+PENDING_HEAD = struct.Struct("<QB7x")
+CONN_KEY_PORTS = struct.Struct("<40xHH")
+
+
+def port_match_macro(ports: tuple[int, ...]) -> str:
+    if not ports:
+        return "PORT_MATCH(p)=1"
+    return "PORT_MATCH(p)=(" + "||".join(f"(p)=={p}" for p in sorted(set(ports))) + ")"
+
+
+def cflags(config: HttpConfig, emit_events: bool, emit_packets: bool) -> list[str]:
+    return [
+        f"-DNBUCKETS={len(config.buckets)}",
+        "-D" + bucket_index_macro(config.buckets),
+        "-D" + port_match_macro(config.ports),
+        f"-DMAX_CONNS={config.max_connections + config.max_connections // 4}",
+        f"-DMAX_SERIES={config.max_series + 2 * len(METHODS)}",
+        f"-DROUTE_LABEL={int(config.route_label)}",
+        f"-DEMIT_EVENTS={int(emit_events)}",
+        f"-DEMIT_PACKETS={int(emit_packets)}",
+    ]
+
+
+def text(raw: bytes, stop: bytes = b"") -> str:
+    """Bytes from the wire up to NUL, CR, LF or any byte in `stop`, as text."""
+    end = len(raw)
+    for i, byte in enumerate(raw):
+        if byte in b"\0\r\n" or byte in stop:
+            end = i
+            break
+    return raw[:end].decode("utf-8", "replace")
+
+
+def address(family: int, raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(raw[:16]) if family == 6 else ipaddress.IPv4Address(raw[:4])
+
+
+@dataclass(frozen=True)
+class HttpEvent:
+    """One final status line matched to its request."""
+
+    time: float  # seconds since the epoch
+    latency_ns: int
+    ifindex: int
+    role: str
+    method: str
+    path: str
+    status: int
+    reason: str
+    client: ipaddress.IPv4Address | ipaddress.IPv6Address
+    client_port: int
+    server: ipaddress.IPv4Address | ipaddress.IPv6Address
+    server_port: int
+
+
+@dataclass(frozen=True)
+class HttpPacket:
+    length: int
+    header_length: int
+    data: bytes
+
+
+def decode_series(key: Any, value: Any, config: HttpConfig) -> HttpSeries | None:
+    if key.overflow and value.count == 0:
+        return None
+    route = OVERFLOW if key.overflow else None
+    if config.route_label and not key.overflow:
+        route = text(bytes(key.route))
+    return HttpSeries(
+        role=ROLES.get(key.role, OVERFLOW),
+        method=METHODS[key.method] if key.method < len(METHODS) else METHODS[0],
+        status=OVERFLOW if key.overflow else str(key.status),
+        server_port=OVERFLOW if key.overflow else str(key.server_port),
+        route=route,
+        buckets=tuple(int(b) for b in value.buckets),
+        sum_ns=int(value.sum_ns),
+    )
+
+
+class HttpInspection:
+    """The HTTP classifiers, attached to interfaces as they come and go."""
+
+    def __init__(self, config: HttpConfig, priority: int, emit_events: bool = False,
+                 emit_packets: bool = False) -> None:
+        self.config = config
+        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, emit_packets))
+        from bcc import BPF
+
+        self._programs = {"ingress": self.bpf.load_func(b"http_ingress", BPF.SCHED_CLS),
+                          "egress": self.bpf.load_func(b"http_egress", BPF.SCHED_CLS)}
+        self.filters = TcFilters(priority, TC_HANDLE)
+        self.attached: set[int] = set()
+        self._stats = self.bpf["http_stats"]
+        self._conns = self.bpf["http_conns"]
+        self._read_conns = BatchReader(self._conns)
+        self._pending_size = (ctypes.sizeof(self._conns.Leaf) - STATE_HEAD.size) // QLEN
+        self.unanswered: Counter[tuple[str, str, str]] = Counter()  # (role, method, port)
+        self._live = 0
+        self._insert_overflow_series()
+
+    def _insert_overflow_series(self) -> None:
+        for role in ROLES:
+            for method in range(len(METHODS)):
+                key = self._stats.Key()
+                key.role, key.method, key.overflow = role, method, 1
+                self._stats[key] = self._stats.Leaf()
+
+    def attach(self, ifindex: int, name: str) -> None:
+        self.filters.attach(ifindex, self._programs)
+        self.attached.add(ifindex)
+
+    def forget(self, ifindex: int, name: str) -> None:
+        self.attached.discard(ifindex)
+        self.filters.forget(ifindex)
+
+    def read(self) -> tuple[HttpSnapshot, list[MapUsage]]:
+        self._expire_unanswered()
+        counters = dict(self.bpf["http_counters"].items_lookup_batch())
+        entries = list(self._stats.items_lookup_batch())
+        series = tuple(s for s in (decode_series(k, v, self.config) for k, v in entries)
+                       if s is not None)
+        snapshot = HttpSnapshot(
+            bucket_bounds=self.config.buckets,
+            route_label=self.config.route_label,
+            series=series,
+            unanswered=tuple((role, method, port, n)
+                             for (role, method, port), n in sorted(self.unanswered.items())),
+            unmatched_responses=int(counters.get(H_UNMATCHED, 0)),
+            truncated=int(counters.get(H_SHORT, 0)),
+            queue_full=int(counters.get(H_QUEUE_FULL, 0)),
+            connections_untracked=int(counters.get(H_CONNS_FULL, 0)),
+            events_lost=int(counters.get(H_EVENTS_LOST, 0)),
+            series_overflow=int(counters.get(H_SERIES_OVERFLOW, 0)),
+        )
+        overflow_series = len(ROLES) * len(METHODS)
+        return snapshot, [MapUsage("http_connections", self._live, self.config.max_connections),
+                          MapUsage("http_series", len(entries) - overflow_series,
+                                   self.config.max_series)]
+
+    def _expire_unanswered(self, now_ns: int | None = None) -> None:
+        """Requests still waiting after request_timeout count as unanswered; their
+        connection's state is taken out of the map (a later request starts it anew)."""
+        keys, values, count = self._read_conns(self._conns)
+        self._live = count
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        timeout = int(self.config.request_timeout * 1e9)
+        ksize, vsize, psize = CONN_KEY_PORTS.size, len(values) // max(count, 1), self._pending_size
+        for i in range(count):
+            head, tail, _, _, _ = STATE_HEAD.unpack_from(values, i * vsize)
+            if head == tail:
+                continue
+            ts, _ = PENDING_HEAD.unpack_from(values, i * vsize + STATE_HEAD.size
+                                             + (head % QLEN) * psize)
+            if now - ts <= timeout:
+                continue
+            key = keys[i * ksize:(i + 1) * ksize]
+            final = lookup_and_delete(self._conns, key)
+            if final is None:
+                continue
+            head, tail, _, _, role = STATE_HEAD.unpack_from(final)
+            _, server_port = CONN_KEY_PORTS.unpack(key)
+            for n in range(head, tail):
+                _, method = PENDING_HEAD.unpack_from(final, STATE_HEAD.size + (n % QLEN) * psize)
+                self.unanswered[(ROLES.get(role, OVERFLOW), METHODS[method % len(METHODS)],
+                                 str(server_port))] += 1
+
+    def open_events(self, handle: Callable[[HttpEvent], None]) -> None:
+        table = self.bpf["http_events"]
+        # ktime (CLOCK_MONOTONIC) to wall-clock time.
+        offset = time.time() - time.monotonic()
+
+        def on_event(_ctx: Any, data: Any, _size: int) -> None:
+            ev = table.event(data)
+            handle(HttpEvent(
+                time=ev.ts_ns / 1e9 + offset,
+                latency_ns=int(ev.latency_ns),
+                ifindex=int(ev.ifindex),
+                role=ROLES.get(ev.role, OVERFLOW),
+                method=METHODS[ev.method] if ev.method < len(METHODS) else METHODS[0],
+                path=text(bytes(ev.path), b" "),
+                status=int(ev.status),
+                reason=text(bytes(ev.reason)),
+                client=address(ev.family, bytes(ev.client)),
+                client_port=int(ev.client_port),
+                server=address(ev.family, bytes(ev.server)),
+                server_port=int(ev.server_port),
+            ))
+
+        table.open_ring_buffer(on_event)
+
+    def open_packets(self, handle: Callable[[HttpPacket], None]) -> None:
+        table = self.bpf["http_packets"]
+
+        def on_packet(_ctx: Any, data: Any, _size: int) -> None:
+            p = table.event(data)
+            handle(HttpPacket(int(p.len), int(p.header_len), bytes(p.data)[:p.captured]))
+
+        table.open_ring_buffer(on_packet)
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def close(self) -> None:
+        for ifindex in list(self.attached):
+            self.filters.detach(ifindex)
+        self.attached.clear()
+        self.filters.close()
+        self.bpf.cleanup()
+
+
+class EventPump:
+    """Polls the events ring buffer in its own thread until stopped."""
+
+    def __init__(self, inspection: HttpInspection) -> None:
+        self.inspection = inspection
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="http-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.inspection.poll(200)
