@@ -168,6 +168,7 @@ struct tcp_hdr_ {
 
 struct segment {
     u8 family;
+    u8 tcp_flags;
     u8 saddr[16];
     u8 daddr[16];
     u16 sport;
@@ -222,11 +223,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
     seg->sport = ntohs(tcp->sport);
     seg->dport = ntohs(tcp->dport);
     seg->seq = ntohl(tcp->seq);
+    seg->tcp_flags = tcp->flags;
     u32 off = (u32)(l4 - data) + (tcp->doff >> 4) * 4;
-    if (off >= skb->len)
-        return -1;  // no payload
     seg->payload_off = off;
-    seg->payload_len = skb->len - off;
+    seg->payload_len = off < skb->len ? skb->len - off : 0;
     return 0;
 }
 
@@ -462,13 +462,37 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
 #endif
 }
 
-static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
+#define TCP_FIN 0x01
+#define TCP_RST 0x04
+
+// The connection ends: forget its state unless a request still waits, which
+// user space then counts as unanswered once it times out. Either side may be
+// the client, so both orientations are tried.
+static __always_inline void on_close(struct __sk_buff *skb, struct segment *seg)
 {
-    struct segment seg = {};
-    if (parse(skb, &seg) < 0)
-        return TC_ACT_UNSPEC;
-    if (!PORT_MATCH(seg.sport) && !PORT_MATCH(seg.dport))
-        return TC_ACT_UNSPEC;
+    struct conn_key key = {};
+    key.ifindex = skb->ifindex;
+    key.family = seg->family;
+    __builtin_memcpy(key.client, seg->saddr, 16);
+    __builtin_memcpy(key.server, seg->daddr, 16);
+    key.client_port = seg->sport;
+    key.server_port = seg->dport;
+    struct conn_state *st = http_conns.lookup(&key);
+    if (st && st->head == st->tail)
+        http_conns.delete(&key);
+    __builtin_memcpy(key.client, seg->daddr, 16);
+    __builtin_memcpy(key.server, seg->saddr, 16);
+    key.client_port = seg->dport;
+    key.server_port = seg->sport;
+    st = http_conns.lookup(&key);
+    if (st && st->head == st->tail)
+        http_conns.delete(&key);
+}
+
+static __always_inline void inspect_payload(struct __sk_buff *skb, struct segment *segp,
+                                            u8 direction)
+{
+    struct segment seg = *segp;
     char b[16] = {};
     if (seg.payload_len < 16) {
         // Too short for a whole first line; count it if it starts like one.
@@ -479,10 +503,10 @@ static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
                 IS(b, 0, "OPTI") || IS(b, 0, "PATC") || IS(b, 0, "CONN") || IS(b, 0, "TRAC"))
                 count(H_SHORT);
         }
-        return TC_ACT_UNSPEC;
+        return;
     }
     if (bpf_skb_load_bytes(skb, seg.payload_off, b, 16) < 0)
-        return TC_ACT_UNSPEC;
+        return;
     u32 skip = 0;
     int method = method_of(b, &skip);
     if (method) {
@@ -490,7 +514,7 @@ static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
 #if EMIT_PACKETS
         publish_packet(skb, &seg);
 #endif
-        return TC_ACT_UNSPEC;
+        return;
     }
     int status = status_of(b);
     if (status) {
@@ -499,6 +523,20 @@ static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
         publish_packet(skb, &seg);
 #endif
     }
+}
+
+static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
+{
+    struct segment seg = {};
+    if (parse(skb, &seg) < 0)
+        return TC_ACT_UNSPEC;
+    if (!PORT_MATCH(seg.sport) && !PORT_MATCH(seg.dport))
+        return TC_ACT_UNSPEC;
+    if (seg.payload_len)
+        inspect_payload(skb, &seg, direction);
+    // After the payload: a last response may travel with the FIN.
+    if (seg.tcp_flags & (TCP_FIN | TCP_RST))
+        on_close(skb, &seg);
     return TC_ACT_UNSPEC;
 }
 

@@ -11,6 +11,13 @@
     peer.py raw-vlan IFACE DST_MAC SRC DST DPORT SIZE COUNT TAGS
                                                COUNT raw UDP frames with TAGS VLAN tags
 
+    peer.py http-script PORT STEPS             per connection, run STEPS (JSON) as a server
+    peer.py http-client HOST PORT STEPS        connect and run STEPS (JSON) as a client
+
+STEPS is a JSON list of {"send": text}, {"sleep": seconds}, {"requests": n} (read
+until n requests' headers arrived), {"read": n} (read n bytes) and
+{"read_all": true} (read to EOF). Each send is its own segment (TCP_NODELAY).
+
 A served TCP port may be given as PORT:REPLY: after reading to EOF the server
 sends REPLY bytes before it closes.
 
@@ -124,6 +131,65 @@ def raw_vlan(iface: str, dst_mac: str, src: str, dst: str, dport: int, size: int
     print(json.dumps({"sent": count, "frame": len(frame)}), flush=True)
 
 
+def run_steps(sock: socket.socket, steps: list[dict[str, object]]) -> int:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buffered = b""
+    received = 0
+    for step in steps:
+        if "send" in step:
+            sock.sendall(str(step["send"]).encode())
+        elif "sleep" in step:
+            time.sleep(float(str(step["sleep"])))
+        elif "requests" in step:
+            while buffered.count(b"\r\n\r\n") < int(str(step["requests"])):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buffered += chunk
+            buffered = b""
+        elif "read" in step:
+            want = int(str(step["read"]))
+            got = 0
+            while got < want:
+                chunk = sock.recv(want - got)
+                if not chunk:
+                    break
+                got += len(chunk)
+            received += got
+        elif "read_all" in step:
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+    return received
+
+
+def http_script(port: int, steps: list[dict[str, object]]) -> None:
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    listener.bind(("::", port))
+    listener.listen(64)
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            run_steps(conn, steps)
+            time.sleep(0.2)
+
+    def accept_loop() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    print(json.dumps({"ready": [port]}), flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+def http_client(host: str, port: int, steps: list[dict[str, object]]) -> None:
+    with socket.create_connection((host, port)) as sock:
+        received = run_steps(sock, steps)
+    print(json.dumps({"received": received}), flush=True)
+
+
 def connect(host: str, port: int, hold: float, count: int) -> None:
     held = []
     for _ in range(count):
@@ -173,10 +239,14 @@ def fail(mode: str, host: str, port: int, count: int) -> None:
 def main(argv: list[str]) -> None:
     _name_process()
     command, args = argv[0], argv[1:]
-    if command in ("serve", "udp-echo"):
+    if command in ("serve", "udp-echo", "http-script"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     if command == "serve":
         serve(args)
+    elif command == "http-script":
+        http_script(int(args[0]), json.loads(args[1]))
+    elif command == "http-client":
+        http_client(args[0], int(args[1]), json.loads(args[2]))
     elif command == "udp-echo":
         udp_echo([int(p) for p in args])
     elif command == "exchange":
