@@ -19,58 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import cost_per_run, reference_cost
 from tests.helpers import Exporter, Hosts, make_host_link
 
 PROGRAMS = ("flows_ingress", "flows_egress")
-# References measured under the same load: a classifier that does nothing, and the
-# least a per-flow counter can do (one LRU lookup and an atomic add).
-REFERENCES = {
-    "empty_cls": b"int empty_cls(struct __sk_buff *skb) { return -1; }",
-    "lru_counter": b"""
-BPF_TABLE("lru_hash", u64, u64, counts, 1024);
-int lru_counter(struct __sk_buff *skb) {
-    u64 key = skb->ifindex, one = 1;
-    u64 *val = counts.lookup(&key);
-    if (val) __sync_fetch_and_add(val, 1); else counts.update(&key, &one);
-    return -1;
-}""",
-}
-
-
 def iperf(link: Hosts, seconds: int) -> float:
     out = subprocess.run(["iperf3", "-c", link.server_v4, "-t", str(seconds), "-J"],
                          capture_output=True, text=True, check=True).stdout
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
-
-
-def cost_per_run(names: tuple[str, ...]) -> float:
-    """Average ns per run over the loaded programs with these names (kernel statistics)."""
-    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True,
-                                      text=True, check=True).stdout)
-    ours = [p for p in progs if p.get("name") in names]
-    run_time = sum(int(p.get("run_time_ns", 0)) for p in ours)
-    return run_time / max(sum(int(p.get("run_cnt", 0)) for p in ours), 1)
-
-
-def reference_cost(link: Hosts, seconds: int, name: str) -> float:
-    """The same load through one of the reference classifiers."""
-    from bcc import BPF
-
-    from exporter.tc import TcFilters
-
-    bpf = BPF(text=REFERENCES[name])
-    fn = bpf.load_func(name.encode(), BPF.SCHED_CLS)
-    filters = TcFilters(priority=9436, handle=0x9436)
-    index = int(subprocess.run(["cat", f"/sys/class/net/{link.interface}/ifindex"],
-                               capture_output=True, text=True, check=True).stdout)
-    try:
-        filters.attach(index, {"ingress": fn, "egress": fn})
-        iperf(link, seconds)
-        return cost_per_run((name,))
-    finally:
-        filters.detach(index)
-        filters.close()
-        bpf.cleanup()
 
 
 def main() -> None:
@@ -100,8 +56,9 @@ def main() -> None:
                 costs.append(cost_per_run(PROGRAMS))
             finally:
                 exporter.stop()
-            empties.append(reference_cost(link, args.seconds, "empty_cls"))
-            counters.append(reference_cost(link, args.seconds, "lru_counter"))
+            empties.append(reference_cost(link, lambda: iperf(link, args.seconds), "empty_cls"))
+            counters.append(reference_cost(link, lambda: iperf(link, args.seconds),
+                                           "lru_counter"))
     finally:
         server.terminate()
         server.wait()

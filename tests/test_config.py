@@ -14,6 +14,8 @@ from exporter.config import (
     Config,
     ConnectionsConfig,
     FlowsConfig,
+    HttpConfig,
+    HttpEventsConfig,
     ListenAddress,
     load_config,
     parse_config,
@@ -40,6 +42,9 @@ def test_values_are_parsed_into_typed_objects() -> None:
                                    "idle_timeout": "30s", "labels": ["interface"]}}).flows == \
         FlowsConfig(labels=("interface",), idle_timeout=30.0, address_groups=(AddressGroup(
             "lan", (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))),))
+    assert parse_config({"http": {"ports": [80, 8080], "route_label": True,
+                                  "events": {"output": "-"}}}).http == HttpConfig(
+        ports=(80, 8080), route_label=True, events=HttpEventsConfig(output="-"))
     assert config.connections == ConnectionsConfig(
         buckets=(1.0, 2.5), labels=("server_port", "process"), peer_prefix_ipv4=16,
         max_tracked=1024, max_series=10)
@@ -88,6 +93,13 @@ def test_bad_durations(text: str) -> None:
     ({"flows": {"idle_timeout": "soon"}}, "flows.idle_timeout", "duration"),
     ({"flows": {"max_flows": 1}}, "flows.max_flows", "16 to"),
     ({"flows": {"tc_priority": 1}}, "flows.tc_priority", "2 to 65535"),
+    ({"http": {"ports": [80, 0]}}, "http.ports[1]", "1 to 65535"),
+    ({"http": {"enabled": "yes"}}, "http.enabled", "true or false"),
+    ({"http": {"buckets": [1, 1]}}, "http.buckets[1]", "must increase"),
+    ({"http": {"request_timeout": 5}}, "http.request_timeout", "expected a string"),
+    ({"http": {"events": {"output": "-", "headers": True}}}, "http.events.headers",
+     "unknown key"),
+    ({"http": {"events": {"include_query": 1}}}, "http.events.include_query", "true or false"),
 ])
 def test_mistakes_name_their_key(raw: object, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:

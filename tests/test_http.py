@@ -183,3 +183,34 @@ def test_a_request_without_response_counts_as_unanswered(link: Hosts, exporter: 
     s = wait_for(exporter.scrape, lambda s: s.get((UNANSWERED, labels), 0) == 1)
     assert s[(UNANSWERED, labels)] == 1
     assert counts(s, CLIENT, "8094") == Counter()
+
+
+def test_route_label_is_opt_in_and_capped(link: Hosts, nginx: Nginx) -> None:
+    routed = Exporter({"interfaces": [link.interface],
+                       "flows": {"tc_priority": 9437},
+                       "http": {"route_label": True, "max_series": 3}})
+    try:
+        before = len(nginx.requests())
+        base = f"http://{link.server_v4}"
+        curl(f"{base}/ok.txt?user=1", f"{base}/ok.txt?user=2", *(f"{base}/r{i}" for i in range(6)))
+        logged = nginx.requests()[before:]
+        assert len(logged) == 8
+
+        def routes(s: Samples) -> Counter[str]:
+            found: Counter[str] = Counter()
+            for (name, labels), v in s.items():
+                d = dict(labels)
+                if name == f"{CLIENT}_count" and v and d["server_port"] in ("80", "other"):
+                    found[d["http_route"]] += int(v)
+            return found
+
+        s = wait_for(routed.scrape, lambda s: sum(routes(s).values()) == 8)
+        found = routes(s)
+        assert sum(found.values()) == 8  # every response counted, under its route or "other"
+        assert found["/ok.txt"] == 2  # the query string is not part of the route
+        assert found["other"] >= 1
+        assert len(set(found) - {"other"}) <= 3
+        assert s[("ebpf_net_exporter_series_overflow_total",
+                  frozenset({("metric_group", "http")}))] >= 1
+    finally:
+        assert routed.stop() == 0, routed.log()

@@ -1,0 +1,102 @@
+"""The HTTP pieces that need no kernel, and the `http` subcommand on a real interface."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from exporter.config import HttpConfig
+from exporter.http import HttpEvent, HttpPacket, cflags, decode_series, port_match_macro, text
+from exporter.http_events import event_record
+from exporter.httpinspect import format_packet
+from tests.helpers import PYTHON, ROOT, Hosts, Nginx, make_host_link, require_root
+
+
+def test_port_match_and_cflags() -> None:
+    assert port_match_macro(()) == "PORT_MATCH(p)=1"
+    assert port_match_macro((8080, 80, 80)) == "PORT_MATCH(p)=((p)==80||(p)==8080)"
+    flags = cflags(HttpConfig(route_label=True, max_connections=100), True, False)
+    assert "-DROUTE_LABEL=1" in flags and "-DEMIT_EVENTS=1" in flags
+    assert "-DMAX_CONNS=125" in flags and "-DNBUCKETS=14" in flags
+
+
+def test_text_stops_at_line_end_and_stop_bytes() -> None:
+    assert text(b"/a/b?q=1 HTTP/1.1\r\nHost", b" ") == "/a/b?q=1"
+    assert text(b"Not Found\r\nServer: x") == "Not Found"
+    assert text(b"OK\0\0\0") == "OK"
+
+
+def test_decode_series_names_methods_roles_and_overflow() -> None:
+    config = HttpConfig()
+    key = SimpleNamespace(method=4, role=1, overflow=0, status=503, server_port=8080)
+    value = SimpleNamespace(count=2, sum_ns=5, buckets=[1] * 15)
+    series = decode_series(key, value, config)
+    assert series is not None
+    assert (series.role, series.method, series.status, series.server_port, series.route) == (
+        "server", "DELETE", "503", "8080", None)
+    unused = SimpleNamespace(method=1, role=2, overflow=1, status=0, server_port=0)
+    assert decode_series(unused, SimpleNamespace(count=0, sum_ns=0, buckets=[0] * 15),
+                         config) is None
+    used = decode_series(unused, value, config)
+    assert used is not None and (used.status, used.server_port) == ("other", "other")
+
+
+def test_event_record_drops_the_query_unless_asked() -> None:
+    ev = HttpEvent(time=0.0, latency_ns=1_500_000, ifindex=3, role="server", method="GET",
+                   path="/login?token=secret", status=200, reason="OK",
+                   client=ipaddress.ip_address("10.0.0.1"), client_port=5555,
+                   server=ipaddress.ip_address("10.0.0.2"), server_port=80)
+    record = event_record(ev, "eth0", include_query=False)
+    assert record["url_path"] == "/login" and "secret" not in str(record)
+    assert record["time"] == "1970-01-01T00:00:00.000000+00:00"
+    assert record["latency_seconds"] == 0.0015
+    assert event_record(ev, "eth0", include_query=True)["url_path"] == "/login?token=secret"
+
+
+def test_packet_format_follows_the_seed() -> None:
+    header = b"h" * 66
+    packet = HttpPacket(66 + 17, 66, header + b"HTTP/1.1 200 OK\r\n")
+    assert format_packet(packet) == "Packet  Length: 83\nHeader  Lenght: 66\nHTTP/1.1 200 OK\n\n"
+
+
+@pytest.fixture()
+def link() -> Iterator[Hosts]:
+    require_root()
+    yield from make_host_link("i1", 93)
+
+
+def test_http_subcommand_prints_each_http_packet(link: Hosts) -> None:
+    nginx = Nginx(link.server_ns)
+    tool = subprocess.Popen([PYTHON, "-m", "exporter", "http", "-i", link.interface], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tool.stderr is not None
+        banner = tool.stderr.readline()
+        assert "Inspecting HTTP on" in banner, banner + tool.stderr.read()
+        subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{link.server_v4}/ok.txt"],
+                       check=True, timeout=30)
+        subprocess.run(["sleep", "0.5"], check=True)
+    finally:
+        tool.terminate()
+        out, err = tool.communicate(timeout=30)
+        nginx.stop()
+    assert tool.returncode == 0, err
+    blocks = []
+    for chunk in re.split(r"(?m)^Packet  Length: ", out)[1:]:
+        length, rest = chunk.split("\n", 1)
+        header, payload = rest.split("\n", 1)
+        blocks.append((length, header.removeprefix("Header  Lenght: "), payload[:-2]))
+    request = [b for b in blocks if b[2].startswith("GET /ok.txt HTTP/1.1\n")]
+    response = [b for b in blocks if b[2].startswith("HTTP/1.1 200 OK\n")]
+    assert len(request) == 1 and len(response) == 1, out
+    length, header, payload = request[0]
+    # Ethernet 14 + IPv4 20 + TCP with timestamps 32; the payload is the rest.
+    assert int(header) == 66
+    assert "Host: " in payload and "User-Agent: curl" in payload
+    assert int(length) == 66 + len(payload.replace("\n", "\r\n"))
+    assert "hello" in response[0][2]  # headers and the start of the body
