@@ -16,10 +16,11 @@ BYTES = "ebpf_net_flow_bytes_total"
 PACKETS = "ebpf_net_flow_packets_total"
 
 
-def ours(interface: str, hook: str) -> list[str]:
+def ours(interface: str, hook: str, handle: str = "0x9435") -> list[str]:
+    """Our filters on a hook: flows at handle 0x9435, HTTP at 0x9436."""
     out = subprocess.run(["tc", "filter", "show", "dev", interface, hook], check=True,
                          capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "handle 0x9435" in line]
+    return [line for line in out.splitlines() if f"handle {handle}" in line]
 
 
 def udp_totals(s: Samples, interface: str, direction: str, port: int) -> tuple[float, float]:
@@ -73,19 +74,22 @@ def test_filters_left_by_a_killed_exporter_are_replaced_not_doubled(link: Hosts)
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait(10)
     # SIGKILL gave it no chance to clean up; its filters stay behind, still running.
-    assert len(ours(link.interface, "ingress")) == 1
-    assert len(ours(link.interface, "egress")) == 1
+    for hook in ("ingress", "egress"):
+        assert len(ours(link.interface, hook)) == 1
+        assert len(ours(link.interface, hook, "0x9436")) == 1
 
     second = Exporter({"interfaces": [link.interface]})
     try:
-        assert len(ours(link.interface, "ingress")) == 1
-        assert len(ours(link.interface, "egress")) == 1
+        for hook in ("ingress", "egress"):
+            assert len(ours(link.interface, hook)) == 1
+            assert len(ours(link.interface, hook, "0x9436")) == 1
         s = send_and_wait(link, second, 7931, 5)
         assert udp_totals(s, link.interface, "receive", 7931) == (5, 5 * 142)
         assert udp_totals(s, link.interface, "transmit", 7931) == (5, 5 * 142)
     finally:
         assert second.stop() == 0, second.log()
-    assert ours(link.interface, "ingress") == [] and ours(link.interface, "egress") == []
+    for hook in ("ingress", "egress"):
+        assert ours(link.interface, hook) == [] and ours(link.interface, hook, "0x9436") == []
 
 
 def add_foreign_filter(interface: str) -> None:

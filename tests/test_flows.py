@@ -87,10 +87,13 @@ def tc_filters(interface: str, hook: str) -> list[str]:
 
 
 def test_filters_are_ours_alone_and_at_our_priority(link: Hosts, exporter: Exporter) -> None:
-    for hook, name in (("ingress", "flows_ingress"), ("egress", "flows_egress")):
-        lines = tc_filters(link.interface, hook)
-        assert len(lines) == 1, lines
-        assert "pref 9435" in lines[0] and "handle 0x9435" in lines[0] and name in lines[0]
+    # One filter per program and hook: flows (handle 0x9435) and HTTP (0x9436).
+    for hook in ("ingress", "egress"):
+        lines = sorted(tc_filters(link.interface, hook), key=lambda line: "http" in line)
+        assert len(lines) == 2, lines
+        assert all("pref 9435" in line for line in lines)
+        assert "handle 0x9435" in lines[0] and f"flows_{hook}" in lines[0]
+        assert "handle 0x9436" in lines[1] and f"http_{hook}" in lines[1]
 
 
 @pytest.mark.parametrize("tags,port", [(1, 7981), (2, 7982)])
