@@ -8,10 +8,7 @@
 //
 // Compile-time parameters (#defined by exporter/flows.py): MAX_FLOWS.
 
-#include <uapi/linux/bpf.h>
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
-#include <uapi/linux/pkt_cls.h>
+#include "packet.h"
 
 #define DIR_RECEIVE 0
 #define DIR_TRANSMIT 1
@@ -61,42 +58,6 @@ BPF_TABLE("lru_hash", struct flow_key4, struct flow_val, flows4, MAX_FLOWS);
 BPF_TABLE("lru_hash", struct flow_key6, struct flow_val, flows6, MAX_FLOWS);
 BPF_ARRAY(flow_counters, u64, NF_COUNTERS);
 
-struct vlan_hdr_ {
-    u16 tci;
-    u16 proto;
-};
-
-struct ipv4_hdr_ {
-    u8 vihl;
-    u8 tos;
-    u16 len;
-    u16 id;
-    u16 frag;
-    u8 ttl;
-    u8 protocol;
-    u16 check;
-    u8 saddr[4];
-    u8 daddr[4];
-};
-
-struct ipv6_hdr_ {
-    u32 vtcfl;
-    u16 len;
-    u8 nexthdr;
-    u8 hops;
-    u8 saddr[16];
-    u8 daddr[16];
-};
-
-struct l4_hdr_ {
-    u16 sport;
-    u16 dport;
-    u32 seq;
-    u32 ack;
-    u8 off;
-    u8 flags;
-};
-
 static __always_inline void count(int idx)
 {
     u64 *c = flow_counters.lookup(&idx);
@@ -108,7 +69,7 @@ static __always_inline void count(int idx)
 // the ports are missing: a later fragment, or headers beyond the linear data).
 static __always_inline int ports(void *l4h, void *end, u8 protocol, u16 *sport, u16 *dport)
 {
-    struct l4_hdr_ *l4 = l4h;
+    struct tcp_hdr_ *l4 = l4h;  // UDP shares the ports
     if ((void *)&l4->seq > end) {
         count(F_UNPARSED);
         return 0;
@@ -155,20 +116,10 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
-    if (data + ETH_HLEN > end)
+    u16 proto;
+    void *l3 = network_header(data, end, &proto);
+    if (!l3)
         return TC_ACT_UNSPEC;
-    u16 proto = ((struct ethhdr *)data)->h_proto;
-    void *l3 = data + ETH_HLEN;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {  // 802.1Q and 802.1ad tags left in the frame
-        if (proto != htons(ETH_P_8021Q) && proto != htons(ETH_P_8021AD))
-            break;
-        struct vlan_hdr_ *vlan = l3;
-        if ((void *)(vlan + 1) > end)
-            return TC_ACT_UNSPEC;
-        proto = vlan->proto;
-        l3 = vlan + 1;
-    }
 
     if (proto == htons(ETH_P_IP)) {
         struct ipv4_hdr_ *ip = l3;

@@ -11,10 +11,7 @@
 //   EMIT_EVENTS                  1 to publish each matched status line
 //   EMIT_PACKETS                 1 to publish each HTTP packet (the `http` tool)
 
-#include <uapi/linux/bpf.h>
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
-#include <uapi/linux/pkt_cls.h>
+#include "packet.h"
 
 #define DIR_RECEIVE 0
 #define DIR_TRANSMIT 1
@@ -130,42 +127,6 @@ static __always_inline void count(int idx)
         __sync_fetch_and_add(c, 1);
 }
 
-struct vlan_hdr_ {
-    u16 tci;
-    u16 proto;
-};
-
-struct ipv4_hdr_ {
-    u8 vihl;
-    u8 tos;
-    u16 len;
-    u16 id;
-    u16 frag;
-    u8 ttl;
-    u8 protocol;
-    u16 check;
-    u8 saddr[4];
-    u8 daddr[4];
-};
-
-struct ipv6_hdr_ {
-    u32 vtcfl;
-    u16 len;
-    u8 nexthdr;
-    u8 hops;
-    u8 saddr[16];
-    u8 daddr[16];
-};
-
-struct tcp_hdr_ {
-    u16 sport;
-    u16 dport;
-    u32 seq;
-    u32 ack;
-    u8 doff;  // upper 4 bits
-    u8 flags;
-};
-
 struct segment {
     u8 family;
     u8 tcp_flags;
@@ -183,20 +144,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
-    if (data + ETH_HLEN > end)
+    u16 proto;
+    void *l3 = network_header(data, end, &proto);
+    if (!l3)
         return -1;
-    u16 proto = ((struct ethhdr *)data)->h_proto;
-    void *l3 = data + ETH_HLEN;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (proto != htons(ETH_P_8021Q) && proto != htons(ETH_P_8021AD))
-            break;
-        struct vlan_hdr_ *vlan = l3;
-        if ((void *)(vlan + 1) > end)
-            return -1;
-        proto = vlan->proto;
-        l3 = vlan + 1;
-    }
     void *l4;
     if (proto == htons(ETH_P_IP)) {
         struct ipv4_hdr_ *ip = l3;
@@ -328,17 +279,32 @@ static __always_inline void publish_packet(struct __sk_buff *skb, struct segment
 }
 #endif
 
+// The connection's key; the client is the segment's source for a request and
+// its destination for a response.
+static __always_inline void conn_key_of(struct conn_key *key, struct __sk_buff *skb,
+                                        struct segment *seg, int client_is_source)
+{
+    __builtin_memset(key, 0, sizeof(*key));
+    key->ifindex = skb->ifindex;
+    key->family = seg->family;
+    if (client_is_source) {
+        __builtin_memcpy(key->client, seg->saddr, 16);
+        __builtin_memcpy(key->server, seg->daddr, 16);
+        key->client_port = seg->sport;
+        key->server_port = seg->dport;
+    } else {
+        __builtin_memcpy(key->client, seg->daddr, 16);
+        __builtin_memcpy(key->server, seg->saddr, 16);
+        key->client_port = seg->dport;
+        key->server_port = seg->sport;
+    }
+}
+
 static __always_inline void on_request(struct __sk_buff *skb, struct segment *seg, u8 direction,
                                        int method, u32 skip)
 {
-    struct conn_key key = {};
-    key.ifindex = skb->ifindex;
-    key.family = seg->family;
-    __builtin_memcpy(key.client, seg->saddr, 16);
-    __builtin_memcpy(key.server, seg->daddr, 16);
-    key.client_port = seg->sport;
-    key.server_port = seg->dport;
-
+    struct conn_key key;
+    conn_key_of(&key, skb, seg, 1);
     struct conn_state *st = http_conns.lookup(&key);
     if (!st) {
         int zero = 0;
@@ -382,13 +348,8 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
 static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct segment *seg,
                                       int status)
 {
-    struct conn_key key = {};
-    key.ifindex = skb->ifindex;
-    key.family = seg->family;
-    __builtin_memcpy(key.client, seg->daddr, 16);
-    __builtin_memcpy(key.server, seg->saddr, 16);
-    key.client_port = seg->dport;
-    key.server_port = seg->sport;
+    struct conn_key key;
+    conn_key_of(&key, skb, seg, 0);
     struct conn_state *st = http_conns.lookup(&key);
     if (!st || st->head == st->tail) {
         // Text like a status line with nothing asked: a body, or a request we missed.
@@ -470,23 +431,14 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
 // the client, so both orientations are tried.
 static __always_inline void on_close(struct __sk_buff *skb, struct segment *seg)
 {
-    struct conn_key key = {};
-    key.ifindex = skb->ifindex;
-    key.family = seg->family;
-    __builtin_memcpy(key.client, seg->saddr, 16);
-    __builtin_memcpy(key.server, seg->daddr, 16);
-    key.client_port = seg->sport;
-    key.server_port = seg->dport;
-    struct conn_state *st = http_conns.lookup(&key);
-    if (st && st->head == st->tail)
-        http_conns.delete(&key);
-    __builtin_memcpy(key.client, seg->daddr, 16);
-    __builtin_memcpy(key.server, seg->saddr, 16);
-    key.client_port = seg->dport;
-    key.server_port = seg->sport;
-    st = http_conns.lookup(&key);
-    if (st && st->head == st->tail)
-        http_conns.delete(&key);
+    struct conn_key key;
+#pragma unroll
+    for (int client_is_source = 0; client_is_source < 2; client_is_source++) {
+        conn_key_of(&key, skb, seg, client_is_source);
+        struct conn_state *st = http_conns.lookup(&key);
+        if (st && st->head == st->tail)
+            http_conns.delete(&key);
+    }
 }
 
 static __always_inline void inspect_payload(struct __sk_buff *skb, struct segment *segp,

@@ -6,13 +6,20 @@ import logging
 import threading
 import time
 from collections import Counter
+from typing import Protocol, TypeVar
 
 from exporter.flow_series import FlowMetrics
 from exporter.http import HttpInspection
-from exporter.snapshot import ConnectionsSnapshot, FlowsSnapshot, HttpSnapshot, MapUsage, Snapshot
+from exporter.snapshot import MapUsage, Snapshot
 from exporter.tcp_lifecycle import TcpLifecycle
 
 SOURCES = ("tcp_lifecycle", "flows", "http")
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Source(Protocol[T_co]):
+    def read(self) -> tuple[T_co, list[MapUsage]]: ...
 
 log = logging.getLogger(__name__)
 
@@ -51,34 +58,11 @@ class Collector:
 
     def collect_once(self) -> None:
         started = time.monotonic()
-        connections: ConnectionsSnapshot | None = None
         maps: list[MapUsage] = []
-        if self.connections is not None:
-            try:
-                connections, conn_maps = self.connections.read()
-                maps.extend(conn_maps)
-            except Exception:
-                log.exception("reading the tcp lifecycle maps failed")
-                self._errors["tcp_lifecycle"] += 1
-                connections = self._snapshot.connections  # keep serving the last good read
-        flows: FlowsSnapshot | None = None
-        if self.flows is not None:
-            try:
-                flows, flow_maps = self.flows.read()
-                maps.extend(flow_maps)
-            except Exception:
-                log.exception("reading the flow map failed")
-                self._errors["flows"] += 1
-                flows = self._snapshot.flows
-        http: HttpSnapshot | None = None
-        if self.http is not None:
-            try:
-                http, http_maps = self.http.read()
-                maps.extend(http_maps)
-            except Exception:
-                log.exception("reading the http maps failed")
-                self._errors["http"] += 1
-                http = self._snapshot.http
+        previous = self._snapshot
+        connections = self._read("tcp_lifecycle", self.connections, maps, previous.connections)
+        flows = self._read("flows", self.flows, maps, previous.flows)
+        http = self._read("http", self.http, maps, previous.http)
         self._cycles += 1
         self._cycle_seconds += time.monotonic() - started
         self._snapshot = Snapshot(
@@ -86,8 +70,21 @@ class Collector:
             connections=connections,
             flows=flows,
             http=http,
-            maps=tuple(maps) or self._snapshot.maps,
+            maps=tuple(maps) or previous.maps,
             cycles=self._cycles,
             cycle_seconds_sum=self._cycle_seconds,
             errors=dict(self._errors),
         )
+
+    def _read(self, name: str, source: Source[T] | None, maps: list[MapUsage],
+              last: T | None) -> T | None:
+        if source is None:
+            return None
+        try:
+            snapshot, usage = source.read()
+        except Exception:
+            log.exception("reading the %s maps failed", name)
+            self._errors[name] += 1
+            return last  # keep serving the last good read
+        maps.extend(usage)
+        return snapshot

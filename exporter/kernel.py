@@ -83,12 +83,16 @@ def headers_are_fallback(build: Path | None = None) -> bool:
     return ((build or headers_dir()) / FALLBACK_MARKER).exists()
 
 
-def program_source(name: str) -> str:
+def program_dir() -> Path:
     # A checkout keeps bpf/ beside the package; an installed wheel maps it to exporter.bpf.
-    beside = Path(__file__).resolve().parent.parent / "bpf" / name
-    if beside.is_file():
-        return beside.read_text()
-    return resources.files("exporter.bpf").joinpath(name).read_text()
+    beside = Path(__file__).resolve().parent.parent / "bpf"
+    if beside.is_dir():
+        return beside
+    return Path(str(resources.files("exporter.bpf")))
+
+
+def program_source(name: str) -> str:
+    return (program_dir() / name).read_text()
 
 
 def compile_program(name: str, cflags: Sequence[str]) -> Any:
@@ -98,7 +102,8 @@ def compile_program(name: str, cflags: Sequence[str]) -> Any:
     from bcc import BPF  # imported late: it is only on the system Python's path
 
     try:
-        return BPF(text=program_source(name).encode(), cflags=list(cflags))
+        return BPF(text=program_source(name).encode(),
+                   cflags=[f"-I{program_dir()}", *cflags])
     except Exception as exc:
         raise SetupError(
             f"The BPF program {name} failed to compile or load: {exc}. The compiler or "

@@ -1,0 +1,65 @@
+// Packet headers shared by the TC classifiers, declared here rather than taken
+// from kernel headers so that every program reads only packet bytes whose
+// layout is fixed by the wire, never a kernel struct.
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/pkt_cls.h>
+
+struct vlan_hdr_ {
+    u16 tci;
+    u16 proto;
+};
+
+struct ipv4_hdr_ {
+    u8 vihl;
+    u8 tos;
+    u16 len;
+    u16 id;
+    u16 frag;
+    u8 ttl;
+    u8 protocol;
+    u16 check;
+    u8 saddr[4];
+    u8 daddr[4];
+};
+
+struct ipv6_hdr_ {
+    u32 vtcfl;
+    u16 len;
+    u8 nexthdr;
+    u8 hops;
+    u8 saddr[16];
+    u8 daddr[16];
+};
+
+struct tcp_hdr_ {
+    u16 sport;
+    u16 dport;
+    u32 seq;
+    u32 ack;
+    u8 doff;  // data offset in the upper 4 bits
+    u8 flags;
+};
+
+// The network header after the Ethernet header and up to two VLAN tags left
+// in the frame (802.1Q, 802.1ad); its ethertype in *proto. NULL if cut short.
+static __always_inline void *network_header(void *data, void *end, u16 *proto)
+{
+    if (data + ETH_HLEN > end)
+        return 0;
+    *proto = ((struct ethhdr *)data)->h_proto;
+    void *l3 = data + ETH_HLEN;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (*proto != htons(ETH_P_8021Q) && *proto != htons(ETH_P_8021AD))
+            break;
+        struct vlan_hdr_ *vlan = l3;
+        if ((void *)(vlan + 1) > end)
+            return 0;
+        *proto = vlan->proto;
+        l3 = vlan + 1;
+    }
+    return l3;
+}
