@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from exporter import __version__
+from exporter import __version__, bpfstats
 from exporter.collector import Collector
 from exporter.config import Config, load_config
 from exporter.connlog import print_connection
@@ -114,6 +115,7 @@ def run_serve(config: Config) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = _stop_on_signals()
     connections = TcpLifecycle(config.connections)
+    stats_fd = bpfstats.enable_stats() if config.bpf_stats else None
     accounting = FlowAccounting(config.flows) if config.interfaces else None
     flows = FlowMetrics(accounting) if accounting else None
     events = config.http.events
@@ -169,6 +171,8 @@ def run_serve(config: Config) -> int:
         if accounting is not None:
             accounting.close()
         connections.close()
+        if stats_fd is not None:
+            os.close(stats_fd)
     return 0
 
 

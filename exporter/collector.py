@@ -8,12 +8,13 @@ import time
 from collections import Counter
 from typing import Protocol, TypeVar
 
+from exporter import bpfstats
 from exporter.flow_series import FlowMetrics
 from exporter.http import HttpInspection
-from exporter.snapshot import MapUsage, Snapshot
+from exporter.snapshot import MapUsage, ProgramRun, Snapshot
 from exporter.tcp_lifecycle import TcpLifecycle
 
-SOURCES = ("tcp_lifecycle", "flows", "http")
+SOURCES = ("tcp_lifecycle", "flows", "http", "bpf_stats")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -31,6 +32,9 @@ class Collector:
         self.connections = connections
         self.flows = flows
         self.http = http
+        loaded = [connections.bpf if connections else None,
+                  flows.accounting.bpf if flows else None, http.bpf if http else None]
+        self._programs = [p for bpf in loaded if bpf is not None for p in bpfstats.programs(bpf)]
         self._errors: Counter[str] = Counter()
         self._cycles = 0
         self._cycle_seconds = 0.0
@@ -71,10 +75,22 @@ class Collector:
             flows=flows,
             http=http,
             maps=tuple(maps) or previous.maps,
+            programs=self._program_runs(),
             cycles=self._cycles,
             cycle_seconds_sum=self._cycle_seconds,
             errors=dict(self._errors),
         )
+
+    def _program_runs(self) -> tuple[ProgramRun, ...]:
+        runs = []
+        for name, fd in self._programs:
+            try:
+                run_ns, count = bpfstats.program_run(fd)
+            except OSError:
+                self._errors["bpf_stats"] += 1
+                continue
+            runs.append(ProgramRun(name, run_ns, count))
+        return tuple(runs)
 
     def _read(self, name: str, source: Source[T] | None, maps: list[MapUsage],
               last: T | None) -> T | None:

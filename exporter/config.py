@@ -98,6 +98,7 @@ class Config:
     interval: float = 5.0
     interfaces: tuple[str, ...] = ()
     log_level: str = "info"
+    bpf_stats: bool = False
     connections: ConnectionsConfig = ConnectionsConfig()
     flows: FlowsConfig = FlowsConfig()
     http: HttpConfig = HttpConfig()
@@ -125,8 +126,8 @@ def load_config(path: Path) -> Config:
 
 
 def parse_config(raw: object) -> Config:
-    top = _mapping(raw, "", ("listen", "interval", "interfaces", "log_level", "connections",
-                             "flows", "http"))
+    top = _mapping(raw, "", ("listen", "interval", "interfaces", "log_level", "bpf_stats",
+                             "connections", "flows", "http"))
     default = Config()
     listen = default.listen
     if "listen" in top:
@@ -150,8 +151,10 @@ def parse_config(raw: object) -> Config:
     http = default.http
     if "http" in top and top["http"] is not None:
         http = _http(top["http"])
+    bpf_stats = _bool(top.get("bpf_stats", default.bpf_stats), "bpf_stats")
     return Config(listen=listen, interval=interval, interfaces=interfaces,
-                  log_level=log_level, connections=connections, flows=flows, http=http)
+                  log_level=log_level, bpf_stats=bpf_stats, connections=connections,
+                  flows=flows, http=http)
 
 
 def parse_listen(text: str, key: str) -> ListenAddress:

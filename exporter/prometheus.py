@@ -205,6 +205,19 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
         capacity.add_metric([usage.name], usage.capacity)
     yield entries
     yield capacity
+    run_time = CounterMetricFamily(
+        "ebpf_net_exporter_bpf_program_run_seconds_total",
+        "Time the kernel spent running each of our BPF programs; counted only while BPF "
+        "statistics are on (bpf_stats: true, or kernel.bpf_stats_enabled=1).",
+        labels=["program"])
+    runs = CounterMetricFamily(
+        "ebpf_net_exporter_bpf_program_runs_total",
+        "Runs of each of our BPF programs while BPF statistics are on.", labels=["program"])
+    for p in snap.programs:
+        run_time.add_metric([p.program], p.run_ns / 1e9)
+        runs.add_metric([p.program], p.runs)
+    yield run_time
+    yield runs
     cycle = SummaryMetricFamily("ebpf_net_exporter_collector_cycle_duration_seconds",
                                 "Time the collector thread spent reading the BPF maps.")
     cycle.add_metric([], snap.cycles, snap.cycle_seconds_sum)

@@ -87,12 +87,20 @@ class HttpSnapshot:
 
 
 @dataclass(frozen=True)
+class ProgramRun:
+    program: str
+    run_ns: int
+    runs: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     timestamp: float
     connections: ConnectionsSnapshot | None
     flows: FlowsSnapshot | None = None
     http: HttpSnapshot | None = None
     maps: tuple[MapUsage, ...] = ()
+    programs: tuple[ProgramRun, ...] = ()
     cycles: int = 0
     cycle_seconds_sum: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)

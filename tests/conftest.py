@@ -20,6 +20,6 @@ def hosts(request: pytest.FixtureRequest) -> Iterator[Hosts]:
 @pytest.fixture(scope="module")
 def exporter() -> Iterator[Exporter]:
     require_root()
-    proc = Exporter({"connections": {"buckets": [0.1, 0.5, 1, 2]}})
+    proc = Exporter({"bpf_stats": True, "connections": {"buckets": [0.1, 0.5, 1, 2]}})
     yield proc
     assert proc.stop() == 0, proc.log()

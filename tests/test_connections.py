@@ -105,3 +105,17 @@ def test_failed_connects_are_counted_by_reason(hosts: Hosts, exporter: Exporter)
             got = value(s, FAILURES, direction="outbound", server_port=port, reason=reason)
             assert got == expected.get((port, reason), 0), (port, reason)
         assert value(s, OPENED, direction="outbound", server_port=port) == 0
+
+
+def test_bpf_program_statistics_count_runs(hosts: Hosts, exporter: Exporter) -> None:
+    hosts.serve(7501)
+    hosts.run(hosts.client_ns, "connect", hosts.server_v4, "7501", "0", "3")
+    program = {"program": "sock:inet_sock_set_state"}
+
+    def counted(s: Samples) -> bool:
+        return value(s, "ebpf_net_exporter_bpf_program_runs_total", **program) >= 3 * 2 * 4
+
+    s = wait_for(exporter.scrape, counted)
+    # Each connection moves each of its two sockets through at least four states.
+    assert value(s, "ebpf_net_exporter_bpf_program_runs_total", **program) >= 24
+    assert value(s, "ebpf_net_exporter_bpf_program_run_seconds_total", **program) > 0
