@@ -62,6 +62,9 @@ def tracepoint_exists(root: Path, category: str, event: str) -> bool:
 
 
 def headers_dir(release: str | None = None, modules: Path = Path("/lib/modules")) -> Path:
+    # bcc itself looks at BCC_KERNEL_SOURCE first (the container image sets it).
+    if release is None and os.environ.get("BCC_KERNEL_SOURCE"):
+        return Path(os.environ["BCC_KERNEL_SOURCE"])
     return modules / (release or platform.release()) / "build"
 
 

@@ -272,7 +272,10 @@ class Capture:
 
 
 class Nginx:
-    """A real nginx in a namespace, with an access log of "$request_method $status $uri"."""
+    """A real nginx in a namespace, with an access log of "$request_method $status $uri".
+
+    It serves /ok.txt, /big.bin, 404 for anything else, and 503 for /fail.
+    """
 
     def __init__(self, ns: str, port: int = 80) -> None:
         self.dir = tempfile.TemporaryDirectory()
@@ -302,6 +305,7 @@ http {{
         listen {port};
         listen [::]:{port};
         root {root}/www;
+        location /fail {{ return 503; }}
     }}
 }}
 """)
