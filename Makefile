@@ -3,21 +3,20 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-bpfcc python3-pyroute2 bpftool python3-venv python3-yaml \
-	iproute2 util-linux libcap2-bin curl tshark iperf3
+	iproute2 util-linux libcap2-bin curl tshark iperf3 nginx-light hey wrk prometheus
 CONFIG ?= config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck unit integration clean
+.PHONY: setup apt run test lint typecheck clean
 
-setup: $(VENV)/.installed
-	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }
+setup: apt $(VENV)/.installed
 	@scripts/kernel-headers.sh
 
+apt:
+	@scripts/apt-install.sh $(APT_PACKAGES)
+
 # bcc's bindings live in Debian's Python; the venv reaches them through system site-packages.
-$(VENV)/.installed: pyproject.toml
-	@dpkg -s python3-venv python3-bpfcc >/dev/null 2>&1 || { \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }
+$(VENV)/.installed: pyproject.toml | apt
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -27,7 +26,7 @@ run: setup
 	$(VENV)/bin/ebpf-net-exporter serve --config $(CONFIG)
 
 lint: setup
-	$(VENV)/bin/ruff check exporter tests
+	$(VENV)/bin/ruff check exporter tests bench
 
 typecheck: setup
 	$(VENV)/bin/mypy
