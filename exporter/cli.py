@@ -8,20 +8,20 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from exporter import __version__, bpfstats
+from exporter import __version__, bpfstats, otlp
 from exporter.collector import Collector
-from exporter.config import Config, load_config
+from exporter.config import Config, OtlpConfig, load_config
 from exporter.connlog import print_connection
 from exporter.durations import parse_duration
 from exporter.errors import ConfigError, SetupError
 from exporter.flow_series import FlowMetrics
 from exporter.flows import FlowAccounting
 from exporter.flowtrack import TrackedFlow, print_report
-from exporter.http import EventPump, HttpInspection
+from exporter.http import EventPump, HttpEvent, HttpInspection
 from exporter.http_events import EventLog
 from exporter.httpinspect import print_packet
 from exporter.interfaces import InterfaceWatcher, link_index
@@ -119,17 +119,33 @@ def run_serve(config: Config) -> int:
     accounting = FlowAccounting(config.flows) if config.interfaces else None
     flows = FlowMetrics(accounting) if accounting else None
     events = config.http.events
+    otlp_config = (config.otlp or OtlpConfig()) if otlp.endpoint_configured(config.otlp) else None
+    event_logs = otlp_config is not None and otlp_config.logs
     http = (HttpInspection(config.http, config.flows.tc_priority,
-                           emit_events=bool(events.output))
+                           emit_events=bool(events.output) or event_logs)
             if config.interfaces and config.http.enabled else None)
-    event_log = pump = watcher = None
+    event_log = otlp_logs = pump = watcher = metrics_push = None
     collector = Collector(config.interval, connections, flows, http)
     try:
-        if http is not None and events.output and accounting is not None:
+        if http is not None and accounting is not None and (events.output or event_logs):
             names = accounting.names
-            event_log = EventLog(events.output, events.include_query,
-                                 lambda index: names.get(index, str(index)))
-            http.open_events(event_log)
+
+            def interface_name(index: int) -> str:
+                return names.get(index, str(index))
+
+            handlers: list[Callable[[HttpEvent], None]] = []
+            if events.output:
+                event_log = EventLog(events.output, events.include_query, interface_name)
+                handlers.append(event_log)
+            if otlp_config is not None and event_logs:
+                otlp_logs = otlp.EventLogs(otlp_config, otlp.resource(otlp_config),
+                                           interface_name)
+                handlers.append(otlp_logs)
+            def dispatch(ev: HttpEvent) -> None:
+                for handle in handlers:
+                    handle(ev)
+
+            http.open_events(dispatch)
             pump = EventPump(http)
             pump.start()
         if accounting is not None:
@@ -150,8 +166,12 @@ def run_serve(config: Config) -> int:
                     log.warning("interface %s does not exist (yet); it is counted once it "
                                 "appears. `ip link` lists the interfaces of this namespace.", name)
         collector.start()
+        if otlp_config is not None:
+            metrics_push = otlp.reader(otlp_config, lambda: collector.snapshot)
+            metrics_push.start()
         try:
-            server, _thread = serve(config.listen, lambda: collector.snapshot)
+            server, _thread = serve(config.listen, lambda: collector.snapshot,
+                                    metrics_push.results.copy if metrics_push else None)
         except OSError as exc:
             raise SetupError(f"cannot listen on {config.listen}: {exc.strerror}. Choose another "
                              "address with --web.listen-address or `listen` in the file.") from None
@@ -159,6 +179,8 @@ def run_serve(config: Config) -> int:
         stop.wait()
         server.shutdown()
     finally:
+        if metrics_push is not None:
+            metrics_push.stop()
         collector.stop()
         if watcher is not None:
             watcher.stop()
@@ -166,6 +188,8 @@ def run_serve(config: Config) -> int:
             pump.stop()
         if event_log is not None:
             event_log.close()
+        if otlp_logs is not None:
+            otlp_logs.close()
         if http is not None:
             http.close()
         if accounting is not None:

@@ -92,6 +92,28 @@ class HttpConfig:
     events: HttpEventsConfig = HttpEventsConfig()
 
 
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+TEMPORALITIES = ("cumulative", "delta")
+
+
+@dataclass(frozen=True)
+class OtlpConfig:
+    """OTLP push. Unset values fall back to the OTEL_EXPORTER_OTLP_* environment."""
+
+    endpoint: str = ""  # base URL (http/protobuf) or host:port (grpc)
+    protocol: str = ""  # "" takes OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf
+    headers: tuple[tuple[str, str], ...] = ()
+    interval: float | None = None  # None takes OTEL_METRIC_EXPORT_INTERVAL, else 15 s
+    timeout: float = 10.0
+    insecure: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    resource_attributes: tuple[tuple[str, str], ...] = ()
+    temporality: str = "cumulative"
+    logs: bool = True  # HTTP status-line events as log records
+
+
 @dataclass(frozen=True)
 class Config:
     listen: ListenAddress = ListenAddress("", 9435)
@@ -102,6 +124,7 @@ class Config:
     connections: ConnectionsConfig = ConnectionsConfig()
     flows: FlowsConfig = FlowsConfig()
     http: HttpConfig = HttpConfig()
+    otlp: OtlpConfig | None = None  # None: no push, unless the environment names an endpoint
 
     def with_overrides(self, listen: str | None = None, log_level: str | None = None) -> Config:
         """Apply command-line flags, which win over the file."""
@@ -127,7 +150,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(raw: object) -> Config:
     top = _mapping(raw, "", ("listen", "interval", "interfaces", "log_level", "bpf_stats",
-                             "connections", "flows", "http"))
+                             "connections", "flows", "http", "otlp"))
     default = Config()
     listen = default.listen
     if "listen" in top:
@@ -152,9 +175,10 @@ def parse_config(raw: object) -> Config:
     if "http" in top and top["http"] is not None:
         http = _http(top["http"])
     bpf_stats = _bool(top.get("bpf_stats", default.bpf_stats), "bpf_stats")
+    otlp = _otlp(top["otlp"]) if top.get("otlp") is not None else None
     return Config(listen=listen, interval=interval, interfaces=interfaces,
                   log_level=log_level, bpf_stats=bpf_stats, connections=connections,
-                  flows=flows, http=http)
+                  flows=flows, http=http, otlp=otlp)
 
 
 def parse_listen(text: str, key: str) -> ListenAddress:
@@ -274,6 +298,42 @@ def _http(raw: object) -> HttpConfig:
         request_timeout=timeout,
         events=events,
     )
+
+
+def _otlp(raw: object) -> OtlpConfig:
+    fields = ("endpoint", "protocol", "headers", "interval", "timeout", "tls",
+              "resource_attributes", "temporality", "logs")
+    section = _mapping(raw, "otlp", fields)
+    default = OtlpConfig()
+    tls = _mapping(section.get("tls") or {}, "otlp.tls",
+                   ("insecure", "ca_file", "cert_file", "key_file"))
+    return OtlpConfig(
+        endpoint=_string(section.get("endpoint", ""), "otlp.endpoint"),
+        protocol=(_choice(_string(section["protocol"], "otlp.protocol"), OTLP_PROTOCOLS,
+                          "otlp.protocol") if "protocol" in section else ""),
+        headers=_pairs(section.get("headers"), "otlp.headers"),
+        interval=_duration(section["interval"], "otlp.interval") if "interval" in section
+        else None,
+        timeout=_duration(section["timeout"], "otlp.timeout") if "timeout" in section
+        else default.timeout,
+        insecure=_bool(tls.get("insecure", False), "otlp.tls.insecure"),
+        ca_file=_string(tls.get("ca_file", ""), "otlp.tls.ca_file"),
+        cert_file=_string(tls.get("cert_file", ""), "otlp.tls.cert_file"),
+        key_file=_string(tls.get("key_file", ""), "otlp.tls.key_file"),
+        resource_attributes=_pairs(section.get("resource_attributes"),
+                                   "otlp.resource_attributes"),
+        temporality=_choice(_string(section.get("temporality", default.temporality),
+                                    "otlp.temporality"), TEMPORALITIES, "otlp.temporality"),
+        logs=_bool(section.get("logs", default.logs), "otlp.logs"),
+    )
+
+
+def _pairs(raw: object, key: str) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, f"expected a mapping of names to strings, got {_kind(raw)}")
+    return tuple((str(k), _string(v, f"{key}.{k}")) for k, v in raw.items())
 
 
 def _bool(raw: object, key: str) -> bool:

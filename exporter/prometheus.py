@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -31,10 +31,21 @@ from exporter.snapshot import (
 
 
 class SnapshotCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot],
+                 otlp_results: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._snapshot = snapshot
+        self._otlp_results = otlp_results
 
     def collect(self) -> Iterator[Metric]:
+        if self._otlp_results is not None:
+            exports = CounterMetricFamily(
+                "ebpf_net_exporter_otlp_exports_total",
+                "OTLP metric exports, by result; a failed export is retried at the next "
+                "interval with the values of that moment.", labels=["result"])
+            results = self._otlp_results()
+            for result in ("success", "failure"):
+                exports.add_metric([result], results.get(result, 0))
+            yield exports
         snap = self._snapshot()
         if snap.connections is not None:
             yield from connection_metrics(snap.connections)
@@ -240,10 +251,11 @@ def _format_bound(bound: float) -> str:
     return repr(float(bound))
 
 
-def serve(listen: ListenAddress, snapshot: Callable[[], Snapshot]) -> tuple[Any, Any]:
+def serve(listen: ListenAddress, snapshot: Callable[[], Snapshot],
+          otlp_results: Callable[[], Mapping[str, int]] | None = None) -> tuple[Any, Any]:
     """Start the /metrics server in its own thread; returns (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot))
+    registry.register(SnapshotCollector(snapshot, otlp_results))
     ProcessCollector(registry=registry)  # process_start_time_seconds marks restarts
     if listen.host:
         return start_http_server(listen.port, addr=listen.host, registry=registry)

@@ -1,0 +1,352 @@
+"""OpenTelemetry export: the collector's snapshot as OTLP metrics, HTTP events as logs.
+
+One source of truth: every export is built from the same snapshot the Prometheus
+endpoint renders, so both carry the same values. The SDK has no asynchronous
+histogram instrument, and the kernel has already bucketed the histograms, so
+this reader builds the SDK's metric data itself (explicit-bucket histograms with
+the kernel's bounds, no re-bucketing) and hands it to the SDK's OTLP exporter.
+Exports run on their own thread: a slow or refusing collector never blocks
+/metrics, and nothing queues between exports (each is built afresh), so memory
+stays flat however long the collector is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from exporter import __version__
+from exporter.config import OtlpConfig
+from exporter.http import HttpEvent
+from exporter.snapshot import FAILURE_REASONS, Snapshot
+
+log = logging.getLogger(__name__)
+
+# Prometheus label -> OpenTelemetry attribute (semantic conventions where they exist).
+ATTRIBUTES = {
+    "direction": "direction",
+    "server_port": "server.port",
+    "peer_address": "network.peer.address",
+    "process": "process.executable.name",
+    "interface": "network.interface.name",
+    "network_io_direction": "network.io.direction",
+    "protocol": "network.transport",
+}
+SCOPE = InstrumentationScope("ebpf-net-exporter", __version__)
+Attributes = dict[str, str | int]
+
+
+def endpoint_configured(config: OtlpConfig | None, env: Mapping[str, str] = os.environ) -> bool:
+    return bool((config and config.endpoint) or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
+def _port(value: str) -> str | int:
+    return int(value) if value.isdigit() else value
+
+
+def _attrs(pairs: Iterator[tuple[str, str]] | tuple[tuple[str, str], ...]) -> Attributes:
+    return {ATTRIBUTES.get(k, k): (_port(v) if k == "server_port" else v) for k, v in pairs}
+
+
+class Point:
+    """One exported value, before temporality is applied."""
+
+    def __init__(self, attributes: Attributes, value: float = 0.0,
+                 buckets: tuple[int, ...] = (), total: float = 0.0) -> None:
+        self.attributes, self.value, self.buckets, self.total = attributes, value, buckets, total
+
+
+def metric_points(snap: Snapshot) -> Iterator[tuple[str, str, str, str, tuple[float, ...],
+                                                    list[Point]]]:
+    """(name, kind, unit, description, bounds, points) per metric; kind is "counter",
+    "updown" or "histogram"."""
+    conns = snap.connections
+    if conns is not None:
+        opened: list[Point] = []
+        closed: list[Point] = []
+        active: list[Point] = []
+        failures: list[Point] = []
+        durations: list[Point] = []
+        for s in conns.series:
+            a = _attrs(s.labels)
+            opened.append(Point(a, s.opened))
+            closed.append(Point(a, s.closed))
+            active.append(Point(a, s.active))
+            failures.extend(Point({**a, "error.type": reason}, n)
+                            for reason, n in zip(FAILURE_REASONS, s.failures, strict=True))
+            durations.append(Point(a, sum(s.duration_buckets), s.duration_buckets,
+                                   s.duration_sum_ns / 1e9))
+        yield ("ebpf_net.tcp.connections.opened", "counter", "{connection}",
+               "TCP connections that reached ESTABLISHED.", (), opened)
+        yield ("ebpf_net.tcp.connections.closed", "counter", "{connection}",
+               "Established TCP connections that reached CLOSE.", (), closed)
+        yield ("ebpf_net.tcp.connections.active", "updown", "{connection}",
+               "Established TCP connections not yet closed.", (), active)
+        yield ("ebpf_net.tcp.connect.failures", "counter", "{connection}",
+               "TCP connections that closed before ESTABLISHED, by error.type.", (), failures)
+        yield ("ebpf_net.tcp.connection.duration", "histogram", "s",
+               "Lifetime of established TCP connections, SYN to CLOSE.", conns.bucket_bounds,
+               durations)
+    flows = snap.flows
+    if flows is not None:
+        nbytes = [Point(_attrs(zip(flows.label_names, s.labels, strict=True)), s.bytes)
+                  for s in flows.series]
+        packets = [Point(_attrs(zip(flows.label_names, s.labels, strict=True)), s.packets)
+                   for s in flows.series]
+        yield ("ebpf_net.flow.bytes", "counter", "By",
+               "Bytes of TCP and UDP packets seen by the TC classifiers.", (), nbytes)
+        yield ("ebpf_net.flow.packets", "counter", "{packet}",
+               "TCP and UDP packets seen by the TC classifiers.", (), packets)
+    http = snap.http
+    if http is not None:
+        for role in ("server", "client"):
+            points: list[Point] = []
+            for h in http.series:
+                if h.role != role:
+                    continue
+                ha: Attributes = {"http.request.method": h.method,
+                                  "http.response.status_code": _port(h.status),
+                                  "server.port": _port(h.server_port)}
+                if h.route is not None:
+                    ha["http.route"] = h.route
+                points.append(Point(ha, sum(h.buckets), h.buckets, h.sum_ns / 1e9))
+            yield (f"http.{role}.request.duration", "histogram", "s",
+                   f"Duration of HTTP {role} requests, request line to final status line.",
+                   http.bucket_bounds, points)
+        unanswered = [Point({"role": role, "http.request.method": method,
+                             "server.port": _port(port)}, n)
+                      for role, method, port, n in http.unanswered]
+        yield ("ebpf_net.http.requests.unanswered", "counter", "{request}",
+               "HTTP requests with no response within the request timeout.", (), unanswered)
+
+
+class SnapshotMetricReader:
+    """Turns snapshots into OTLP exports on an interval, cumulative or delta."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], exporter: Any, resource: Resource,
+                 interval: float, timeout: float, delta: bool) -> None:
+        self.snapshot = snapshot
+        self.exporter = exporter
+        self.resource = resource
+        self.interval = interval
+        self.timeout = timeout
+        self.delta = delta
+        self.start_ns = time.time_ns()
+        self.results: Counter[str] = Counter()  # success / failure
+        self._previous: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = {}
+        self._last_ns = self.start_ns
+        self._failing = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="otlp-metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 5)
+        self.exporter.shutdown()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.export_once()
+
+    def export_once(self) -> bool:
+        data = self.build(self.snapshot(), time.time_ns())
+        try:
+            ok = bool(self.exporter.export(data, timeout_millis=self.timeout * 1000)
+                      == MetricExportResult.SUCCESS)
+        except Exception as exc:  # the SDK raises for some transport errors
+            log.debug("OTLP export raised: %s", exc)
+            ok = False
+        self.results["success" if ok else "failure"] += 1
+        if ok and self._failing:
+            log.info("OTLP metric export works again")
+        elif not ok and not self._failing:
+            log.warning("OTLP metric export failed; retrying every %gs, logged once until it "
+                        "works again", self.interval)
+        self._failing = not ok
+        return ok
+
+    def build(self, snap: Snapshot, now_ns: int) -> MetricsData:
+        temporality = (AggregationTemporality.DELTA if self.delta
+                       else AggregationTemporality.CUMULATIVE)
+        start = self._last_ns if self.delta else self.start_ns
+        metrics = []
+        for name, kind, unit, description, bounds, points in metric_points(snap):
+            if not points:
+                continue  # OTLP has no way to say "a metric with no points yet"
+            if kind == "histogram":
+                hist = [self._histogram_point(name, p, bounds, start, now_ns) for p in points]
+                metrics.append(Metric(name, description, unit, Histogram(hist, temporality)))
+            else:
+                monotonic = kind == "counter"
+                # An up-down sum stays cumulative: a delta of a gauge-like value says little.
+                use_delta = self.delta and monotonic
+                numbers = [NumberDataPoint(
+                    p.attributes, start if use_delta else self.start_ns, now_ns,
+                    self._delta(name, p).value if use_delta else p.value) for p in points]
+                metrics.append(Metric(name, description, unit, Sum(
+                    numbers, temporality if use_delta else AggregationTemporality.CUMULATIVE,
+                    monotonic)))
+        self._last_ns = now_ns
+        return MetricsData([ResourceMetrics(self.resource, [ScopeMetrics(SCOPE, metrics, "")],
+                                            "")])
+
+    def _histogram_point(self, name: str, p: Point, bounds: tuple[float, ...], start: int,
+                         now_ns: int) -> HistogramDataPoint:
+        q = self._delta(name, p) if self.delta else p
+        return HistogramDataPoint(p.attributes, start, now_ns, int(q.value), q.total,
+                                  list(q.buckets), list(bounds), float("nan"), float("nan"))
+
+    def _delta(self, name: str, p: Point) -> Point:
+        key = (name, tuple(sorted(p.attributes.items())))
+        before = self._previous.get(key)
+        self._previous[key] = p
+        if before is None:
+            return p
+        return Point(p.attributes, p.value - before.value,
+                     tuple(a - b for a, b in zip(p.buckets, before.buckets, strict=True)),
+                     p.total - before.total)
+
+
+def resource(config: OtlpConfig) -> Resource:
+    # Resource.create also merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
+    attributes: dict[str, str] = {"service.name": "ebpf-net-exporter",
+                                  "service.version": __version__,
+                                  "host.name": socket.gethostname()}
+    attributes.update(dict(config.resource_attributes))
+    if os.environ.get("OTEL_SERVICE_NAME"):
+        attributes.pop("service.name")
+    return Resource.create(attributes)
+
+
+def _protocol(config: OtlpConfig) -> str:
+    return config.protocol or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") \
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+
+
+def _http_endpoint(config: OtlpConfig, signal: str) -> str | None:
+    if not config.endpoint:
+        return None  # the SDK reads OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT
+    return config.endpoint.rstrip("/") + f"/v1/{signal}"
+
+
+def metric_exporter(config: OtlpConfig) -> Any:
+    headers = dict(config.headers) or None
+    if _protocol(config) == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+        return GrpcMetricExporter(endpoint=config.endpoint or None,
+                                  insecure=config.insecure or None, headers=headers,
+                                  timeout=config.timeout, credentials=_grpc_credentials(config))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter(endpoint=_http_endpoint(config, "metrics"), headers=headers,
+                              timeout=config.timeout, certificate_file=config.ca_file or None,
+                              client_certificate_file=config.cert_file or None,
+                              client_key_file=config.key_file or None)
+
+
+def log_exporter(config: OtlpConfig) -> Any:
+    headers = dict(config.headers) or None
+    if _protocol(config) == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+            OTLPLogExporter as GrpcLogExporter,
+        )
+        return GrpcLogExporter(endpoint=config.endpoint or None,
+                               insecure=config.insecure or None, headers=headers,
+                               timeout=config.timeout, credentials=_grpc_credentials(config))
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    return OTLPLogExporter(endpoint=_http_endpoint(config, "logs"), headers=headers,
+                           timeout=config.timeout, certificate_file=config.ca_file or None,
+                           client_certificate_file=config.cert_file or None,
+                           client_key_file=config.key_file or None)
+
+
+def _grpc_credentials(config: OtlpConfig) -> Any:
+    if config.insecure or not (config.ca_file or config.cert_file):
+        return None
+    import grpc
+
+    def read(path: str) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(read(config.ca_file), read(config.key_file),
+                                        read(config.cert_file))
+
+
+class EventLogs:
+    """HTTP status-line events as OpenTelemetry log records (bounded batch queue)."""
+
+    def __init__(self, config: OtlpConfig, res: Resource,
+                 interface_name: Callable[[int], str]) -> None:
+        self.provider = LoggerProvider(resource=res)
+        self.provider.add_log_record_processor(
+            BatchLogRecordProcessor(log_exporter(config), max_queue_size=2048,
+                                    schedule_delay_millis=1000))
+        self.logger = self.provider.get_logger("ebpf-net-exporter", __version__)
+        self.interface_name = interface_name
+
+    def __call__(self, ev: HttpEvent) -> None:
+        self.logger.emit(LogRecord(
+            timestamp=int(ev.time * 1e9),
+            severity_number=SeverityNumber.INFO,
+            event_name="http.response",
+            body=f"{ev.method} {ev.path.split('?', 1)[0]} {ev.status} {ev.reason}",
+            attributes={
+                "http.request.method": ev.method,
+                "url.path": ev.path.split("?", 1)[0],
+                "http.response.status_code": ev.status,
+                "http.response.reason": ev.reason,
+                "http.request.duration": ev.latency_ns / 1e9,
+                "network.interface.name": self.interface_name(ev.ifindex),
+                "client.address": str(ev.client),
+                "client.port": ev.client_port,
+                "server.address": str(ev.server),
+                "server.port": ev.server_port,
+                "role": ev.role,
+            }))
+
+    def close(self) -> None:
+        self.provider.shutdown()
+
+
+def reader(config: OtlpConfig, snapshot: Callable[[], Snapshot]) -> SnapshotMetricReader:
+    interval = config.interval
+    if interval is None:
+        interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "15000")) / 1000
+    delta = config.temporality == "delta" or os.environ.get(
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").lower() == "delta"
+    return SnapshotMetricReader(snapshot, metric_exporter(config), resource(config), interval,
+                                config.timeout, delta)
