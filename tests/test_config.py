@@ -17,6 +17,7 @@ from exporter.config import (
     HttpConfig,
     HttpEventsConfig,
     ListenAddress,
+    OtlpConfig,
     load_config,
     parse_config,
 )
@@ -45,6 +46,14 @@ def test_values_are_parsed_into_typed_objects() -> None:
     assert parse_config({"http": {"ports": [80, 8080], "route_label": True,
                                   "events": {"output": "-"}}}).http == HttpConfig(
         ports=(80, 8080), route_label=True, events=HttpEventsConfig(output="-"))
+    assert parse_config({"otlp": {"endpoint": "https://collector:4318", "protocol": "grpc",
+                                  "headers": {"api-key": "k"}, "interval": "30s",
+                                  "tls": {"ca_file": "/ca.pem"},
+                                  "resource_attributes": {"k8s.cluster.name": "c1"},
+                                  "temporality": "delta"}}).otlp == OtlpConfig(
+        endpoint="https://collector:4318", protocol="grpc", headers=(("api-key", "k"),),
+        interval=30.0, ca_file="/ca.pem", resource_attributes=(("k8s.cluster.name", "c1"),),
+        temporality="delta")
     assert config.connections == ConnectionsConfig(
         buckets=(1.0, 2.5), labels=("server_port", "process"), peer_prefix_ipv4=16,
         max_tracked=1024, max_series=10)
@@ -100,6 +109,12 @@ def test_bad_durations(text: str) -> None:
     ({"http": {"events": {"output": "-", "headers": True}}}, "http.events.headers",
      "unknown key"),
     ({"http": {"events": {"include_query": 1}}}, "http.events.include_query", "true or false"),
+    ({"otlp": {"protocol": "thrift"}}, "otlp.protocol", "http/protobuf, grpc"),
+    ({"otlp": {"headers": ["a"]}}, "otlp.headers", "mapping of names"),
+    ({"otlp": {"tls": {"verify": True}}}, "otlp.tls.verify", "unknown key"),
+    ({"otlp": {"temporality": "sometimes"}}, "otlp.temporality", "cumulative, delta"),
+    ({"otlp": {"interval": "0ms"}}, "otlp.interval", "above zero"),
+    ({"bpf_stats": "on"}, "bpf_stats", "true or false"),
 ])
 def test_mistakes_name_their_key(raw: object, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -1,0 +1,97 @@
+"""The OTLP side without a network: what is exported, and how the environment is read."""
+
+from __future__ import annotations
+
+import os
+from unittest import mock
+
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExportResult
+
+from exporter.config import OtlpConfig
+from exporter.otlp import SnapshotMetricReader, endpoint_configured, reader, resource
+from exporter.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
+
+
+def snapshot(opened: int, buckets: tuple[int, int, int]) -> Snapshot:
+    series = ConnectionSeries(labels=(("direction", "outbound"), ("server_port", "443")),
+                              opened=opened, closed=sum(buckets), failures=(1, 0, 0, 0),
+                              duration_buckets=buckets, duration_sum_ns=2_500_000_000)
+    return Snapshot(timestamp=0.0, connections=ConnectionsSnapshot(
+        label_names=("direction", "server_port"), bucket_bounds=(0.1, 1.0), series=(series,),
+        tracking_full=0, series_overflow=0, events_lost=0))
+
+
+class Recorder:
+    def __init__(self, result: MetricExportResult = MetricExportResult.SUCCESS) -> None:
+        self.result = result
+        self.exports: list[object] = []
+
+    def export(self, data: object, timeout_millis: float = 0) -> MetricExportResult:
+        self.exports.append(data)
+        return self.result
+
+    def shutdown(self) -> None:
+        pass
+
+
+def metrics_of(data: object) -> dict[str, object]:
+    return {m.name: m.data for m in data.resource_metrics[0].scope_metrics[0].metrics}  # type: ignore[attr-defined]
+
+
+def test_cumulative_export_carries_kernel_buckets_and_attributes() -> None:
+    rec = Recorder()
+    r = SnapshotMetricReader(lambda: snapshot(5, (1, 2, 1)), rec, resource(OtlpConfig()), 1, 1,
+                             delta=False)
+    assert r.export_once()
+    data = metrics_of(rec.exports[0])
+    hist = data["ebpf_net.tcp.connection.duration"]
+    point = hist.data_points[0]  # type: ignore[attr-defined]
+    assert hist.aggregation_temporality == AggregationTemporality.CUMULATIVE  # type: ignore[attr-defined]
+    assert (list(point.bucket_counts), list(point.explicit_bounds)) == ([1, 2, 1], [0.1, 1.0])
+    assert (point.count, point.sum) == (4, 2.5)
+    assert dict(point.attributes) == {"direction": "outbound", "server.port": 443}
+    opened = data["ebpf_net.tcp.connections.opened"]
+    assert opened.is_monotonic and opened.data_points[0].value == 5  # type: ignore[attr-defined]
+    failures = {p.attributes["error.type"]: p.value
+                for p in data["ebpf_net.tcp.connect.failures"].data_points}  # type: ignore[attr-defined]
+    assert failures == {"refused": 1, "timeout": 0, "reset": 0, "other": 0}
+
+
+def test_delta_export_sends_differences() -> None:
+    snaps = iter([snapshot(5, (1, 2, 1)), snapshot(8, (1, 3, 2))])
+    rec = Recorder()
+    r = SnapshotMetricReader(lambda: next(snaps), rec, resource(OtlpConfig()), 1, 1, delta=True)
+    r.export_once()
+    r.export_once()
+    second = metrics_of(rec.exports[1])
+    assert second["ebpf_net.tcp.connections.opened"].data_points[0].value == 3  # type: ignore[attr-defined]
+    point = second["ebpf_net.tcp.connection.duration"].data_points[0]  # type: ignore[attr-defined]
+    assert list(point.bucket_counts) == [0, 1, 1] and point.count == 2 and point.sum == 0
+    # Active connections are a level, not a flow: they stay cumulative.
+    active = second["ebpf_net.tcp.connections.active"]
+    assert active.aggregation_temporality == AggregationTemporality.CUMULATIVE  # type: ignore[attr-defined]
+
+
+def test_failures_are_counted() -> None:
+    rec = Recorder(MetricExportResult.FAILURE)
+    r = SnapshotMetricReader(lambda: snapshot(1, (0, 0, 0)), rec, resource(OtlpConfig()), 1, 1,
+                             delta=False)
+    assert not r.export_once() and not r.export_once()
+    assert r.results == {"failure": 2}
+
+
+def test_the_environment_is_honoured() -> None:
+    assert not endpoint_configured(None, {})
+    assert endpoint_configured(None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    assert endpoint_configured(OtlpConfig(endpoint="http://c:4318"), {})
+    env = {"OTEL_RESOURCE_ATTRIBUTES": "team=net", "OTEL_SERVICE_NAME": "node-net",
+           "OTEL_METRIC_EXPORT_INTERVAL": "2500",
+           "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}
+    with mock.patch.dict(os.environ, env):
+        attrs = dict(resource(OtlpConfig(resource_attributes=(("zone", "a"),))).attributes)
+        r = reader(OtlpConfig(), lambda: snapshot(1, (0, 0, 0)))
+    assert (attrs["service.name"], attrs["team"], attrs["zone"]) == ("node-net", "net", "a")
+    assert attrs["service.version"] == "0.1.0" and attrs["host.name"]
+    assert (r.interval, r.delta) == (2.5, True)
+    assert r.exporter._endpoint == "http://127.0.0.1:1/v1/metrics"
