@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from exporter import __version__, bpfstats, otlp
-from exporter.collector import Collector
-from exporter.config import Config, OtlpConfig, load_config
+from exporter import __version__
+from exporter.agent import Agent
+from exporter.config import Config, load_config
 from exporter.connlog import print_connection
 from exporter.durations import parse_duration
 from exporter.errors import ConfigError, SetupError
-from exporter.flow_series import FlowMetrics
 from exporter.flows import FlowAccounting
 from exporter.flowtrack import TrackedFlow, print_report
-from exporter.http import EventPump, HttpEvent, HttpInspection
-from exporter.http_events import EventLog
+from exporter.http import HttpInspection
 from exporter.httpinspect import print_packet
-from exporter.interfaces import InterfaceWatcher, link_index
-from exporter.prometheus import serve
+from exporter.interfaces import link_index
 from exporter.tcp_lifecycle import TcpLifecycle
 
 log = logging.getLogger("ebpf-net-exporter")
@@ -114,89 +110,13 @@ def run_serve(config: Config) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = _stop_on_signals()
-    connections = TcpLifecycle(config.connections)
-    stats_fd = bpfstats.enable_stats() if config.bpf_stats else None
-    accounting = FlowAccounting(config.flows) if config.interfaces else None
-    flows = FlowMetrics(accounting) if accounting else None
-    events = config.http.events
-    otlp_config = (config.otlp or OtlpConfig()) if otlp.endpoint_configured(config.otlp) else None
-    event_logs = otlp_config is not None and otlp_config.logs
-    http = (HttpInspection(config.http, config.flows.tc_priority,
-                           emit_events=bool(events.output) or event_logs)
-            if config.interfaces and config.http.enabled else None)
-    event_log = otlp_logs = pump = watcher = metrics_push = None
-    collector = Collector(config.interval, connections, flows, http)
+    agent = Agent(config)
     try:
-        if http is not None and accounting is not None and (events.output or event_logs):
-            names = accounting.names
-
-            def interface_name(index: int) -> str:
-                return names.get(index, str(index))
-
-            handlers: list[Callable[[HttpEvent], None]] = []
-            if events.output:
-                event_log = EventLog(events.output, events.include_query, interface_name)
-                handlers.append(event_log)
-            if otlp_config is not None and event_logs:
-                otlp_logs = otlp.EventLogs(otlp_config, otlp.resource(otlp_config),
-                                           interface_name)
-                handlers.append(otlp_logs)
-            def dispatch(ev: HttpEvent) -> None:
-                for handle in handlers:
-                    handle(ev)
-
-            http.open_events(dispatch)
-            pump = EventPump(http)
-            pump.start()
-        if accounting is not None:
-            def on_add(index: int, name: str) -> None:
-                accounting.attach(index, name)
-                if http is not None:
-                    http.attach(index, name)
-
-            def on_remove(index: int, name: str) -> None:
-                accounting.forget(index, name)
-                if http is not None:
-                    http.forget(index, name)
-
-            watcher = InterfaceWatcher(config.interfaces, on_add, on_remove)
-            watcher.start()
-            for name in config.interfaces:
-                if not any(c in name for c in "*?[") and name not in watcher.present.values():
-                    log.warning("interface %s does not exist (yet); it is counted once it "
-                                "appears. `ip link` lists the interfaces of this namespace.", name)
-        collector.start()
-        if otlp_config is not None:
-            metrics_push = otlp.reader(otlp_config, lambda: collector.snapshot)
-            metrics_push.start()
-        try:
-            server, _thread = serve(config.listen, lambda: collector.snapshot,
-                                    metrics_push.results.copy if metrics_push else None)
-        except OSError as exc:
-            raise SetupError(f"cannot listen on {config.listen}: {exc.strerror}. Choose another "
-                             "address with --web.listen-address or `listen` in the file.") from None
+        agent.start()
         log.info("ebpf-net-exporter %s serving metrics on %s", __version__, config.listen)
         stop.wait()
-        server.shutdown()
     finally:
-        if metrics_push is not None:
-            metrics_push.stop()
-        collector.stop()
-        if watcher is not None:
-            watcher.stop()
-        if pump is not None:
-            pump.stop()
-        if event_log is not None:
-            event_log.close()
-        if otlp_logs is not None:
-            otlp_logs.close()
-        if http is not None:
-            http.close()
-        if accounting is not None:
-            accounting.close()
-        connections.close()
-        if stats_fd is not None:
-            os.close(stats_fd)
+        agent.stop()
     return 0
 
 

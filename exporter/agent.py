@@ -1,0 +1,123 @@
+"""`serve`: every part of the exporter, started in order and stopped in reverse."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from exporter import bpfstats, otlp
+from exporter.collector import Collector
+from exporter.config import Config, OtlpConfig
+from exporter.errors import SetupError
+from exporter.flow_series import FlowMetrics
+from exporter.flows import FlowAccounting
+from exporter.http import EventPump, HttpEvent, HttpInspection
+from exporter.http_events import EventLog
+from exporter.interfaces import InterfaceWatcher
+from exporter.prometheus import serve
+from exporter.tcp_lifecycle import TcpLifecycle
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._stack = ExitStack()
+        self._otlp: OtlpConfig | None = (
+            (config.otlp or OtlpConfig()) if otlp.endpoint_configured(config.otlp) else None)
+
+    def start(self) -> None:
+        """Load, attach and serve; on failure, what was started is stopped again."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        config, stack = self.config, self._stack
+        connections = TcpLifecycle(config.connections)
+        stack.callback(connections.close)
+        if config.bpf_stats:
+            stack.callback(os.close, bpfstats.enable_stats())
+        accounting = http = None
+        if config.interfaces:
+            accounting = FlowAccounting(config.flows)
+            stack.callback(accounting.close)
+            if config.http.enabled:
+                http = HttpInspection(config.http, config.flows.tc_priority,
+                                      emit_events=self._wants_events())
+                stack.callback(http.close)
+        collector = Collector(config.interval, connections,
+                              FlowMetrics(accounting) if accounting else None, http)
+        if http is not None and accounting is not None and self._wants_events():
+            self._publish_events(http, accounting)
+        if accounting is not None:
+            self._follow_interfaces(accounting, http)
+        collector.start()
+        stack.callback(collector.stop)
+        push = None
+        if self._otlp is not None:
+            push = otlp.reader(self._otlp, lambda: collector.snapshot)
+            push.start()
+            stack.callback(push.stop)
+        try:
+            server, _thread = serve(config.listen, lambda: collector.snapshot,
+                                    push.results.copy if push else None)
+        except OSError as exc:
+            raise SetupError(f"cannot listen on {config.listen}: {exc.strerror}. Choose another "
+                             "address with --web.listen-address or `listen` in the file.") from None
+        stack.callback(server.shutdown)
+
+    def _wants_events(self) -> bool:
+        return bool(self.config.http.events.output) or bool(self._otlp and self._otlp.logs)
+
+    def _publish_events(self, http: HttpInspection, accounting: FlowAccounting) -> None:
+        names, events = accounting.names, self.config.http.events
+
+        def interface_name(index: int) -> str:
+            return names.get(index, str(index))
+
+        handlers: list[Callable[[HttpEvent], None]] = []
+        if events.output:
+            event_log = EventLog(events.output, events.include_query, interface_name)
+            self._stack.callback(event_log.close)
+            handlers.append(event_log)
+        if self._otlp is not None and self._otlp.logs:
+            records = otlp.EventLogs(self._otlp, otlp.resource(self._otlp), interface_name)
+            self._stack.callback(records.close)
+            handlers.append(records)
+
+        def dispatch(ev: HttpEvent) -> None:
+            for handle in handlers:
+                handle(ev)
+
+        http.open_events(dispatch)
+        pump = EventPump(http)
+        pump.start()
+        self._stack.callback(pump.stop)
+
+    def _follow_interfaces(self, accounting: FlowAccounting, http: HttpInspection | None) -> None:
+        def on_add(index: int, name: str) -> None:
+            accounting.attach(index, name)
+            if http is not None:
+                http.attach(index, name)
+
+        def on_remove(index: int, name: str) -> None:
+            accounting.forget(index, name)
+            if http is not None:
+                http.forget(index, name)
+
+        watcher = InterfaceWatcher(self.config.interfaces, on_add, on_remove)
+        watcher.start()
+        self._stack.callback(watcher.stop)
+        for name in self.config.interfaces:
+            if not any(c in name for c in "*?[") and name not in watcher.present.values():
+                log.warning("interface %s does not exist (yet); it is counted once it appears. "
+                            "`ip link` lists the interfaces of this namespace.", name)
