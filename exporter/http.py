@@ -196,8 +196,11 @@ class HttpInspection:
             _, server_port = CONN_KEY_PORTS.unpack(key)
             for n in range(head, tail):
                 _, method = PENDING_HEAD.unpack_from(final, STATE_HEAD.size + (n % QLEN) * psize)
-                self.unanswered[(ROLES.get(role, OVERFLOW), METHODS[method % len(METHODS)],
-                                 str(server_port))] += 1
+                labels = (ROLES.get(role, OVERFLOW), METHODS[method % len(METHODS)],
+                          str(server_port))
+                if labels not in self.unanswered and len(self.unanswered) >= self.config.max_series:
+                    labels = (labels[0], labels[1], OVERFLOW)  # the same cap as the histograms
+                self.unanswered[labels] += 1
 
     def open_events(self, handle: Callable[[HttpEvent], None]) -> None:
         table = self.bpf["http_events"]

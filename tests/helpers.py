@@ -152,7 +152,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 class Exporter:
     """`ebpf-net-exporter serve` as a child process with a config of the test's."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], prefix: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.scrapes = 0  # each is a TCP connection the exporter itself sees
         config = {"listen": f"127.0.0.1:{self.port}", "interval": "100ms", **config}
@@ -162,7 +162,7 @@ class Exporter:
         self.log_path = Path(self.dir.name) / "exporter.log"
         self._log: IO[str] = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "exporter", "serve", "--config", str(self.config_path)],
+            [*prefix, PYTHON, "-m", "exporter", "serve", "--config", str(self.config_path)],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
         while True:

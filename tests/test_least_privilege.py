@@ -1,0 +1,34 @@
+"""The exporter works with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter import kernel
+from tests.helpers import Exporter, make_host_link, require_root, value, wait_for
+
+ONLY = ("setpriv", "--bounding-set=-all,+bpf,+perfmon,+net_admin", "--inh-caps=-all")
+
+
+def test_counts_exactly_with_only_three_capabilities() -> None:
+    require_root()
+    kernel.tracefs_root()  # mounting tracefs takes CAP_SYS_ADMIN: done here, as root
+    links = make_host_link("q1", 101)
+    link = next(links)
+    exporter = Exporter({"interfaces": [link.interface]}, prefix=ONLY)
+    try:
+        status = Path(f"/proc/{exporter.proc.pid}/status").read_text()
+        caps = kernel.effective_capabilities(status)
+        assert caps == (1 << kernel.CAP_BPF) | (1 << kernel.CAP_PERFMON) | (
+            1 << kernel.CAP_NET_ADMIN)
+        link.udp_echo(7997)
+        assert link.run("", "udp-send", link.server_v4, "7997", "100", "4")["echoed"] == 4
+        labels = {"interface": link.interface, "network_io_direction": "transmit",
+                  "protocol": "udp", "server_port": "7997"}
+        s = wait_for(exporter.scrape,
+                     lambda s: value(s, "ebpf_net_flow_packets_total", **labels) == 4)
+        assert value(s, "ebpf_net_flow_packets_total", **labels) == 4
+        assert value(s, "ebpf_net_flow_bytes_total", **labels) == 4 * 142
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        links.close()
