@@ -18,13 +18,15 @@ from exporter.http_events import EventLog
 from exporter.interfaces import InterfaceWatcher
 from exporter.prometheus import serve
 from exporter.tcp_lifecycle import TcpLifecycle
+from exporter.web import WebConfig
 
 log = logging.getLogger(__name__)
 
 
 class Agent:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, web: WebConfig | None = None) -> None:
         self.config = config
+        self.web = web
         self._stack = ExitStack()
         self._otlp: OtlpConfig | None = (
             (config.otlp or OtlpConfig()) if otlp.endpoint_configured(config.otlp) else None)
@@ -69,7 +71,7 @@ class Agent:
             stack.callback(push.stop)
         try:
             server, _thread = serve(config.listen, lambda: collector.snapshot,
-                                    push.results.copy if push else None)
+                                    push.results.copy if push else None, self.web)
         except OSError as exc:
             raise SetupError(f"cannot listen on {config.listen}: {exc.strerror}. Choose another "
                              "address with --web.listen-address or `listen` in the file.") from None

@@ -23,6 +23,7 @@ from exporter.http import HttpInspection
 from exporter.httpinspect import print_packet
 from exporter.interfaces import link_index
 from exporter.tcp_lifecycle import TcpLifecycle
+from exporter.web import WebConfig, load_web_config
 
 log = logging.getLogger("ebpf-net-exporter")
 
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address to serve metrics on, overriding `listen` in the file")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                      help="overrides `log_level` in the file")
+    run.add_argument("--web.config.file", dest="web_config", type=Path, default=None,
+                     help="Prometheus exporter-toolkit web configuration (TLS, basic auth)")
 
     conn = sub.add_parser("log", help="print each TCP connection and its duration as it closes")
     conn.add_argument("--config", type=Path, default=None,
@@ -68,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             config = load_config(args.config).with_overrides(args.listen, args.log_level)
-            return run_serve(config)
+            web = load_web_config(args.web_config) if args.web_config else None
+            return run_serve(config, web)
         config = load_config(args.config) if args.config else Config()
         if args.command == "track":
             return run_track(config, args.interface, _period(args.period), args.table)
@@ -77,8 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_log(config)
     except ConfigError as exc:
         source = getattr(args, "config", None)
-        print(f"ebpf-net-exporter: configuration error in {source}: {exc}"
-              if source else f"ebpf-net-exporter: {exc}", file=sys.stderr)
+        # Errors in flags (and the web configuration file) name the flag, not the file.
+        where = f" in {source}" if source and not exc.key.startswith("--") else ""
+        print(f"ebpf-net-exporter: configuration error{where}: {exc}", file=sys.stderr)
         return 2
     except SetupError as exc:
         print(f"ebpf-net-exporter: {exc}", file=sys.stderr)
@@ -106,11 +111,11 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def run_serve(config: Config) -> int:
+def run_serve(config: Config, web: WebConfig | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = _stop_on_signals()
-    agent = Agent(config)
+    agent = Agent(config, web)
     try:
         agent.start()
         log.info("ebpf-net-exporter %s serving metrics on %s", __version__, config.listen)

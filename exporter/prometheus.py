@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import start_http_server
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -28,6 +26,7 @@ from exporter.snapshot import (
     HttpSnapshot,
     Snapshot,
 )
+from exporter.web import WebConfig, start_server
 
 
 class SnapshotCollector(Collector):
@@ -252,16 +251,10 @@ def _format_bound(bound: float) -> str:
 
 
 def serve(listen: ListenAddress, snapshot: Callable[[], Snapshot],
-          otlp_results: Callable[[], Mapping[str, int]] | None = None) -> tuple[Any, Any]:
+          otlp_results: Callable[[], Mapping[str, int]] | None = None,
+          web: WebConfig | None = None) -> tuple[Any, Any]:
     """Start the /metrics server in its own thread; returns (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot, otlp_results))
     ProcessCollector(registry=registry)  # process_start_time_seconds marks restarts
-    if listen.host:
-        return start_http_server(listen.port, addr=listen.host, registry=registry)
-    try:  # every address: dual-stack where the host has IPv6
-        return start_http_server(listen.port, addr="::", registry=registry)
-    except OSError as exc:
-        if exc.errno != errno.EAFNOSUPPORT:
-            raise
-        return start_http_server(listen.port, addr="0.0.0.0", registry=registry)
+    return start_server(listen, registry, web)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -152,8 +153,13 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 class Exporter:
     """`ebpf-net-exporter serve` as a child process with a config of the test's."""
 
-    def __init__(self, config: dict[str, Any], prefix: tuple[str, ...] = ()) -> None:
+    def __init__(self, config: dict[str, Any], prefix: tuple[str, ...] = (),
+                 args: tuple[str, ...] = (), url: str = "", headers: dict[str, str] | None = None,
+                 context: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
+        self.url = url.format(port=self.port) if url else f"http://127.0.0.1:{self.port}/metrics"
+        self.headers = headers or {}
+        self.context = context
         self.scrapes = 0  # each is a TCP connection the exporter itself sees
         config = {"listen": f"127.0.0.1:{self.port}", "interval": "100ms", **config}
         self.dir = tempfile.TemporaryDirectory()
@@ -162,7 +168,7 @@ class Exporter:
         self.log_path = Path(self.dir.name) / "exporter.log"
         self._log: IO[str] = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [*prefix, PYTHON, "-m", "exporter", "serve", "--config", str(self.config_path)],
+            [*prefix, PYTHON, "-m", "exporter", "serve", "--config", str(self.config_path), *args],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
         while True:
@@ -181,7 +187,8 @@ class Exporter:
 
     def scrape_text(self) -> str:
         self.scrapes += 1
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+        request = urllib.request.Request(self.url, headers=self.headers)
+        with urllib.request.urlopen(request, timeout=5, context=self.context) as resp:
             body: bytes = resp.read()
             return body.decode()
 

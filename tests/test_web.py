@@ -1,0 +1,134 @@
+"""/metrics behind the exporter-toolkit web configuration: real TLS, real bcrypt."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+import yaml
+
+from tests.helpers import PYTHON, ROOT, Exporter, require_root
+
+URL = "https://localhost:{port}/metrics"
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for localhost and a client certificate, all from it."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
+    for name, extra in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+                        ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        (d / f"{name}.ext").write_text(extra + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+                "-out", f"{name}.crt", cwd=d)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other",
+            "-keyout", "other.key", "-out", "other.crt", cwd=d)
+    return d
+
+
+def web_config(pki: Path, client_auth: str = "NoClientCert") -> Path:
+    path = pki / f"web-{client_auth}.yml"
+    tls = {"cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key"),
+           "client_auth_type": client_auth}
+    if client_auth != "NoClientCert":
+        tls["client_ca_file"] = str(pki / "ca.crt")
+    path.write_text(yaml.safe_dump({
+        "tls_server_config": tls,
+        "basic_auth_users": {"alice": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()}}))
+    return path
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def client_context(pki: Path, ca: str = "ca.crt", cert: bool = False) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / ca))
+    if cert:
+        ctx.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+    return ctx
+
+
+def fetch(url: str, headers: dict[str, str], ctx: ssl.SSLContext | None) -> int:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=ctx) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.fixture(scope="module")
+def tls_exporter(pki: Path) -> Iterator[Exporter]:
+    require_root()
+    proc = Exporter({}, args=("--web.config.file", str(web_config(pki))), url=URL,
+                    headers=basic("alice", "s3cret"), context=client_context(pki))
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+def test_tls_and_basic_auth(pki: Path, tls_exporter: Exporter) -> None:
+    url = URL.format(port=tls_exporter.port)
+    assert "ebpf_net_exporter_build_info" in tls_exporter.scrape_text()
+    ctx = client_context(pki)
+    assert fetch(url, basic("alice", "s3cret"), ctx) == 200
+    assert fetch(url, basic("alice", "s3cret"), ctx) == 200  # from the cache of passed logins
+    assert fetch(url, basic("alice", "wrong"), ctx) == 401
+    assert fetch(url, basic("mallory", "s3cret"), ctx) == 401
+    assert fetch(url, {}, ctx) == 401
+    # A client that does not trust our CA, or that speaks plain HTTP, gets nothing.
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        fetch(url, basic("alice", "s3cret"), client_context(pki, ca="other.crt"))
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        fetch(f"http://localhost:{tls_exporter.port}/metrics", basic("alice", "s3cret"), None)
+
+
+def test_client_certificates_when_required(pki: Path) -> None:
+    require_root()
+    exporter = Exporter({}, args=("--web.config.file",
+                                  str(web_config(pki, "RequireAndVerifyClientCert"))),
+                        url=URL, headers=basic("alice", "s3cret"),
+                        context=client_context(pki, cert=True))
+    try:
+        url = URL.format(port=exporter.port)
+        assert fetch(url, basic("alice", "s3cret"), client_context(pki, cert=True)) == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+            fetch(url, basic("alice", "s3cret"), client_context(pki))
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+
+
+@pytest.mark.parametrize("content,words", [
+    ({"basic_auth_users": {"alice": "plaintext"}}, "basic_auth_users.alice: expected a bcrypt"),
+    ({"tls_server_config": {"cert_file": "/x.crt"}}, "cert_file and key_file are needed"),
+    ({"tls_server_config": {"cert_file": "/x.crt", "key_file": "/x.key",
+                            "client_auth_type": "Sometimes"}}, "client_auth_type: expected"),
+    ({"tls_config": {}}, "tls_config: unknown key"),
+])
+def test_web_config_mistakes_exit_2_naming_the_key(tmp_path: Path, content: object,
+                                                   words: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump(content))
+    result = subprocess.run([PYTHON, "-m", "exporter", "serve", "--config",
+                             str(ROOT / "config.yaml"), "--web.config.file", str(path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--web.config.file" in result.stderr and words in result.stderr, result.stderr
