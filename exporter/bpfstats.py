@@ -18,9 +18,10 @@ _BPF_ENABLE_STATS = 32
 _BPF_STATS_RUN_TIME = 0
 _NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 _libc = ctypes.CDLL(None, use_errno=True)
-# struct bpf_prog_info up to run_cnt; run_time_ns and run_cnt sit at offset 192.
-_INFO_LEN = 208
-_RUN = struct.Struct("<QQ")
+# struct bpf_prog_info up to recursion_misses: run_time_ns, run_cnt and
+# recursion_misses sit at offset 192.
+_INFO_LEN = 216
+_RUN = struct.Struct("<QQQ")
 _RUN_OFFSET = 192
 
 
@@ -34,8 +35,10 @@ def enable_stats() -> int:
     return fd
 
 
-def program_run(fd: int) -> tuple[int, int]:
-    """(run time in ns, runs) of the program behind `fd`."""
+def program_run(fd: int) -> tuple[int, int, int]:
+    """(run time in ns, runs, missed runs) of the program behind `fd`. A run is missed
+    when the program's event fires while a BPF program already runs on that CPU (an
+    interrupt nested in it): the kernel skips it, and counts it even without statistics."""
     from bcc.libbcc import lib
 
     info = ctypes.create_string_buffer(_INFO_LEN)
@@ -43,8 +46,8 @@ def program_run(fd: int) -> tuple[int, int]:
     if lib.bpf_obj_get_info(fd, info, ctypes.byref(size)) != 0:
         err = ctypes.get_errno() or errno.EINVAL
         raise OSError(err, f"BPF_OBJ_GET_INFO_BY_FD failed: {os.strerror(err)}")
-    run_time, runs = _RUN.unpack_from(info.raw, _RUN_OFFSET)
-    return int(run_time), int(runs)
+    run_time, runs, missed = _RUN.unpack_from(info.raw, _RUN_OFFSET)
+    return int(run_time), int(runs), int(missed)
 
 
 def programs(bpf: object) -> Iterable[tuple[str, int]]:

@@ -85,11 +85,11 @@ class Collector:
         runs = []
         for name, fd in self._programs:
             try:
-                run_ns, count = bpfstats.program_run(fd)
+                run_ns, count, missed = bpfstats.program_run(fd)
             except OSError:
                 self._errors["bpf_stats"] += 1
                 continue
-            runs.append(ProgramRun(name, run_ns, count))
+            runs.append(ProgramRun(name, run_ns, count, missed))
         return tuple(runs)
 
     def _read(self, name: str, source: Source[T] | None, maps: list[MapUsage],

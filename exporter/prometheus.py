@@ -223,11 +223,18 @@ def self_metrics(snap: Snapshot) -> Iterator[Metric]:
     runs = CounterMetricFamily(
         "ebpf_net_exporter_bpf_program_runs_total",
         "Runs of each of our BPF programs while BPF statistics are on.", labels=["program"])
+    missed = CounterMetricFamily(
+        "ebpf_net_exporter_bpf_program_missed_runs_total",
+        "Events the kernel did not pass to one of our BPF programs because a BPF program was "
+        "already running on that CPU (an interrupt nested in it); what they would have counted "
+        "is missing.", labels=["program"])
     for p in snap.programs:
         run_time.add_metric([p.program], p.run_ns / 1e9)
         runs.add_metric([p.program], p.runs)
+        missed.add_metric([p.program], p.missed)
     yield run_time
     yield runs
+    yield missed
     cycle = SummaryMetricFamily("ebpf_net_exporter_collector_cycle_duration_seconds",
                                 "Time the collector thread spent reading the BPF maps.")
     cycle.add_metric([], snap.cycles, snap.cycle_seconds_sum)

@@ -91,6 +91,7 @@ class ProgramRun:
     program: str
     run_ns: int
     runs: int
+    missed: int
 
 
 @dataclass(frozen=True)

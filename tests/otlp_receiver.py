@@ -84,3 +84,34 @@ def points(request: ExportMetricsServiceRequest) -> dict[str, list[Any]]:
                 assert kind is not None, f"{metric.name} carries no data"
                 found.setdefault(metric.name, []).extend(getattr(metric, kind).data_points)
     return found
+
+
+class GrpcReceiver:
+    """An OTLP/gRPC receiver (plaintext) that records metric exports."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceResponse,
+        )
+
+        self.metrics: list[tuple[float, ExportMetricsServiceRequest]] = []
+        receiver = self
+
+        class Service(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver.metrics.append((time.time(), request))
+                return ExportMetricsServiceResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            Service(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.endpoint = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop(0)

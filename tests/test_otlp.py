@@ -189,3 +189,30 @@ def test_a_failing_collector_blocks_nothing_and_memory_stays_flat(link: Hosts, m
         assert exporter.stop() == 0, exporter.log()
         if mode == "hang":
             receiver.stop()
+
+
+def test_grpc_protocol_carries_the_same_values(link: Hosts, nginx: Nginx) -> None:
+    from tests.otlp_receiver import GrpcReceiver
+
+    receiver = GrpcReceiver()
+    exporter = Exporter({"interfaces": [link.interface], "interval": "200ms",
+                         "otlp": {"endpoint": receiver.endpoint, "protocol": "grpc",
+                                  "tls": {"insecure": True}, "interval": "1s", "logs": False}})
+    try:
+        traffic(link)
+        time.sleep(1.5)
+        scraped_at = time.time()
+        samples = exporter.scrape()
+        deadline = time.monotonic() + 20
+        while not [r for t, r in receiver.metrics if t > scraped_at]:
+            assert time.monotonic() < deadline, "no OTLP/gRPC export arrived"
+            time.sleep(0.2)
+        export = next(r for t, r in receiver.metrics if t > scraped_at)
+        hist = find(points(export)["http.client.request.duration"], **{
+            "http.request.method": "GET", "http.response.status_code": 404, "server.port": 80})
+        assert hist.count == value(samples, "http_client_request_duration_seconds_count",
+                                   http_request_method="GET", http_response_status_code="404",
+                                   server_port="80") == 3
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        receiver.stop()
