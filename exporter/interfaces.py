@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import select
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,12 +56,17 @@ class InterfaceWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._events.close()  # unblocks get()
         if self._thread.is_alive():
             self._thread.join(5)
+        self._events.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            # Closing the socket from another thread does not wake a blocked get():
+            # wait for messages in short slices so that a stop is seen promptly.
+            ready, _, _ = select.select([self._events], [], [], 0.2)
+            if not ready:
+                continue
             try:
                 messages = self._events.get()
             except Exception:
