@@ -88,7 +88,8 @@ class Agent:
 
         handlers: list[Callable[[HttpEvent], None]] = []
         if events.output:
-            event_log = EventLog(events.output, events.include_query, interface_name)
+            event_log = EventLog(events.output, events.include_query, interface_name,
+                                 events.redact_query_params)
             self._stack.callback(event_log.close)
             handlers.append(event_log)
         if self._otlp is not None and self._otlp.logs:

@@ -74,10 +74,17 @@ OTEL_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
                      10.0)
 
 
+DEFAULT_REDACTED_PARAMS = ("token", "access_token", "id_token", "refresh_token", "password",
+                           "passwd", "secret", "key", "api_key", "apikey", "auth", "signature",
+                           "sig", "session", "code")
+
+
 @dataclass(frozen=True)
 class HttpEventsConfig:
     output: str = ""  # "" off, "-" standard output, else a file appended to
     include_query: bool = False  # query strings can carry tokens
+    # With include_query, these parameters' values are replaced by "REDACTED".
+    redact_query_params: tuple[str, ...] = DEFAULT_REDACTED_PARAMS
 
 
 @dataclass(frozen=True)
@@ -281,11 +288,18 @@ def _http(raw: object) -> HttpConfig:
         timeout = _duration(section["request_timeout"], "http.request_timeout")
     events = default.events
     if "events" in section and section["events"] is not None:
-        raw_events = _mapping(section["events"], "http.events", ("output", "include_query"))
+        raw_events = _mapping(section["events"], "http.events",
+                              ("output", "include_query", "redact_query_params"))
+        redact = HttpEventsConfig().redact_query_params
+        if "redact_query_params" in raw_events:
+            key = "http.events.redact_query_params"
+            redact = tuple(_string(v, f"{key}[{i}]").lower()
+                           for i, v in enumerate(_list(raw_events[key.rsplit(".", 1)[1]], key)))
         events = HttpEventsConfig(
             output=_string(raw_events.get("output", ""), "http.events.output"),
             include_query=_bool(raw_events.get("include_query", False),
-                                "http.events.include_query"))
+                                "http.events.include_query"),
+            redact_query_params=redact)
     return HttpConfig(
         enabled=_bool(section.get("enabled", default.enabled), "http.enabled"),
         ports=ports,

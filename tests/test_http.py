@@ -214,3 +214,18 @@ def test_route_label_is_opt_in_and_capped(link: Hosts, nginx: Nginx) -> None:
                   frozenset({("metric_group", "http")}))] >= 1
     finally:
         assert routed.stop() == 0, routed.log()
+
+
+def test_opt_in_query_strings_come_redacted(link: Hosts, nginx: Nginx, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    exporter = Exporter({"interfaces": [link.interface], "flows": {"tc_priority": 9438},
+                         "http": {"events": {"output": str(path), "include_query": True}}})
+    try:
+        curl(f"http://{link.server_v4}/ok.txt?q=shoes&token=abc123&page=2")
+        wait_for(lambda: {("n", frozenset()): len(events(path, 80))},
+                 lambda n: n[("n", frozenset())] >= 1)
+        recorded = events(path, 80)
+        assert [e["url_path"] for e in recorded] == ["/ok.txt?q=shoes&token=REDACTED&page=2"]
+        assert "abc123" not in path.read_text()
+    finally:
+        assert exporter.stop() == 0, exporter.log()

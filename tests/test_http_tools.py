@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from exporter.config import HttpConfig
+from exporter.config import HttpConfig, HttpEventsConfig
 from exporter.http import HttpEvent, HttpPacket, cflags, decode_series, port_match_macro, text
-from exporter.http_events import event_record
+from exporter.http_events import event_record, redact_query
 from exporter.httpinspect import format_packet
 from tests.helpers import PYTHON, ROOT, Hosts, Nginx, make_host_link, require_root
 
@@ -56,6 +56,15 @@ def test_event_record_drops_the_query_unless_asked() -> None:
     assert record["time"] == "1970-01-01T00:00:00.000000+00:00"
     assert record["latency_seconds"] == 0.0015
     assert event_record(ev, "eth0", include_query=True)["url_path"] == "/login?token=secret"
+    assert event_record(ev, "eth0", True, redact=("token",))["url_path"] == (
+        "/login?token=REDACTED")
+
+
+def test_redaction_keeps_everything_but_the_named_values() -> None:
+    names = HttpEventsConfig().redact_query_params
+    assert redact_query("/a?q=shoes&API_KEY=k1&page=2&token=&flag", names) == (
+        "/a?q=shoes&API_KEY=REDACTED&page=2&token=REDACTED&flag")
+    assert redact_query("/plain", names) == "/plain"
 
 
 def test_packet_format_follows_the_seed() -> None:
