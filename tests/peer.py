@@ -2,6 +2,7 @@
 
     peer.py serve PORT...                     accept; read to EOF; close
     peer.py connect HOST PORT HOLD COUNT       COUNT connections, each held HOLD s
+    peer.py storm HOST PORT SECONDS            connect and close as fast as possible
     peer.py hold HOST PORT COUNT               hold COUNT connections until stdin closes
     peer.py fail MODE HOST PORT COUNT          refused | timeout | abort connects
     peer.py exchange HOST PORT SEND REPLY      send SEND bytes, read the REPLY bytes back
@@ -28,6 +29,7 @@ import ctypes
 import json
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -50,11 +52,14 @@ def serve(specs: list[str]) -> None:
 
     def handle(conn: socket.socket) -> None:
         with conn:
-            while conn.recv(65536):
-                pass
-            reply = replies[conn.getsockname()[1]]
-            if reply:
-                conn.sendall(b"r" * reply)
+            try:
+                while conn.recv(65536):
+                    pass
+                reply = replies[conn.getsockname()[1]]
+                if reply:
+                    conn.sendall(b"r" * reply)
+            except ConnectionResetError:
+                pass  # storms close with RST
 
     def accept_loop(listener: socket.socket) -> None:
         while True:
@@ -203,6 +208,22 @@ def connect(host: str, port: int, hold: float, count: int) -> None:
     print(json.dumps({"held": held, "last_local_port": local}), flush=True)
 
 
+def storm(host: str, port: int, seconds: float) -> None:
+    # Closing with RST (linger 0) leaves no TIME_WAIT behind: a minute at thousands
+    # a second would otherwise run out of ephemeral ports.
+    linger = struct.pack("ii", 1, 0)
+    made = failed = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port)) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            made += 1
+        except OSError:
+            failed += 1
+    print(json.dumps({"made": made, "failed": failed}), flush=True)
+
+
 def hold(host: str, port: int, count: int) -> None:
     socks = [socket.create_connection((host, port)) for _ in range(count)]
     print(json.dumps({"open": count, "local_ports": [s.getsockname()[1] for s in socks]}),
@@ -258,6 +279,8 @@ def main(argv: list[str]) -> None:
                  int(args[7]))
     elif command == "connect":
         connect(args[0], int(args[1]), float(args[2]), int(args[3]))
+    elif command == "storm":
+        storm(args[0], int(args[1]), float(args[2]))
     elif command == "hold":
         hold(args[0], int(args[1]), int(args[2]))
     elif command == "fail":

@@ -1,0 +1,67 @@
+"""A connection storm against the exporter: rate reached, exactness, memory ceiling.
+
+Two hey processes open a new connection for every request (keep-alive off) to nginx
+in a namespace for SECONDS; the exporter's counts are compared with nginx's own
+access log, and its resident memory is sampled throughout.
+
+    sudo .venv/bin/python bench/connection_storm.py [--seconds 60] [--processes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.helpers import Exporter, Nginx, make_host_link, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args()
+    links = make_host_link("b3", 65)
+    link = next(links)
+    nginx = Nginx(link.server_ns)
+    exporter = Exporter({"interval": "1s"})
+    try:
+        rss = [value(exporter.scrape(), "process_resident_memory_bytes")]
+        started = time.monotonic()
+        procs = [subprocess.Popen(["hey", "-disable-keepalive", "-c", "16", "-z",
+                                   f"{args.seconds}s", f"http://{link.server_v4}/ok.txt"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for _ in range(args.processes)]
+        while any(p.poll() is None for p in procs):
+            time.sleep(5)
+            rss.append(value(exporter.scrape(), "process_resident_memory_bytes"))
+        elapsed = time.monotonic() - started
+        time.sleep(3)
+        made = len(nginx.requests())
+        s = exporter.scrape()
+        labels = {"direction": "outbound", "server_port": "80"}
+        opened = value(s, "ebpf_net_tcp_connections_opened_total", **labels)
+        closed = value(s, "ebpf_net_tcp_connections_closed_total", **labels)
+        missed = value(s, "ebpf_net_exporter_bpf_program_missed_runs_total",
+                       program="sock:inet_sock_set_state")
+        untracked = value(s, "ebpf_net_exporter_tcp_untracked_connections_total")
+        print(f"connection storm: {args.processes} hey processes for {elapsed:.0f} s, "
+              "a new connection per request")
+        print(f"  connections served (nginx log): {made} ({made / elapsed:.0f} per second)")
+        print(f"  counted opened:  {opened:.0f} ({opened - made:+.0f})")
+        print(f"  counted closed:  {closed:.0f} ({closed - made:+.0f})")
+        print(f"  missed BPF runs: {missed:.0f}   untracked: {untracked:.0f}")
+        print(f"  exporter RSS:    {min(rss) / 2**20:.0f} MiB at start, "
+              f"{max(rss) / 2**20:.0f} MiB at most")
+    finally:
+        exporter.stop()
+        nginx.stop()
+        links.close()
+
+
+if __name__ == "__main__":
+    main()
