@@ -94,9 +94,11 @@ class InterfaceWatcher:
         self.present[index] = name
         try:
             self.on_add(index, name)
-        except Exception:
-            log.exception("attaching to interface %s failed", name)
+        except Exception as exc:
+            # Usually the link vanished while we attached: undo whatever part did attach.
+            log.info("attaching to interface %s failed: %s", name, exc)
             self.present.pop(index, None)
+            self.on_remove(index, name)
 
     def _gone(self, msg: Any) -> None:
         name = self.present.pop(msg["index"], None)
