@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from exporter import bpfstats, otlp
+from exporter import bpfstats, otlp, privileges
 from exporter.collector import Collector
 from exporter.config import Config, OtlpConfig
 from exporter.errors import SetupError
@@ -56,6 +56,9 @@ class Agent:
                 http = HttpInspection(config.http, config.flows.tc_priority,
                                       emit_events=self._wants_events())
                 stack.callback(http.close)
+        # Everything that needs more than CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN is done;
+        # no thread has started yet, so all of them inherit the smaller set.
+        privileges.keep_only()
         collector = Collector(config.interval, connections,
                               FlowMetrics(accounting) if accounting else None, http)
         if http is not None and accounting is not None and self._wants_events():

@@ -32,3 +32,34 @@ def test_counts_exactly_with_only_three_capabilities() -> None:
     finally:
         assert exporter.stop() == 0, exporter.log()
         links.close()
+
+
+def test_root_drops_every_other_capability_after_start_up() -> None:
+    require_root()
+    exporter = Exporter({"interfaces": ["entq2*"]})
+    try:
+        keep = (1 << kernel.CAP_BPF) | (1 << kernel.CAP_PERFMON) | (1 << kernel.CAP_NET_ADMIN)
+        tasks = list(Path(f"/proc/{exporter.proc.pid}/task").iterdir())
+        assert len(tasks) >= 3  # the collector, the interface watcher, the HTTP server...
+        for task in tasks:
+            status = (task / "status").read_text()
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            assert int(fields["CapEff"], 16) == keep, (task, fields["CapEff"])
+            assert int(fields["CapBnd"], 16) == keep, (task, fields["CapBnd"])
+        # What it kept is enough for an interface that appears afterwards.
+        links = make_host_link("q2", 111)
+        link = next(links)
+        try:
+            link.udp_echo(7994)
+            wait_for(exporter.scrape,
+                     lambda s: value(s, "ebpf_net_exporter_interfaces_attached") == 1)
+            assert link.run("", "udp-send", link.server_v4, "7994", "100", "2")["echoed"] == 2
+            labels = {"interface": link.interface, "network_io_direction": "receive",
+                      "protocol": "udp", "server_port": "7994"}
+            s = wait_for(exporter.scrape,
+                         lambda s: value(s, "ebpf_net_flow_packets_total", **labels) == 2)
+            assert value(s, "ebpf_net_flow_bytes_total", **labels) == 2 * 142
+        finally:
+            links.close()
+    finally:
+        assert exporter.stop() == 0, exporter.log()
