@@ -188,8 +188,5 @@ class FlowAccounting:
             yield from table.read()
 
     def close(self) -> None:
-        for ifindex in list(self.attached):
-            self.filters.detach(ifindex)
-        self.attached.clear()
-        self.filters.close()
+        self.filters.close_all(self.attached)
         self.bpf.cleanup()

@@ -239,10 +239,7 @@ class HttpInspection:
         self.bpf.ring_buffer_poll(timeout_ms)
 
     def close(self) -> None:
-        for ifindex in list(self.attached):
-            self.filters.detach(ifindex)
-        self.attached.clear()
-        self.filters.close()
+        self.filters.close_all(self.attached)
         self.bpf.cleanup()
 
 

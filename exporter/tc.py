@@ -56,6 +56,13 @@ class TcFilters:
             finally:
                 self._created_qdisc.discard(ifindex)
 
+    def close_all(self, ifindexes: set[int]) -> None:
+        """On a clean stop: remove our filters from every interface, then the socket."""
+        for ifindex in list(ifindexes):
+            self.detach(ifindex)
+        ifindexes.clear()
+        self.close()
+
     def forget(self, ifindex: int) -> None:
         """The interface vanished, and its filters with it."""
         with self._lock:
