@@ -258,37 +258,39 @@ def _http_endpoint(config: OtlpConfig, signal: str) -> str | None:
 
 
 def metric_exporter(config: OtlpConfig) -> Any:
-    headers = dict(config.headers) or None
-    if _protocol(config) == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
-        return GrpcMetricExporter(endpoint=config.endpoint or None,
-                                  insecure=config.insecure or None, headers=headers,
-                                  timeout=config.timeout, credentials=_grpc_credentials(config))
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-    return OTLPMetricExporter(endpoint=_http_endpoint(config, "metrics"), headers=headers,
-                              timeout=config.timeout, certificate_file=config.ca_file or None,
-                              client_certificate_file=config.cert_file or None,
-                              client_key_file=config.key_file or None)
+    return _exporter(config, "metrics")
 
 
 def log_exporter(config: OtlpConfig) -> Any:
-    headers = dict(config.headers) or None
-    if _protocol(config) == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
-            OTLPLogExporter as GrpcLogExporter,
-        )
-        return GrpcLogExporter(endpoint=config.endpoint or None,
-                               insecure=config.insecure or None, headers=headers,
-                               timeout=config.timeout, credentials=_grpc_credentials(config))
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    return _exporter(config, "logs")
 
-    return OTLPLogExporter(endpoint=_http_endpoint(config, "logs"), headers=headers,
-                           timeout=config.timeout, certificate_file=config.ca_file or None,
-                           client_certificate_file=config.cert_file or None,
-                           client_key_file=config.key_file or None)
+
+def _exporter(config: OtlpConfig, signal: str) -> Any:
+    """The SDK's OTLP exporter for a signal ("metrics" or "logs") over the chosen protocol."""
+    headers = dict(config.headers) or None
+    cls: Any
+    if _protocol(config) == "grpc":
+        if signal == "metrics":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter as cls,
+            )
+        else:
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+                OTLPLogExporter as cls,
+            )
+        return cls(endpoint=config.endpoint or None, insecure=config.insecure or None,
+                   headers=headers, timeout=config.timeout,
+                   credentials=_grpc_credentials(config))
+    if signal == "metrics":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as cls,
+        )
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as cls
+    return cls(endpoint=_http_endpoint(config, signal), headers=headers,
+               timeout=config.timeout, certificate_file=config.ca_file or None,
+               client_certificate_file=config.cert_file or None,
+               client_key_file=config.key_file or None)
 
 
 def _grpc_credentials(config: OtlpConfig) -> Any:
