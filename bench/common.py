@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.helpers import Hosts
 
@@ -53,3 +55,23 @@ def reference_cost(link: Hosts, load: Callable[[], object], name: str) -> float:
         bpf.cleanup()
 
 
+
+
+def rounds_arguments() -> argparse.Namespace:
+    """--seconds per run and --rounds of interleaved runs without and with the exporter."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args()
+
+
+def enable_bpf_stats() -> Callable[[], None]:
+    """Turn kernel.bpf_stats_enabled on; returns what puts it back as it was."""
+    path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = path.read_text().strip()
+    path.write_text("1")
+
+    def restore() -> None:
+        path.write_text(before)
+
+    return restore

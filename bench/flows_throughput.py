@@ -10,7 +10,6 @@ statistics (kernel.bpf_stats_enabled: run_time_ns / run_cnt).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cost_per_run, reference_cost
+from bench.common import cost_per_run, enable_bpf_stats, reference_cost, rounds_arguments
 from tests.helpers import Exporter, Hosts, make_host_link
 
 PROGRAMS = ("flows_ingress", "flows_egress")
@@ -30,13 +29,8 @@ def iperf(link: Hosts, seconds: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
-    stats_before = stats_path.read_text().strip()
-    stats_path.write_text("1")
+    args = rounds_arguments()
+    restore_stats = enable_bpf_stats()
     links = make_host_link("b1", 61)
     link = next(links)
     server = subprocess.Popen(["ip", "netns", "exec", link.server_ns, "iperf3", "-s"],
@@ -63,7 +57,7 @@ def main() -> None:
         server.terminate()
         server.wait()
         links.close()
-        stats_path.write_text(stats_before)
+        restore_stats()
     base, loaded = statistics.median(without), statistics.median(with_)
     print(f"iperf3 over veth, {args.rounds} rounds of {args.seconds} s, medians:")
     print(f"  without exporter: {base / 1e9:.2f} Gbit/s "

@@ -10,7 +10,6 @@ statistics.
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cost_per_run, reference_cost
+from bench.common import cost_per_run, enable_bpf_stats, reference_cost, rounds_arguments
 from tests.helpers import Exporter, Hosts, Nginx, make_host_link
 
 HTTP_PROGRAMS = ("http_ingress", "http_egress")
@@ -36,13 +35,8 @@ def hey(link: Hosts, seconds: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
-    stats_before = stats_path.read_text().strip()
-    stats_path.write_text("1")
+    args = rounds_arguments()
+    restore_stats = enable_bpf_stats()
     links = make_host_link("b2", 63)
     link = next(links)
     nginx = Nginx(link.server_ns)
@@ -65,7 +59,7 @@ def main() -> None:
     finally:
         nginx.stop()
         links.close()
-        stats_path.write_text(stats_before)
+        restore_stats()
     base, loaded = statistics.median(without), statistics.median(with_)
     print(f"hey -c 8 against nginx over veth, {args.rounds} rounds of {args.seconds} s, medians:")
     print(f"  without exporter: {base:.0f} requests/s (runs {min(without):.0f} to {max(without):.0f})")
