@@ -52,6 +52,7 @@ struct conn_key {
 struct conn_val {
     u64 opened;
     u64 closed;
+    u64 closes_unseen;  // established, then gone without a CLOSE we saw (see on_birth)
     u64 failures[NFAIL];
     u64 duration_sum_ns;
     u64 buckets[NBUCKETS + 1];
@@ -188,6 +189,14 @@ static __always_inline void on_birth(u64 sk, u8 direction, struct tuple *t, u8 f
     struct sock_info *old = socks.lookup(&sk);
     if (old && old->failed)
         count_failure(old);
+    // A new socket at the address of an established one: the old socket was
+    // freed, and its CLOSE and destroy runs were skipped by the kernel (missed
+    // runs). Its lifetime is unknown, so it is counted apart from `closed`.
+    if (old && old->established) {
+        struct conn_val *gone = series(&old->key);
+        if (gone)
+            __sync_fetch_and_add(&gone->closes_unseen, 1);
+    }
 
     struct sock_info info = {};
     info.start_ns = bpf_ktime_get_ns();
@@ -375,6 +384,16 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
     struct sock_info *info = socks.lookup(&sk);
     if (!info)
         return 0;
+    if (info->established) {
+        // Destroyed right after CLOSE, whose run the kernel skipped: the close
+        // is counted here, microseconds late.
+        struct addrs a;
+        read_addrs(&a, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
+        struct tuple t = {};
+        fill_tuple(&t, args->family, args->sport, args->dport, a.s4, a.d4, a.s6, a.d6);
+        on_close(args, sk, info, &t);
+        return 0;
+    }
     if (info->failed)
         count_failure(info);
     forget(sk);

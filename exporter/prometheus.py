@@ -68,7 +68,8 @@ def connection_metrics(conns: ConnectionsSnapshot) -> Iterator[Metric]:
         labels=names)
     active = GaugeMetricFamily(
         "ebpf_net_tcp_connections_active",
-        "TCP connections established since the exporter started and not yet closed.",
+        "TCP connections established since the exporter started and not yet closed "
+        "(opened minus closed, minus closes found unseen).",
         labels=names)
     failures = CounterMetricFamily(
         "ebpf_net_tcp_connect_failures_total",
@@ -93,6 +94,11 @@ def connection_metrics(conns: ConnectionsSnapshot) -> Iterator[Metric]:
     yield _counter("ebpf_net_exporter_tcp_untracked_connections_total",
                    "Connections not tracked because the socket map was full "
                    "(raise connections.max_tracked).", conns.tracking_full)
+    yield _counter("ebpf_net_exporter_tcp_unseen_closes_total",
+                   "Established connections that closed while the kernel skipped the exporter's "
+                   "tracepoint runs (see ebpf_net_exporter_bpf_program_missed_runs_total), found "
+                   "when a new socket reused the address; in no closed count or duration.",
+                   sum(s.closes_unseen for s in conns.series))
 
 
 def flow_metrics(flows: FlowsSnapshot) -> Iterator[Metric]:

@@ -20,10 +20,13 @@ class ConnectionSeries:
     failures: tuple[int, ...]  # by FAILURE_REASONS
     duration_buckets: tuple[int, ...]  # per bucket, not cumulative; the last is +Inf
     duration_sum_ns: int
+    # Established connections whose close the kernel never reported (skipped runs),
+    # learned when a new socket reused the address: gone, but not in `closed`.
+    closes_unseen: int = 0
 
     @property
     def active(self) -> int:
-        return self.opened - self.closed
+        return self.opened - self.closed - self.closes_unseen
 
 
 @dataclass(frozen=True)

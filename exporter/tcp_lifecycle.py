@@ -112,6 +112,7 @@ def decode_series(key: Any, value: Any, config: ConnectionsConfig) -> Connection
         failures=tuple(int(f) for f in value.failures),
         duration_buckets=tuple(int(b) for b in value.buckets),
         duration_sum_ns=int(value.duration_sum_ns),
+        closes_unseen=int(value.closes_unseen),
     )
 
 

@@ -69,19 +69,28 @@ def test_connection_storm_counts_every_connection() -> None:
 
         program = {"program": "sock:inet_sock_set_state"}
 
+        def unaccounted(s: Samples) -> float:
+            return (made - value(s, "ebpf_net_tcp_connections_closed_total", **labels)
+                    - value(s, "ebpf_net_exporter_tcp_unseen_closes_total"))
+
         def settled(s: Samples) -> bool:
-            return value(s, "ebpf_net_exporter_map_entries", map="tcp_sockets") == 0
+            # Every connection is counted closed, or unseen, or still held by an entry that
+            # a later socket at the same address will find.
+            return unaccounted(s) == value(s, "ebpf_net_exporter_map_entries", map="tcp_sockets")
 
         s = wait_for(exporter.scrape, settled, timeout=60)
         assert value(s, "ebpf_net_exporter_tcp_untracked_connections_total") == 0
         assert value(s, "ebpf_net_tcp_connections_opened_total", **labels) == made
         # Under a storm the kernel skips tracepoint runs that fire inside an interrupt
-        # nested in another BPF run on the same CPU: a close can go unseen, and is counted
-        # in missed runs. A few more closes (3 of 6,000 once, none in most runs) have gone
-        # missing without a missed run: a known gap, recorded in issue 7, bounded here.
+        # nested in another BPF run on the same CPU (counted in missed runs): when a
+        # connection's CLOSE and destroy runs are both skipped, the socket is found gone
+        # when a new one reuses its address, and counted as an unseen close.
         closed = value(s, "ebpf_net_tcp_connections_closed_total", **labels)
+        unseen = value(s, "ebpf_net_exporter_tcp_unseen_closes_total")
         missed = value(s, "ebpf_net_exporter_bpf_program_missed_runs_total", **program)
-        assert made - closed <= missed + made // 1000, (made, closed, missed)
+        assert made - closed <= missed, (made, closed, missed)
+        assert unseen <= made - closed
+        assert value(s, "ebpf_net_tcp_connections_active", **labels) == unaccounted(s)
         assert value(s, "ebpf_net_tcp_connection_duration_seconds_count", **labels) == closed
     finally:
         assert exporter.stop() == 0, exporter.log()

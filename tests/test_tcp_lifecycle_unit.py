@@ -54,7 +54,8 @@ class Key(ctypes.Structure):
 
 class Value(ctypes.Structure):
     _fields_ = [("opened", ctypes.c_uint64), ("closed", ctypes.c_uint64),
-                ("failures", ctypes.c_uint64 * 4), ("duration_sum_ns", ctypes.c_uint64),
+                ("closes_unseen", ctypes.c_uint64), ("failures", ctypes.c_uint64 * 4),
+                ("duration_sum_ns", ctypes.c_uint64),
                 ("buckets", ctypes.c_uint64 * 3)]
 
 
@@ -99,3 +100,17 @@ def test_histogram_is_cumulative_with_exact_sum() -> None:
     assert samples[("ebpf_net_tcp_connection_duration_seconds_bucket", "+Inf")] == 4
     assert samples[("ebpf_net_tcp_connection_duration_seconds_count", None)] == 4
     assert samples[("ebpf_net_tcp_connection_duration_seconds_sum", None)] == 3.000123
+
+
+def test_unseen_closes_leave_active_and_are_counted_apart_from_closed() -> None:
+    config = ConnectionsConfig(buckets=(1.0, 2.0), labels=("direction",))
+    series = decode_series(Key(direction=2), Value(opened=10, closed=6, closes_unseen=3), config)
+    assert series is not None
+    assert (series.closed, series.closes_unseen, series.active) == (6, 3, 1)
+    snap = ConnectionsSnapshot(label_names=("direction",), bucket_bounds=(1.0, 2.0),
+                               series=(series,), tracking_full=0, series_overflow=0,
+                               events_lost=0)
+    families = {f.name: f for f in connection_metrics(snap)}
+    assert families["ebpf_net_exporter_tcp_unseen_closes"].samples[0].value == 3
+    assert families["ebpf_net_tcp_connections_active"].samples[0].value == 1
+    assert families["ebpf_net_tcp_connections_closed"].samples[0].value == 6
