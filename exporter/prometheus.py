@@ -80,25 +80,26 @@ def connection_metrics(conns: ConnectionsSnapshot) -> Iterator[Metric]:
         "ebpf_net_tcp_connection_duration_seconds",
         "Lifetime of established TCP connections, from SYN sent or received to CLOSE, "
         "bucketed in the kernel.", labels=names)
+    unseen = CounterMetricFamily(
+        "ebpf_net_exporter_tcp_unseen_closes_total",
+        "Established connections that closed while the kernel skipped the exporter's "
+        "tracepoint runs (see ebpf_net_exporter_bpf_program_missed_runs_total), found when a "
+        "new socket reused the address; in no closed count or duration.", labels=names)
     bounds = [_format_bound(b) for b in conns.bucket_bounds] + ["+Inf"]
     for s in conns.series:
         values = [v for _, v in s.labels]
         opened.add_metric(values, s.opened)
         closed.add_metric(values, s.closed)
         active.add_metric(values, s.active)
+        unseen.add_metric(values, s.closes_unseen)
         for reason, count in zip(FAILURE_REASONS, s.failures, strict=True):
             failures.add_metric([*values, reason], count)
         duration.add_metric(values, _cumulative(bounds, s.duration_buckets),
                             s.duration_sum_ns / 1e9)
-    yield from (opened, closed, active, failures, duration)
+    yield from (opened, closed, active, failures, duration, unseen)
     yield _counter("ebpf_net_exporter_tcp_untracked_connections_total",
                    "Connections not tracked because the socket map was full "
                    "(raise connections.max_tracked).", conns.tracking_full)
-    yield _counter("ebpf_net_exporter_tcp_unseen_closes_total",
-                   "Established connections that closed while the kernel skipped the exporter's "
-                   "tracepoint runs (see ebpf_net_exporter_bpf_program_missed_runs_total), found "
-                   "when a new socket reused the address; in no closed count or duration.",
-                   sum(s.closes_unseen for s in conns.series))
 
 
 def flow_metrics(flows: FlowsSnapshot) -> Iterator[Metric]:

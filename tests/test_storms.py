@@ -71,7 +71,7 @@ def test_connection_storm_counts_every_connection() -> None:
 
         def unaccounted(s: Samples) -> float:
             return (made - value(s, "ebpf_net_tcp_connections_closed_total", **labels)
-                    - value(s, "ebpf_net_exporter_tcp_unseen_closes_total"))
+                    - value(s, "ebpf_net_exporter_tcp_unseen_closes_total", **labels))
 
         def settled(s: Samples) -> bool:
             # Every connection is counted closed, or unseen, or still held by an entry that
@@ -86,7 +86,7 @@ def test_connection_storm_counts_every_connection() -> None:
         # connection's CLOSE and destroy runs are both skipped, the socket is found gone
         # when a new one reuses its address, and counted as an unseen close.
         closed = value(s, "ebpf_net_tcp_connections_closed_total", **labels)
-        unseen = value(s, "ebpf_net_exporter_tcp_unseen_closes_total")
+        unseen = value(s, "ebpf_net_exporter_tcp_unseen_closes_total", **labels)
         missed = value(s, "ebpf_net_exporter_bpf_program_missed_runs_total", **program)
         assert made - closed <= missed, (made, closed, missed)
         assert unseen <= made - closed
