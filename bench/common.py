@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import Hosts
 
@@ -25,11 +28,33 @@ int lru_counter(struct __sk_buff *skb) {
 }
 
 
-def cost_per_run(names: tuple[str, ...]) -> float:
-    """Average ns per run over the loaded programs with these names (kernel statistics)."""
+def busy_cpu_seconds() -> float:
+    """CPU time all CPUs spent not idle since boot (the kernel's own accounting)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process, its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bpf_run_seconds(names: tuple[str, ...]) -> float:
+    """Total run time of the loaded programs with these names (kernel statistics)."""
+    return sum(int(p.get("run_time_ns", 0)) for p in _programs(names)) / 1e9
+
+
+def _programs(names: tuple[str, ...]) -> list[dict[str, Any]]:
     progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True,
                                       text=True, check=True).stdout)
-    ours = [p for p in progs if p.get("name") in names]
+    return [p for p in progs if p.get("name") in names]
+
+
+def cost_per_run(names: tuple[str, ...]) -> float:
+    """Average ns per run over the loaded programs with these names (kernel statistics)."""
+    ours = _programs(names)
     run_time = sum(int(p.get("run_time_ns", 0)) for p in ours)
     return run_time / max(sum(int(p.get("run_cnt", 0)) for p in ours), 1)
 
@@ -55,13 +80,35 @@ def reference_cost(link: Hosts, load: Callable[[], object], name: str) -> float:
         bpf.cleanup()
 
 
+def paired_ratios(rounds: int, without: Callable[[], float],
+                  with_: Callable[[], float]) -> tuple[list[float], list[float], list[float]]:
+    """Runs both loads once per round, alternating which goes first so that drift on a
+    shared machine falls on both sides; returns (without, with, per-round ratios)."""
+    base: list[float] = []
+    loaded: list[float] = []
+    for i in range(rounds):
+        if i % 2:
+            loaded.append(with_())
+            base.append(without())
+        else:
+            base.append(without())
+            loaded.append(with_())
+    return base, loaded, [w / b for w, b in zip(loaded, base, strict=True)]
+
+
+def spread(values: list[float]) -> str:
+    """Median and interquartile range, as text."""
+    if len(values) < 4:
+        return f"median {statistics.median(values):.3g}"
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return f"median {q2:.3g}, middle half {q1:.3g} to {q3:.3g}"
 
 
 def rounds_arguments() -> argparse.Namespace:
     """--seconds per run and --rounds of interleaved runs without and with the exporter."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     return parser.parse_args()
 
 

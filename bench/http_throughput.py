@@ -14,15 +14,28 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cost_per_run, enable_bpf_stats, reference_cost, rounds_arguments
+from bench.common import (
+    bpf_run_seconds,
+    busy_cpu_seconds,
+    cost_per_run,
+    enable_bpf_stats,
+    paired_ratios,
+    process_cpu_seconds,
+    reference_cost,
+    rounds_arguments,
+    spread,
+)
 from tests.helpers import Exporter, Hosts, Nginx, make_host_link
 
 HTTP_PROGRAMS = ("http_ingress", "http_egress")
 FLOW_PROGRAMS = ("flows_ingress", "flows_egress")
+# bcc names tracepoint programs tracepoint__<category>__<event>; the kernel keeps 15 characters.
+ALL_PROGRAMS = (*HTTP_PROGRAMS, *FLOW_PROGRAMS, "tracepoint__soc", "tracepoint__tcp")
 
 
 def hey(link: Hosts, seconds: int) -> float:
@@ -40,35 +53,55 @@ def main() -> None:
     links = make_host_link("b2", 63)
     link = next(links)
     nginx = Nginx(link.server_ns)
-    without: list[float] = []
-    with_: list[float] = []
     http_costs: list[float] = []
     flow_costs: list[float] = []
-    empties: list[float] = []
+    base_cpu: list[float] = []  # busy CPU seconds per request, without the exporter
+    added_cpu: list[float] = []  # the exporter's CPU seconds per request: programs + process
+
+    def without_exporter() -> float:
+        busy = busy_cpu_seconds()
+        rate = hey(link, args.seconds)
+        base_cpu.append((busy_cpu_seconds() - busy) / (rate * args.seconds))
+        return rate
+
+    def with_exporter() -> float:
+        exporter = Exporter({"interfaces": [link.interface], "interval": "5s"})
+        try:
+            time.sleep(1)  # start-up work done before the load starts
+            spent = bpf_run_seconds(ALL_PROGRAMS) + process_cpu_seconds(exporter.proc.pid)
+            rate = hey(link, args.seconds)
+            spent = bpf_run_seconds(ALL_PROGRAMS) + process_cpu_seconds(exporter.proc.pid) - spent
+            added_cpu.append(spent / (rate * args.seconds))
+            http_costs.append(cost_per_run(HTTP_PROGRAMS))
+            flow_costs.append(cost_per_run(FLOW_PROGRAMS))
+            return rate
+        finally:
+            exporter.stop()
+
     try:
-        for _ in range(args.rounds):
-            without.append(hey(link, args.seconds))
-            exporter = Exporter({"interfaces": [link.interface], "interval": "5s"})
-            try:
-                with_.append(hey(link, args.seconds))
-                http_costs.append(cost_per_run(HTTP_PROGRAMS))
-                flow_costs.append(cost_per_run(FLOW_PROGRAMS))
-            finally:
-                exporter.stop()
-            empties.append(reference_cost(link, lambda: hey(link, args.seconds), "empty_cls"))
+        without, with_, ratios = paired_ratios(args.rounds, without_exporter, with_exporter)
+        empty = reference_cost(link, lambda: hey(link, args.seconds), "empty_cls")
     finally:
         nginx.stop()
         links.close()
         restore_stats()
-    base, loaded = statistics.median(without), statistics.median(with_)
-    print(f"hey -c 8 against nginx over veth, {args.rounds} rounds of {args.seconds} s, medians:")
-    print(f"  without exporter: {base:.0f} requests/s (runs {min(without):.0f} to {max(without):.0f})")
-    print(f"  with exporter:    {loaded:.0f} requests/s (runs {min(with_):.0f} to {max(with_):.0f})")
-    print(f"  ratio:            {loaded / base * 100:.1f}% (target >= 97%)")
+    print(f"hey -c 8 against nginx over veth, {args.rounds} rounds of {args.seconds} s "
+          "(order alternating):")
+    print(f"  without exporter: {statistics.median(without):.0f} requests/s "
+          f"(runs {min(without):.0f} to {max(without):.0f})")
+    print(f"  with exporter:    {statistics.median(with_):.0f} requests/s "
+          f"(runs {min(with_):.0f} to {max(with_):.0f})")
+    print(f"  ratio with/without, per round: {spread([r * 100 for r in ratios])} % "
+          "(target >= 97%)")
+    base, added = statistics.median(base_cpu), statistics.median(added_cpu)
+    print(f"  CPU per request: {base * 1e6:.1f} us without the exporter; the exporter adds "
+          f"{added * 1e6:.2f} us (its BPF programs' run time plus its process)")
+    print(f"  ratio the CPU accounting predicts for a CPU-bound load: "
+          f"{base / (base + added) * 100:.1f}% (target >= 97%)")
     print(f"  HTTP classifier:  {statistics.median(http_costs):.0f} ns per packet "
           "(target < 200 ns)")
     print(f"  flow classifier:  {statistics.median(flow_costs):.0f} ns per packet, same run")
-    print(f"  empty classifier: {statistics.median(empties):.0f} ns per packet under the same load")
+    print(f"  empty classifier: {empty:.0f} ns per packet under the same load")
 
 
 if __name__ == "__main__":
