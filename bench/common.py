@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from exporter.bpfmaps import NR_BPF
 from tests.helpers import Hosts
 
 # References measured under the same load: a classifier that does nothing, and the
@@ -122,3 +125,44 @@ def enable_bpf_stats() -> Callable[[], None]:
         path.write_text(before)
 
     return restore
+
+
+class _TestRunAttr(ctypes.Structure):
+    """union bpf_attr for BPF_PROG_TEST_RUN."""
+
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+_BPF_PROG_TEST_RUN = 10
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def test_run_ns(prog_fd: int, frame: bytes) -> int:
+    """One run of a classifier on `frame` by the kernel (BPF_PROG_TEST_RUN): its ns."""
+    data = ctypes.create_string_buffer(frame, len(frame))
+    out = ctypes.create_string_buffer(len(frame) + 256)
+    attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(frame),
+                        data_in=ctypes.addressof(data), data_out=ctypes.addressof(out),
+                        data_size_out=len(out), repeat=1)
+    if _libc.syscall(NR_BPF, _BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)):
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+    return int(attr.duration)
+
+
+def tcp_frame(payload: bytes, seq: int, reply: bool = False) -> bytes:
+    """An Ethernet/IPv4/TCP frame of a connection 10.0.0.1:40000 -> 10.0.0.2:80 carrying
+    `payload`, in the reply direction if `reply`."""
+    ends = [(bytes([10, 0, 0, 1]), 40000), (bytes([10, 0, 0, 2]), 80)]
+    (src, sport), (dst, dport) = ends[::-1] if reply else ends
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 0x50, 0x18, 1000, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0,
+                     src, dst)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + payload

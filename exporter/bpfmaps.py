@@ -14,7 +14,7 @@ import platform
 from typing import Any
 
 _BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
-_NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -66,7 +66,7 @@ def lookup_and_delete(table: Any, key: bytes) -> bytes | None:
     key_buf = ctypes.create_string_buffer(key, len(key))
     attr = _ElemAttr(map_fd=table.map_fd, key=ctypes.addressof(key_buf),
                      value=ctypes.addressof(value))
-    res = _libc.syscall(_NR_BPF, _BPF_MAP_LOOKUP_AND_DELETE_ELEM, ctypes.byref(attr),
+    res = _libc.syscall(NR_BPF, _BPF_MAP_LOOKUP_AND_DELETE_ELEM, ctypes.byref(attr),
                         ctypes.sizeof(attr))
     if res != 0:
         err = ctypes.get_errno()

@@ -10,13 +10,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import struct
 from collections.abc import Iterable
 
+from exporter.bpfmaps import NR_BPF
+
 _BPF_ENABLE_STATS = 32
 _BPF_STATS_RUN_TIME = 0
-_NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 _libc = ctypes.CDLL(None, use_errno=True)
 # struct bpf_prog_info up to recursion_misses: run_time_ns, run_cnt and
 # recursion_misses sit at offset 192.
@@ -28,7 +28,7 @@ _RUN_OFFSET = 192
 def enable_stats() -> int:
     """Turn statistics on for as long as the returned descriptor stays open."""
     attr = ctypes.c_uint32(_BPF_STATS_RUN_TIME)
-    fd: int = _libc.syscall(_NR_BPF, _BPF_ENABLE_STATS, ctypes.byref(attr), 4)
+    fd: int = _libc.syscall(NR_BPF, _BPF_ENABLE_STATS, ctypes.byref(attr), 4)
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"BPF_ENABLE_STATS failed: {os.strerror(err)}")
