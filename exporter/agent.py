@@ -50,12 +50,15 @@ class Agent:
             stack.callback(os.close, bpfstats.enable_stats())
         accounting = http = None
         if config.interfaces:
-            accounting = FlowAccounting(config.flows)
+            accounting = FlowAccounting(config.flows, chain_http=config.http.enabled)
             stack.callback(accounting.close)
             if config.http.enabled:
                 http = HttpInspection(config.http, config.flows.tc_priority,
                                       emit_events=self._wants_events())
                 stack.callback(http.close)
+                # HTTP parsing runs inside the traffic classifier's run, by tail call.
+                accounting.chain(http.programs)
+                http.chained = True
         # Everything that needs more than CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN is done;
         # no thread has started yet, so all of them inherit the smaller set.
         privileges.keep_only()
@@ -64,7 +67,7 @@ class Agent:
         if http is not None and accounting is not None and self._wants_events():
             self._publish_events(http, accounting)
         if accounting is not None:
-            self._follow_interfaces(accounting, http)
+            self._follow_interfaces(accounting)
         collector.start()
         stack.callback(collector.stop)
         push = None
@@ -109,18 +112,8 @@ class Agent:
         pump.start()
         self._stack.callback(pump.stop)
 
-    def _follow_interfaces(self, accounting: FlowAccounting, http: HttpInspection | None) -> None:
-        def on_add(index: int, name: str) -> None:
-            accounting.attach(index, name)
-            if http is not None:
-                http.attach(index, name)
-
-        def on_remove(index: int, name: str) -> None:
-            accounting.forget(index, name)
-            if http is not None:
-                http.forget(index, name)
-
-        watcher = InterfaceWatcher(self.config.interfaces, on_add, on_remove)
+    def _follow_interfaces(self, accounting: FlowAccounting) -> None:
+        watcher = InterfaceWatcher(self.config.interfaces, accounting.attach, accounting.forget)
         watcher.start()
         self._stack.callback(watcher.stop)
         for name in self.config.interfaces:

@@ -33,7 +33,8 @@ class Collector:
         self.flows = flows
         self.http = http
         loaded = [connections.bpf if connections else None,
-                  flows.accounting.bpf if flows else None, http.bpf if http else None]
+                  flows.accounting.bpf if flows else None,
+                  http.bpf if http and not http.chained else None]
         self._programs = [p for bpf in loaded if bpf is not None for p in bpfstats.programs(bpf)]
         self._errors: Counter[str] = Counter()
         self._cycles = 0

@@ -121,10 +121,13 @@ class HttpInspection:
         self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, emit_packets))
         from bcc import BPF
 
-        self._programs = {"ingress": self.bpf.load_func(b"http_ingress", BPF.SCHED_CLS),
-                          "egress": self.bpf.load_func(b"http_egress", BPF.SCHED_CLS)}
+        self.programs = {"ingress": self.bpf.load_func(b"http_ingress", BPF.SCHED_CLS),
+                         "egress": self.bpf.load_func(b"http_egress", BPF.SCHED_CLS)}
         self.filters = TcFilters(priority, TC_HANDLE)
         self.attached: set[int] = set()
+        # True once the traffic classifier runs these programs by tail call: the kernel
+        # then counts their run time in the traffic classifier's statistics.
+        self.chained = False
         self._stats = self.bpf["http_stats"]
         self._conns = self.bpf["http_conns"]
         self._read_conns = BatchReader(self._conns)
@@ -141,7 +144,7 @@ class HttpInspection:
                 self._stats[key] = self._stats.Leaf()
 
     def attach(self, ifindex: int, name: str) -> None:
-        self.filters.attach(ifindex, self._programs)
+        self.filters.attach(ifindex, self.programs)
         self.attached.add(ifindex)
 
     def forget(self, ifindex: int, name: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,14 +88,27 @@ def tc_filters(interface: str, hook: str) -> list[str]:
     return [line for line in out.splitlines() if "handle" in line]
 
 
+def chained_programs() -> dict[int, str]:
+    """The programs the traffic classifier tail-calls, by slot (0 receive, 1 transmit)."""
+    def bpftool(*args: str) -> Any:
+        out = subprocess.run(["bpftool", *args, "-j"], check=True, capture_output=True,
+                             text=True).stdout
+        return json.loads(out)
+
+    slots = bpftool("map", "dump", "name", "flows_next")
+    return {e["formatted"]["key"]: bpftool("prog", "show", "id", str(e["formatted"]["value"]))
+            ["name"] for e in slots}
+
+
 def test_filters_are_ours_alone_and_at_our_priority(link: Hosts, exporter: Exporter) -> None:
-    # One filter per program and hook: flows (handle 0x9435) and HTTP (0x9436).
+    # One filter per hook, the traffic classifier (handle 0x9435); HTTP parsing runs inside
+    # its run, by tail call, rather than as a second filter.
     for hook in ("ingress", "egress"):
-        lines = sorted(tc_filters(link.interface, hook), key=lambda line: "http" in line)
-        assert len(lines) == 2, lines
-        assert all("pref 9435" in line for line in lines)
+        lines = tc_filters(link.interface, hook)
+        assert len(lines) == 1, lines
+        assert "pref 9435" in lines[0]
         assert "handle 0x9435" in lines[0] and f"flows_{hook}" in lines[0]
-        assert "handle 0x9436" in lines[1] and f"http_{hook}" in lines[1]
+    assert chained_programs() == {0: "http_ingress", 1: "http_egress"}
 
 
 @pytest.mark.parametrize("tags,port", [(1, 7981), (2, 7982)])
