@@ -62,6 +62,20 @@ def cost_per_run(names: tuple[str, ...]) -> float:
     return run_time / max(sum(int(p.get("run_cnt", 0)) for p in ours), 1)
 
 
+def exporter_cost(interface: str, load: Callable[[], object], http: bool = True) -> float:
+    """The traffic classifier's ns per run (HTTP parsing included when on) under `load`,
+    with a fresh exporter attached to `interface`."""
+    from tests.helpers import Exporter
+
+    exporter = Exporter({"interfaces": [interface], "interval": "5s",
+                         "http": {"enabled": http}})
+    try:
+        load()
+        return cost_per_run(("flows_ingress", "flows_egress"))
+    finally:
+        exporter.stop()
+
+
 def reference_cost(link: Hosts, load: Callable[[], object], name: str) -> float:
     """The same load through one of the reference classifiers, alone on the interface."""
     from bcc import BPF

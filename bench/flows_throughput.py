@@ -29,6 +29,7 @@ from bench.common import (
     busy_cpu_seconds,
     cost_per_run,
     enable_bpf_stats,
+    exporter_cost,
     paired_ratios,
     process_cpu_seconds,
     reference_cost,
@@ -85,21 +86,11 @@ def main() -> None:
     try:
         time.sleep(1)
         without, with_, ratios = paired_ratios(args.rounds, without_exporter, with_exporter)
-        exporter = Exporter({"interfaces": [link.interface], "interval": "5s",
-                             "http": {"enabled": False}})
-        try:
-            iperf(link, args.seconds)
-            bulk_flows_only = cost_per_run(PROGRAMS)
-        finally:
-            exporter.stop()
+        bulk_flows_only = exporter_cost(link.interface, lambda: iperf(link, args.seconds),
+                                        http=False)
         bulk_empty = reference_cost(link, lambda: iperf(link, args.seconds), "empty_cls")
         bulk_lru = reference_cost(link, lambda: iperf(link, args.seconds), "lru_counter")
-        exporter = Exporter({"interfaces": [link.interface], "interval": "5s"})
-        try:
-            iperf(link, args.seconds, *SMALL_UDP)
-            small = cost_per_run(PROGRAMS)
-        finally:
-            exporter.stop()
+        small = exporter_cost(link.interface, lambda: iperf(link, args.seconds, *SMALL_UDP))
         small_empty = reference_cost(link, lambda: iperf(link, args.seconds, *SMALL_UDP),
                                      "empty_cls")
         small_lru = reference_cost(link, lambda: iperf(link, args.seconds, *SMALL_UDP),

@@ -26,6 +26,7 @@ from bench.common import (
     busy_cpu_seconds,
     cost_per_run,
     enable_bpf_stats,
+    exporter_cost,
     paired_ratios,
     process_cpu_seconds,
     reference_cost,
@@ -115,13 +116,7 @@ def main() -> None:
     try:
         without, with_, ratios = paired_ratios(args.rounds, without_exporter, with_exporter)
         empty = reference_cost(link, lambda: hey(link, args.seconds), "empty_cls")
-        exporter = Exporter({"interfaces": [link.interface], "interval": "5s",
-                             "http": {"enabled": False}})
-        try:
-            hey(link, args.seconds)
-            flows_only = cost_per_run(FLOW_PROGRAMS)
-        finally:
-            exporter.stop()
+        flows_only = exporter_cost(link.interface, lambda: hey(link, args.seconds), http=False)
         warm_request, warm_response, warm_empty = warm_costs()
     finally:
         nginx.stop()
