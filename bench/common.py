@@ -1,4 +1,5 @@
-"""What the benchmarks share: BPF run-time statistics and reference classifiers."""
+"""What the benchmarks share: BPF run-time statistics, reference classifiers, and rounds
+without and with the exporter."""
 
 from __future__ import annotations
 
@@ -9,12 +10,21 @@ import os
 import statistics
 import struct
 import subprocess
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exporter.bpfmaps import NR_BPF
 from tests.helpers import Hosts
+
+# The traffic classifier; HTTP parsing runs inside its runs, by tail call.
+CLASSIFIERS = ("flows_ingress", "flows_egress")
+# Everything the exporter loads. bcc names tracepoint programs
+# tracepoint__<category>__<event>; the kernel keeps 15 characters of a name.
+EXPORTER_PROGRAMS = (*CLASSIFIERS, "http_ingress", "http_egress", "tracepoint__soc",
+                     "tracepoint__tcp")
 
 # References measured under the same load: a classifier that does nothing, and the
 # least a per-flow counter can do (one LRU lookup and an atomic add).
@@ -71,7 +81,7 @@ def exporter_cost(interface: str, load: Callable[[], object], http: bool = True)
                          "http": {"enabled": http}})
     try:
         load()
-        return cost_per_run(("flows_ingress", "flows_egress"))
+        return cost_per_run(CLASSIFIERS)
     finally:
         exporter.stop()
 
@@ -85,8 +95,7 @@ def reference_cost(link: Hosts, load: Callable[[], object], name: str) -> float:
     bpf = BPF(text=REFERENCES[name])
     fn = bpf.load_func(name.encode(), BPF.SCHED_CLS)
     filters = TcFilters(priority=9436, handle=0x9436)
-    index = int(subprocess.run(["cat", f"/sys/class/net/{link.interface}/ifindex"],
-                               capture_output=True, text=True, check=True).stdout)
+    index = int(Path(f"/sys/class/net/{link.interface}/ifindex").read_text())
     try:
         filters.attach(index, {"ingress": fn, "egress": fn})
         load()
@@ -111,6 +120,75 @@ def paired_ratios(rounds: int, without: Callable[[], float],
             base.append(without())
             loaded.append(with_())
     return base, loaded, [w / b for w, b in zip(loaded, base, strict=True)]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Rounds of one load without and with the exporter, and the CPU behind them."""
+
+    without: list[float]  # units of work per second
+    with_: list[float]
+    ratios: list[float]  # with / without, per round
+    base_cpu: float  # busy CPU seconds per unit of work without the exporter (median)
+    added_cpu: float  # the exporter's CPU seconds per unit: its programs plus its process
+    costs: list[float]  # ns per run of the traffic classifier, one per run with the exporter
+
+    @property
+    def predicted_ratio(self) -> float:
+        """What the CPU accounting predicts for a CPU-bound load."""
+        return self.base_cpu / (self.base_cpu + self.added_cpu)
+
+
+def compare_with_exporter(interface: str, rounds: int, seconds: int,
+                          load: Callable[[], float]) -> Comparison:
+    """`load` (which runs for `seconds` and returns units per second) alternately without
+    and with an exporter attached to `interface`, started afresh for each round."""
+    from tests.helpers import Exporter
+
+    base_cpu: list[float] = []
+    added_cpu: list[float] = []
+    costs: list[float] = []
+
+    def without_exporter() -> float:
+        busy = busy_cpu_seconds()
+        rate = load()
+        base_cpu.append((busy_cpu_seconds() - busy) / (rate * seconds))
+        return rate
+
+    def with_exporter() -> float:
+        exporter = Exporter({"interfaces": [interface], "interval": "5s"})
+        try:
+            time.sleep(1)  # start-up work done before the load starts
+
+            def spent() -> float:
+                return bpf_run_seconds(EXPORTER_PROGRAMS) + process_cpu_seconds(exporter.proc.pid)
+
+            before = spent()
+            rate = load()
+            added_cpu.append((spent() - before) / (rate * seconds))
+            costs.append(cost_per_run(CLASSIFIERS))
+            return rate
+        finally:
+            exporter.stop()
+
+    without, with_, ratios = paired_ratios(rounds, without_exporter, with_exporter)
+    return Comparison(without, with_, ratios, statistics.median(base_cpu),
+                      statistics.median(added_cpu), costs)
+
+
+def print_comparison(c: Comparison, rate: Callable[[float], str], unit: str, work: str,
+                     cpu: Callable[[float], str]) -> None:
+    """The rates (`rate` renders one in `unit`), the per-round ratio's spread and the CPU
+    accounting per unit of `work` (`cpu` renders seconds of it), as benchmark lines."""
+    for name, runs in (("without exporter:", c.without), ("with exporter:   ", c.with_)):
+        print(f"  {name} {rate(statistics.median(runs))} {unit} "
+              f"(runs {rate(min(runs))} to {rate(max(runs))})")
+    print(f"  ratio with/without, per round: {spread([r * 100 for r in c.ratios])} % "
+          "(target >= 97%)")
+    print(f"  CPU per {work}: {cpu(c.base_cpu)} without the exporter; the exporter adds "
+          f"{cpu(c.added_cpu)} (its BPF programs' run time plus its process)")
+    print(f"  ratio the CPU accounting predicts for a CPU-bound load: "
+          f"{c.predicted_ratio * 100:.1f}% (target >= 97%)")
 
 
 def spread(values: list[float]) -> str:

@@ -15,31 +15,22 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     REFERENCES,
-    bpf_run_seconds,
-    busy_cpu_seconds,
-    cost_per_run,
+    compare_with_exporter,
     enable_bpf_stats,
     exporter_cost,
-    paired_ratios,
-    process_cpu_seconds,
+    print_comparison,
     reference_cost,
     rounds_arguments,
-    spread,
     tcp_frame,
     test_run_ns,
 )
-from tests.helpers import Exporter, Hosts, Nginx, make_host_link
-
-FLOW_PROGRAMS = ("flows_ingress", "flows_egress")
-# bcc names tracepoint programs tracepoint__<category>__<event>; the kernel keeps 15 characters.
-ALL_PROGRAMS = (*FLOW_PROGRAMS, "tracepoint__soc", "tracepoint__tcp")
+from tests.helpers import Hosts, Nginx, make_host_link
 
 
 def hey(link: Hosts, seconds: int) -> float:
@@ -90,31 +81,9 @@ def main() -> None:
     links = make_host_link("b2", 63)
     link = next(links)
     nginx = Nginx(link.server_ns)
-    costs: list[float] = []  # the traffic classifier's runs, HTTP parsing included
-    base_cpu: list[float] = []  # busy CPU seconds per request, without the exporter
-    added_cpu: list[float] = []  # the exporter's CPU seconds per request: programs + process
-
-    def without_exporter() -> float:
-        busy = busy_cpu_seconds()
-        rate = hey(link, args.seconds)
-        base_cpu.append((busy_cpu_seconds() - busy) / (rate * args.seconds))
-        return rate
-
-    def with_exporter() -> float:
-        exporter = Exporter({"interfaces": [link.interface], "interval": "5s"})
-        try:
-            time.sleep(1)  # start-up work done before the load starts
-            spent = bpf_run_seconds(ALL_PROGRAMS) + process_cpu_seconds(exporter.proc.pid)
-            rate = hey(link, args.seconds)
-            spent = bpf_run_seconds(ALL_PROGRAMS) + process_cpu_seconds(exporter.proc.pid) - spent
-            added_cpu.append(spent / (rate * args.seconds))
-            costs.append(cost_per_run(FLOW_PROGRAMS))
-            return rate
-        finally:
-            exporter.stop()
-
     try:
-        without, with_, ratios = paired_ratios(args.rounds, without_exporter, with_exporter)
+        keep_alive = compare_with_exporter(link.interface, args.rounds, args.seconds,
+                                           lambda: hey(link, args.seconds))
         empty = reference_cost(link, lambda: hey(link, args.seconds), "empty_cls")
         flows_only = exporter_cost(link.interface, lambda: hey(link, args.seconds), http=False)
         warm_request, warm_response, warm_empty = warm_costs()
@@ -124,19 +93,10 @@ def main() -> None:
         restore_stats()
     print(f"hey -c 8 against nginx over veth, {args.rounds} rounds of {args.seconds} s "
           "(order alternating):")
-    print(f"  without exporter: {statistics.median(without):.0f} requests/s "
-          f"(runs {min(without):.0f} to {max(without):.0f})")
-    print(f"  with exporter:    {statistics.median(with_):.0f} requests/s "
-          f"(runs {min(with_):.0f} to {max(with_):.0f})")
-    print(f"  ratio with/without, per round: {spread([r * 100 for r in ratios])} % "
-          "(target >= 97%)")
-    base, added = statistics.median(base_cpu), statistics.median(added_cpu)
-    print(f"  CPU per request: {base * 1e6:.1f} us without the exporter; the exporter adds "
-          f"{added * 1e6:.2f} us (its BPF programs' run time plus its process)")
-    print(f"  ratio the CPU accounting predicts for a CPU-bound load: "
-          f"{base / (base + added) * 100:.1f}% (target >= 97%)")
-    print(f"  classifier with HTTP parsing: {statistics.median(costs):.0f} ns per packet "
-          "(target < 200 ns)")
+    print_comparison(keep_alive, lambda per_s: f"{per_s:.0f}", "requests/s", "request",
+                     lambda seconds: f"{seconds * 1e6:.3g} us")
+    print(f"  classifier with HTTP parsing: {statistics.median(keep_alive.costs):.0f} ns per "
+          "packet (target < 200 ns)")
     print(f"  the same load with HTTP parsing off: {flows_only:.0f} ns per packet")
     print(f"  empty classifier: {empty:.0f} ns per packet under the same load")
     print(f"the same HTTP classifier with warm caches (BPF_PROG_TEST_RUN, {PAIRS} matched pairs): "
