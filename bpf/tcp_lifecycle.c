@@ -339,14 +339,21 @@ static __always_inline void read_addrs(struct addrs *a, const void *s4, const vo
     bpf_probe_read_kernel(a->d6, 16, d6);
 }
 
+// Fills *t from the `args` of any of the tracepoints here (they share the
+// family, ports and address fields, but each has its own args type, hence a
+// macro); evaluates to the normalised family.
+#define TUPLE_OF_ARGS(t) ({                                                        \
+    struct addrs a_;                                                               \
+    read_addrs(&a_, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);     \
+    fill_tuple(t, args->family, args->sport, args->dport, a_.s4, a_.d4, a_.s6, a_.d6); \
+})
+
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
     if (args->protocol != IPPROTO_TCP)
         return 0;
-    struct addrs a;
-    read_addrs(&a, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
     struct tuple t = {};
-    u8 family = fill_tuple(&t, args->family, args->sport, args->dport, a.s4, a.d4, a.s6, a.d6);
+    u8 family = TUPLE_OF_ARGS(&t);
     on_state(args, (u64)args->skaddr, args->newstate, &t, family);
     return 0;
 }
@@ -359,10 +366,8 @@ TRACEPOINT_PROBE(sock, inet_sk_error_report)
     struct failed_close *slot = last_failed_close.lookup(&zero);
     if (!slot || !slot->valid)
         return 0;
-    struct addrs a;
-    read_addrs(&a, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
     struct tuple t = {};
-    fill_tuple(&t, args->family, args->sport, args->dport, a.s4, a.d4, a.s6, a.d6);
+    TUPLE_OF_ARGS(&t);
     if (t.dport != slot->dport || t.family != slot->family)
         return 0;
     u8 differ = 0;
@@ -387,10 +392,8 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
     if (info->established) {
         // Destroyed right after CLOSE, whose run the kernel skipped: the close
         // is counted here, microseconds late.
-        struct addrs a;
-        read_addrs(&a, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
         struct tuple t = {};
-        fill_tuple(&t, args->family, args->sport, args->dport, a.s4, a.d4, a.s6, a.d6);
+        TUPLE_OF_ARGS(&t);
         on_close(args, sk, info, &t);
         return 0;
     }
