@@ -199,11 +199,14 @@ def spread(values: list[float]) -> str:
     return f"median {q2:.3g}, middle half {q1:.3g} to {q3:.3g}"
 
 
-def rounds_arguments() -> argparse.Namespace:
-    """--seconds per run and --rounds of interleaved runs without and with the exporter."""
+def rounds_arguments(pinning: bool = False) -> argparse.Namespace:
+    """--seconds per run and --rounds of interleaved runs without and with the exporter;
+    with `pinning`, --cpus too: the CPUs the load's client and server are confined to."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
+    if pinning:
+        parser.add_argument("--cpus", help="a taskset CPU list for client and server, e.g. 0")
     return parser.parse_args()
 
 

@@ -35,7 +35,7 @@ from bench.common import (
 from tests.helpers import Hosts, make_host_link
 
 SMALL_UDP = ("-u", "-b", "0", "-l", "64")
-SMALL_RUNS = 5
+SMALL_RUNS = 10
 
 
 def iperf(link: Hosts, seconds: int, *options: str) -> float:
@@ -87,7 +87,8 @@ def main() -> None:
     print(f"  bulk TCP with HTTP parsing on (the default; every TCP segment's first bytes "
           f"are read): {statistics.median(bulk.costs):.0f}")
     print(f"  64-byte UDP packets: {statistics.median(small):.0f} (median of {SMALL_RUNS} runs, "
-          f"{min(small):.0f} to {max(small):.0f})   references under the same load: empty "
+          f"{min(small):.0f} to {max(small):.0f}; mean {statistics.mean(small):.0f})   "
+          f"references under the same load: empty "
           f"classifier {statistics.median(small_empty):.0f}, minimal per-flow LRU counter "
           f"{statistics.median(small_lru):.0f}")
 

@@ -4,9 +4,14 @@ hey runs from this host against nginx in a namespace, alternating runs without a
 with `ebpf-net-exporter serve` (the traffic classifier, which runs the HTTP classifier
 by tail call) on the host side of the link; the classifier's average run time per
 packet, HTTP parsing included, comes from the kernel's BPF
-statistics.
+statistics, next to two references under the same load: an empty classifier, and the
+least any classifier with per-flow or per-connection state does (one lookup in an LRU hash
+map and one atomic add).
 
-    sudo .venv/bin/python bench/http_throughput.py [--seconds 5] [--rounds 3]
+    sudo .venv/bin/python bench/http_throughput.py [--seconds 5] [--rounds 10] [--cpus 0]
+
+--cpus confines hey and nginx to those CPUs (a taskset list): with one CPU, requests and
+responses are handled on the same CPU, so state they share never moves between CPUs.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from bench.common import (
 from tests.helpers import Hosts, Nginx, make_host_link
 
 
-def hey(link: Hosts, seconds: int) -> float:
-    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", "8",
+def hey(link: Hosts, seconds: int, cpus: str | None = None) -> float:
+    pinned = ["taskset", "-c", cpus] if cpus else []
+    out = subprocess.run([*pinned, "hey", "-z", f"{seconds}s", "-c", "8",
                           f"http://{link.server_v4}/ok.txt"],
                          capture_output=True, text=True, check=True).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -76,29 +82,36 @@ def warm_costs() -> tuple[float, float, float]:
 
 
 def main() -> None:
-    args = rounds_arguments()
+    args = rounds_arguments(pinning=True)
     restore_stats = enable_bpf_stats()
     links = make_host_link("b2", 63)
     link = next(links)
-    nginx = Nginx(link.server_ns)
+    nginx = Nginx(link.server_ns, cpus=args.cpus)
+
+    def load() -> float:
+        return hey(link, args.seconds, args.cpus)
+
     try:
-        keep_alive = compare_with_exporter(link.interface, args.rounds, args.seconds,
-                                           lambda: hey(link, args.seconds))
-        empty = reference_cost(link, lambda: hey(link, args.seconds), "empty_cls")
-        flows_only = exporter_cost(link.interface, lambda: hey(link, args.seconds), http=False)
+        keep_alive = compare_with_exporter(link.interface, args.rounds, args.seconds, load)
+        empty = reference_cost(link, load, "empty_cls")
+        shared = reference_cost(link, load, "lru_counter")
+        flows_only = exporter_cost(link.interface, load, http=False)
         warm_request, warm_response, warm_empty = warm_costs()
     finally:
         nginx.stop()
         links.close()
         restore_stats()
+    pinned = f", hey and nginx on CPUs {args.cpus}" if args.cpus else ""
     print(f"hey -c 8 against nginx over veth, {args.rounds} rounds of {args.seconds} s "
-          "(order alternating):")
+          f"(order alternating){pinned}:")
     print_comparison(keep_alive, lambda per_s: f"{per_s:.0f}", "requests/s", "request",
                      lambda seconds: f"{seconds * 1e6:.3g} us")
     print(f"  classifier with HTTP parsing: {statistics.median(keep_alive.costs):.0f} ns per "
           "packet (target < 200 ns)")
     print(f"  the same load with HTTP parsing off: {flows_only:.0f} ns per packet")
     print(f"  empty classifier: {empty:.0f} ns per packet under the same load")
+    print(f"  one LRU hash lookup and one atomic add (lru_counter): {shared:.0f} ns per packet "
+          "under the same load")
     print(f"the same HTTP classifier with warm caches (BPF_PROG_TEST_RUN, {PAIRS} matched pairs): "
           f"request {warm_request:.0f} ns, response {warm_response:.0f} ns; "
           f"empty classifier {warm_empty:.0f} ns")

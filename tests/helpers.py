@@ -284,7 +284,7 @@ class Nginx:
     It serves /ok.txt, /big.bin, 404 for anything else, and 503 for /fail.
     """
 
-    def __init__(self, ns: str, port: int = 80) -> None:
+    def __init__(self, ns: str, port: int = 80, cpus: str | None = None) -> None:
         self.dir = tempfile.TemporaryDirectory()
         root = Path(self.dir.name)
         (root / "www").mkdir()
@@ -316,7 +316,8 @@ http {{
     }}
 }}
 """)
-        self.proc = subprocess.Popen([*in_namespace(ns), "nginx", "-c", str(conf)],
+        pinned = ["taskset", "-c", cpus] if cpus else []
+        self.proc = subprocess.Popen([*in_namespace(ns), *pinned, "nginx", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while not (root / "nginx.pid").exists():
