@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from exporter.endpoint import endpoint
 from exporter.tcp_lifecycle import CloseEvent
 
 
@@ -15,17 +16,12 @@ def human_duration(ns: int) -> str:
     return f"{seconds:.2f} s"
 
 
-def _endpoint(addr: object, port: int) -> str:
-    text = str(addr)
-    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
-
-
 def format_connection(ev: CloseEvent) -> str:
     # As in the seed, "Src" is the remote peer and "Dst" this host.
     return (
         "### [ Connection ] ###\n"
-        f"Src IP: {_endpoint(ev.remote, ev.remote_port)}, "
-        f"Dst IP: {_endpoint(ev.local, ev.local_port)}\n"
+        f"Src IP: {endpoint(ev.remote, ev.remote_port)}, "
+        f"Dst IP: {endpoint(ev.local, ev.local_port)}\n"
         f"    Duration: {human_duration(ev.duration_ns)}\n"
     )
 

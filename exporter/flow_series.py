@@ -54,6 +54,10 @@ class FlowSeriesBuilder:
             totals[0] += delta[D_PACKETS]
             totals[1] += delta[D_BYTES]
 
+    def names_changed(self) -> None:
+        """An interface got a new name: labels rendered with the old one are stale."""
+        self._memo.clear()
+
     def labels(self, delta: FlowDelta) -> tuple[str, ...]:
         _, _, _, ifindex, direction, protocol, port = delta
         peer = self.peer(decode_key(delta[D_KEY]).remote) if self._with_peer else ""
@@ -109,11 +113,16 @@ class FlowMetrics:
     def __init__(self, accounting: FlowAccounting) -> None:
         self.accounting = accounting
         self.builder = FlowSeriesBuilder(accounting.config, self._name)
+        self._names: dict[int, str] = {}
 
     def _name(self, ifindex: int) -> str:
         return self.accounting.names.get(ifindex, str(ifindex))
 
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
+        names = dict(self.accounting.names)  # the watcher thread may be adding one
+        if names != self._names:
+            self.builder.names_changed()
+            self._names = names
         self.builder.add(self.accounting.deltas())
         new_flows, unparsed = self.accounting.counters()
         tables = self.accounting.tables

@@ -183,9 +183,11 @@ class FlowAccounting:
         log.info("counting flows on %s", name)
 
     def forget(self, ifindex: int, name: str) -> None:
+        """Stop counting on a link that vanished, was renamed to a name not watched, or
+        failed to attach part-way: whatever of ours is still on it goes too."""
         self.attached.discard(ifindex)
-        self.filters.forget(ifindex)
-        log.info("interface %s is gone", name)
+        self.filters.detach(ifindex)
+        log.info("no longer counting flows on %s", name)
 
     def counters(self) -> tuple[int, int]:
         """(flows the kernel inserted, packets it could not parse), since start."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
+from exporter.endpoint import endpoint
 from exporter.flows import FlowDelta, FlowKey, decode_key
 
 HEADER_RULE = "-" * 63
@@ -57,14 +58,10 @@ def format_table(when: datetime, flows: Sequence[TrackedFlow]) -> str:
     lines = [f"[{when:%Y-%m-%d %H:%M:%S}] {len(rows)} active flows",
              f"{'SOURCE':<46} {'DESTINATION':<46} {'PROTO':<5} {'BYTES':>12} {'PACKETS':>9}"]
     for f in rows:
-        src = _endpoint(str(f.key.src), f.key.sport)
-        dst = _endpoint(str(f.key.dst), f.key.dport)
+        src = endpoint(str(f.key.src), f.key.sport)
+        dst = endpoint(str(f.key.dst), f.key.dport)
         lines.append(f"{src:<46} {dst:<46} {f.key.protocol:<5} {f.bytes:>12} {f.packets:>9}")
     return "\n".join(lines) + "\n\n"
-
-
-def _endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def print_report(flows: Sequence[TrackedFlow], table: bool, out: TextIO = sys.stdout) -> None:

@@ -147,10 +147,6 @@ class HttpInspection:
         self.filters.attach(ifindex, self.programs)
         self.attached.add(ifindex)
 
-    def forget(self, ifindex: int, name: str) -> None:
-        self.attached.discard(ifindex)
-        self.filters.forget(ifindex)
-
     def read(self) -> tuple[HttpSnapshot, list[MapUsage]]:
         self._expire_unanswered()
         counters = dict(self.bpf["http_counters"].items_lookup_batch())

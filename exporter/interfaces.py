@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from exporter.errors import SetupError
@@ -29,6 +30,15 @@ def link_index(name: str) -> int:
                          "`ip link` lists the interfaces; for a container's traffic, name its "
                          "host-side veth, or run the exporter in its namespace.")
     return int(found[0])
+
+
+def _exists(index: int) -> bool:
+    with IPRoute() as ipr:
+        try:
+            ipr.link("get", index=index)
+        except NetlinkError:
+            return False
+    return True
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:
@@ -95,8 +105,11 @@ class InterfaceWatcher:
         try:
             self.on_add(index, name)
         except Exception as exc:
-            # Usually the link vanished while we attached: undo whatever part did attach.
-            log.info("attaching to interface %s failed: %s", name, exc)
+            # Usually the link vanished while we attached (not worth a warning then); on_remove
+            # undoes whatever part did attach.
+            still_there = _exists(index)
+            log.log(logging.WARNING if still_there else logging.INFO,
+                    "attaching to interface %s failed: %s", name, exc)
             self.present.pop(index, None)
             self.on_remove(index, name)
 

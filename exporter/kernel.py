@@ -115,6 +115,3 @@ def compile_program(name: str, cflags: Sequence[str]) -> Any:
             "verifier refused it, report the kernel version (`uname -r`) with that output."
         ) from None
 
-
-def running_as_root() -> bool:
-    return os.geteuid() == 0

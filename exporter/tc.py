@@ -63,23 +63,6 @@ class TcFilters:
         ifindexes.clear()
         self.close()
 
-    def forget(self, ifindex: int) -> None:
-        """The interface vanished, and its filters with it."""
-        with self._lock:
-            self._created_qdisc.discard(ifindex)
-
-    def ours(self, ifindex: int) -> list[tuple[str, str]]:
-        """(hook, program name) of each filter with our priority and handle."""
-        with self._lock:
-            found = []
-            for hook, parent in HOOKS.items():
-                for msg in self._filters(ifindex, parent):
-                    if self._is_ours(msg):
-                        options = msg.get_attr("TCA_OPTIONS")
-                        name = options.get_attr("TCA_BPF_NAME") if options else None
-                        found.append((hook, str(name)))
-            return found
-
     def close(self) -> None:
         self._ipr.close()
 

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -62,6 +62,57 @@ def test_an_interface_created_after_start_is_counted_and_forgotten_when_gone() -
         assert udp_totals(s, "entl1h", "receive", 7921) == (4, 4 * 142)
     finally:
         assert exporter.stop() == 0, exporter.log()
+
+
+def until(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def rename(old: str, new: str) -> None:
+    for args in (("set", old, "down"), ("set", old, "name", new), ("set", new, "up")):
+        subprocess.run(["ip", "link", *args], check=True)
+
+
+def test_a_renamed_interface_is_counted_under_its_new_name_or_left_alone() -> None:
+    require_root()
+    exporter = Exporter({"interfaces": ["entr1h", "entr1x"]})
+    links = make_host_link("r1", 44)
+    link = next(links)
+    try:
+        link.udp_echo(7931)
+
+        def exchange(count: int, want: tuple[int, int]) -> Samples:
+            sent = link.run("", "udp-send", link.server_v4, "7931", "100", str(count))
+            assert sent["echoed"] == count
+            return wait_for(exporter.scrape,
+                            lambda s: udp_totals(s, link.interface, "receive", 7931) == want)
+
+        wait_for(exporter.scrape, lambda s: value(s, "ebpf_net_exporter_interfaces_attached") == 1)
+        assert udp_totals(exchange(3, (3, 3 * 142)), "entr1h", "receive", 7931) == (3, 3 * 142)
+
+        # Renamed to another watched name: the same link, its traffic under the new name.
+        rename("entr1h", "entr1x")
+        link.interface = "entr1x"
+        until(lambda: len(ours("entr1x", "ingress")) == 1)
+        s = exchange(5, (5, 5 * 142))
+        assert udp_totals(s, "entr1x", "receive", 7931) == (5, 5 * 142)
+        assert udp_totals(s, "entr1h", "receive", 7931) == (3, 3 * 142)
+
+        # Renamed to a name not watched: our filters and the clsact we added leave it.
+        rename("entr1x", "entr1z")
+        s = wait_for(exporter.scrape,
+                     lambda s: value(s, "ebpf_net_exporter_interfaces_attached") == 0)
+        assert value(s, "ebpf_net_exporter_interfaces_attached") == 0
+        until(lambda: not ours("entr1z", "ingress") + ours("entr1z", "egress"))
+        assert ours("entr1z", "ingress") == ours("entr1z", "egress") == []
+        qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", "entr1z"], check=True,
+                                capture_output=True, text=True).stdout
+        assert "clsact" not in qdiscs
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        links.close()
 
 
 @pytest.fixture()
