@@ -18,6 +18,7 @@ from exporter.connlog import print_connection
 from exporter.durations import parse_duration
 from exporter.errors import ConfigError, SetupError
 from exporter.flows import FlowAccounting
+from exporter.flowtrack import TC_HANDLE as TRACK_TC_HANDLE
 from exporter.flowtrack import TrackedFlow, print_report
 from exporter.http import HttpInspection
 from exporter.httpinspect import print_packet
@@ -143,7 +144,7 @@ def run_http(config: Config, interface: str) -> int:
 def run_track(config: Config, interface: str, period: float, table: bool) -> int:
     index = link_index(interface)
     stop = _stop_on_signals()
-    accounting = FlowAccounting(config.flows)
+    accounting = FlowAccounting(config.flows, tc_handle=TRACK_TC_HANDLE)
     try:
         accounting.attach(index, interface)
         print(f"Tracking connections on {interface} every {period:g} s... Ctrl-C to end.",

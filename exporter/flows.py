@@ -151,7 +151,8 @@ class FlowTable:
 class FlowAccounting:
     """The classifiers, attached to interfaces as they come and go."""
 
-    def __init__(self, config: FlowsConfig, chain_http: bool = False) -> None:
+    def __init__(self, config: FlowsConfig, chain_http: bool = False,
+                 tc_handle: int = TC_HANDLE) -> None:
         self.config = config
         self.bpf = kernel.compile_program(PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}",
                                                     f"-DCHAIN_HTTP={int(chain_http)}"])
@@ -165,7 +166,7 @@ class FlowAccounting:
             if (ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)) != (key.size, VALUE.size):
                 raise SetupError("bpf/flows.c and exporter/flows.py disagree on the flow layout")
             self.tables[name] = FlowTable(table, config.idle_timeout, key, head)
-        self.filters = TcFilters(config.tc_priority, TC_HANDLE)
+        self.filters = TcFilters(config.tc_priority, tc_handle)
         self.names: dict[int, str] = {}  # kept after a link goes, for its last flows
         self.attached: set[int] = set()
 

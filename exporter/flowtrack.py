@@ -11,6 +11,9 @@ from typing import TextIO
 from exporter.endpoint import endpoint
 from exporter.flows import FlowDelta, FlowKey, decode_key
 
+# Our filters' handle for this tool: a running exporter's are 0x9435, and `track` beside it
+# must neither take them over nor remove them when it ends.
+TC_HANDLE = 0x9437
 HEADER_RULE = "-" * 63
 FOOTER_RULE = "-" * 64
 

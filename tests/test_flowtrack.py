@@ -12,7 +12,7 @@ import pytest
 
 from exporter.flows import FlowKey
 from exporter.flowtrack import TrackedFlow, format_report
-from tests.helpers import PYTHON, ROOT, Hosts, make_host_link, require_root
+from tests.helpers import PYTHON, ROOT, Exporter, Hosts, make_host_link, require_root, value, wait_for
 
 BLOCK = re.compile(
     r"\|    Source      IP:   (?P<src>\S+) \((?P<src_role>[^)]+)\)\n"
@@ -74,6 +74,41 @@ def test_track_reports_bytes_and_packets_per_connection(link: Hosts) -> None:
     assert sum(int(b["bytes"]) for b in incoming) == 4 * 242
     assert {(b["src_role"], b["dst_role"]) for b in outgoing} == {("My host", "Remote server")}
     assert {(b["src_role"], b["dst_role"]) for b in incoming} == {("Remote server", "My host")}
+
+
+def test_track_beside_a_running_exporter_leaves_the_exporters_filters(link: Hosts) -> None:
+    exporter = Exporter({"interfaces": [link.interface]})
+    try:
+        track = subprocess.Popen([PYTHON, "-m", "exporter", "track", "-i", link.interface,
+                                  "-p", "0.5"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        assert track.stderr is not None
+        banner = track.stderr.readline()
+        assert "Tracking connections on" in banner, banner + track.stderr.read()
+        assert [len(filters(link.interface, hook)) for hook in ("ingress", "egress")] == [2, 2]
+        track.terminate()
+        assert track.wait(30) == 0
+        # Only track's own filter went; the exporter's still counts.
+        for hook in ("ingress", "egress"):
+            assert [f for f in filters(link.interface, hook) if "handle 0x9435" in f] == \
+                filters(link.interface, hook)
+            assert len(filters(link.interface, hook)) == 1
+        link.udp_echo(7962)
+        assert link.run("", "udp-send", link.server_v4, "7962", "200", "3")["echoed"] == 3
+        labels = {"interface": link.interface, "network_io_direction": "receive",
+                  "protocol": "udp", "server_port": "7962"}
+        s = wait_for(exporter.scrape,
+                     lambda s: value(s, "ebpf_net_flow_packets_total", **labels) == 3)
+        assert value(s, "ebpf_net_flow_packets_total", **labels) == 3
+        assert value(s, "ebpf_net_flow_bytes_total", **labels) == 3 * 242
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+
+
+def filters(interface: str, hook: str) -> list[str]:
+    out = subprocess.run(["tc", "filter", "show", "dev", interface, hook], check=True,
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if " handle 0x" in line]
 
 
 def test_track_names_the_remedy_for_a_missing_interface() -> None:
