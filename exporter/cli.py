@@ -82,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_log(config)
     except ConfigError as exc:
         source = getattr(args, "config", None)
-        # Errors in flags (and the web configuration file) name the flag, not the file.
-        where = f" in {source}" if source and not exc.key.startswith("--") else ""
+        # Errors in flags (the web configuration file's included) and in OTEL_* environment
+        # variables name those, not the file.
+        where = f" in {source}" if source and not exc.key.startswith(("--", "OTEL_")) else ""
         print(f"ebpf-net-exporter: configuration error{where}: {exc}", file=sys.stderr)
         return 2
     except SetupError as exc:

@@ -111,13 +111,13 @@ class OtlpConfig:
     protocol: str = ""  # "" takes OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf
     headers: tuple[tuple[str, str], ...] = ()
     interval: float | None = None  # None takes OTEL_METRIC_EXPORT_INTERVAL, else 15 s
-    timeout: float = 10.0
+    timeout: float | None = None  # None takes OTEL_EXPORTER_OTLP_TIMEOUT, else 10 s
     insecure: bool = False
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
     resource_attributes: tuple[tuple[str, str], ...] = ()
-    temporality: str = "cumulative"
+    temporality: str = ""  # "" takes OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE
     logs: bool = True  # HTTP status-line events as log records
 
 
@@ -329,15 +329,15 @@ def _otlp(raw: object) -> OtlpConfig:
         interval=_duration(section["interval"], "otlp.interval") if "interval" in section
         else None,
         timeout=_duration(section["timeout"], "otlp.timeout") if "timeout" in section
-        else default.timeout,
+        else None,
         insecure=_bool(tls.get("insecure", False), "otlp.tls.insecure"),
         ca_file=_string(tls.get("ca_file", ""), "otlp.tls.ca_file"),
         cert_file=_string(tls.get("cert_file", ""), "otlp.tls.cert_file"),
         key_file=_string(tls.get("key_file", ""), "otlp.tls.key_file"),
         resource_attributes=_pairs(section.get("resource_attributes"),
                                    "otlp.resource_attributes"),
-        temporality=_choice(_string(section.get("temporality", default.temporality),
-                                    "otlp.temporality"), TEMPORALITIES, "otlp.temporality"),
+        temporality=(_choice(_string(section["temporality"], "otlp.temporality"), TEMPORALITIES,
+                             "otlp.temporality") if "temporality" in section else ""),
         logs=_bool(section.get("logs", default.logs), "otlp.logs"),
     )
 

@@ -41,6 +41,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter import __version__
 from exporter.config import OtlpConfig
+from exporter.errors import ConfigError
 from exporter.http import HttpEvent
 from exporter.snapshot import FAILURE_REASONS, Snapshot
 
@@ -158,8 +159,10 @@ class SnapshotMetricReader:
         self.delta = delta
         self.start_ns = time.time_ns()
         self.results: Counter[str] = Counter()  # success / failure
+        # Delta temporality's baseline: what the last delivered export carried, and when.
         self._previous: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = {}
         self._last_ns = self.start_ns
+        self._pending: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = {}
         self._failing = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="otlp-metrics", daemon=True)
@@ -177,7 +180,8 @@ class SnapshotMetricReader:
             self.export_once()
 
     def export_once(self) -> bool:
-        data = self.build(self.snapshot(), time.time_ns())
+        now_ns = time.time_ns()
+        data = self.build(self.snapshot(), now_ns)
         try:
             ok = bool(self.exporter.export(data, timeout_millis=self.timeout * 1000)
                       == MetricExportResult.SUCCESS)
@@ -185,6 +189,12 @@ class SnapshotMetricReader:
             log.debug("OTLP export raised: %s", exc)
             ok = False
         self.results["success" if ok else "failure"] += 1
+        if ok:
+            # Only a delivered export moves the baseline: after a failed one, the next
+            # delta also carries what that one would have, so deltas still add up.
+            self._previous.update(self._pending)
+            self._last_ns = now_ns
+        self._pending = {}
         if ok and self._failing:
             log.info("OTLP metric export works again")
         elif not ok and not self._failing:
@@ -214,7 +224,6 @@ class SnapshotMetricReader:
                 metrics.append(Metric(name, description, unit, Sum(
                     numbers, temporality if use_delta else AggregationTemporality.CUMULATIVE,
                     monotonic)))
-        self._last_ns = now_ns
         return MetricsData([ResourceMetrics(self.resource, [ScopeMetrics(SCOPE, metrics, "")],
                                             "")])
 
@@ -227,7 +236,7 @@ class SnapshotMetricReader:
     def _delta(self, name: str, p: Point) -> Point:
         key = (name, tuple(sorted(p.attributes.items())))
         before = self._previous.get(key)
-        self._previous[key] = p
+        self._pending[key] = p
         if before is None:
             return p
         return Point(p.attributes, p.value - before.value,
@@ -279,7 +288,7 @@ def _exporter(config: OtlpConfig, signal: str) -> Any:
                 OTLPLogExporter as cls,
             )
         return cls(endpoint=config.endpoint or None, insecure=config.insecure or None,
-                   headers=headers, timeout=config.timeout,
+                   headers=headers, timeout=timeout(config),
                    credentials=_grpc_credentials(config))
     if signal == "metrics":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
@@ -288,7 +297,7 @@ def _exporter(config: OtlpConfig, signal: str) -> Any:
     else:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as cls
     return cls(endpoint=_http_endpoint(config, signal), headers=headers,
-               timeout=config.timeout, certificate_file=config.ca_file or None,
+               timeout=timeout(config), certificate_file=config.ca_file or None,
                client_certificate_file=config.cert_file or None,
                client_key_file=config.key_file or None)
 
@@ -347,8 +356,29 @@ class EventLogs:
 def reader(config: OtlpConfig, snapshot: Callable[[], Snapshot]) -> SnapshotMetricReader:
     interval = config.interval
     if interval is None:
-        interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "15000")) / 1000
-    delta = config.temporality == "delta" or os.environ.get(
-        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").lower() == "delta"
+        interval = _milliseconds("OTEL_METRIC_EXPORT_INTERVAL", 15000) / 1000
+    temporality = config.temporality or os.environ.get(
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative").lower()
     return SnapshotMetricReader(snapshot, metric_exporter(config), resource(config), interval,
-                                config.timeout, delta)
+                                timeout(config), temporality == "delta")
+
+
+def timeout(config: OtlpConfig) -> float:
+    """Seconds an export may take: the configuration's, else the environment's (in
+    milliseconds, as the specification says), else 10."""
+    if config.timeout is not None:
+        return config.timeout
+    return _milliseconds("OTEL_EXPORTER_OTLP_TIMEOUT", 10000) / 1000
+
+
+def _milliseconds(variable: str, default: int) -> float:
+    raw = os.environ.get(variable, "")
+    if not raw.strip():
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(variable, f"expected a positive number of milliseconds, got {raw!r}")
+    return value

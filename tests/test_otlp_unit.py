@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from unittest import mock
 
+import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExportResult
 
 from exporter.config import OtlpConfig
+from exporter.errors import ConfigError
 from exporter.otlp import SnapshotMetricReader, endpoint_configured, reader, resource
 from exporter.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
 
@@ -95,3 +97,37 @@ def test_the_environment_is_honoured() -> None:
     assert attrs["service.version"] == "0.1.0" and attrs["host.name"]
     assert (r.interval, r.delta) == (2.5, True)
     assert r.exporter._endpoint == "http://127.0.0.1:1/v1/metrics"
+
+
+def test_a_failed_delta_export_is_carried_by_the_next() -> None:
+    snaps = iter([snapshot(5, (1, 2, 1)), snapshot(8, (1, 3, 2)), snapshot(12, (2, 3, 2))])
+    rec = Recorder()
+    r = SnapshotMetricReader(lambda: next(snaps), rec, resource(OtlpConfig()), 1, 1, delta=True)
+    assert r.export_once()
+    rec.result = MetricExportResult.FAILURE
+    assert not r.export_once()
+    rec.result = MetricExportResult.SUCCESS
+    assert r.export_once()
+    first, _lost, third = (metrics_of(data) for data in rec.exports)
+    opened = [m["ebpf_net.tcp.connections.opened"].data_points[0]  # type: ignore[attr-defined]
+              for m in (first, third)]
+    # 5, then 12 - 5: the failed export's 3 are in the next one, over the time both span.
+    assert [p.value for p in opened] == [5, 7]
+    assert opened[1].start_time_unix_nano == opened[0].time_unix_nano
+    point = third["ebpf_net.tcp.connection.duration"].data_points[0]  # type: ignore[attr-defined]
+    assert list(point.bucket_counts) == [1, 1, 1] and point.count == 3
+
+
+def test_configured_values_win_over_the_environment_and_bad_ones_are_named() -> None:
+    env = {"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+           "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}
+    with mock.patch.dict(os.environ, env):
+        from_env = reader(OtlpConfig(), lambda: snapshot(1, (0, 0, 0)))
+        configured = reader(OtlpConfig(temporality="cumulative", timeout=3.0),
+                            lambda: snapshot(1, (0, 0, 0)))
+    assert (from_env.delta, from_env.timeout) == (True, 2.5)
+    assert (configured.delta, configured.timeout) == (False, 3.0)
+    with mock.patch.dict(os.environ, {"OTEL_METRIC_EXPORT_INTERVAL": "15s"}), \
+            pytest.raises(ConfigError, match="OTEL_METRIC_EXPORT_INTERVAL: expected a positive"):
+        reader(OtlpConfig(endpoint="http://127.0.0.1:1"), lambda: snapshot(1, (0, 0, 0)))
