@@ -33,6 +33,16 @@ CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPTI
                "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
 
 
+TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# Keys of exporter-toolkit's format this server does not implement. Silently ignoring one
+# would serve weaker TLS (or other headers) than its author asked for, so they are refused.
+UNSUPPORTED = {"tls_server_config": ("cipher_suites", "curve_preferences"),
+               "http_server_config": ("headers",)}
+# A client that connects and says nothing holds only its own thread, and only this long.
+HANDSHAKE_SECONDS = 10.0
+
+
 @dataclass(frozen=True)
 class WebConfig:
     cert_file: str = ""
@@ -40,6 +50,11 @@ class WebConfig:
     client_auth_type: str = "NoClientCert"
     client_ca_file: str = ""
     users: Mapping[str, bytes] = field(default_factory=dict)  # name -> bcrypt hash
+    min_version: str = "TLS12"
+    max_version: str = "TLS13"
+    # Built when the file is read: certificates and keys are loaded while the exporter still
+    # has the privileges to read them, before it drops its capabilities.
+    tls: ssl.SSLContext | None = field(default=None, compare=False)
 
 
 def load_web_config(path: Path) -> WebConfig:
@@ -56,6 +71,13 @@ def load_web_config(path: Path) -> WebConfig:
         if name not in ("tls_server_config", "basic_auth_users", "http_server_config"):
             raise ConfigError(f"{key}: {name}", "unknown key; expected tls_server_config, "
                               "basic_auth_users or http_server_config")
+    for section, names in UNSUPPORTED.items():
+        given = raw.get(section) or {}
+        for name in names:
+            if isinstance(given, dict) and name in given:
+                raise ConfigError(f"{key}: {section}.{name}",
+                                  "not supported by this exporter; remove it (the TLS defaults "
+                                  "are Python's, from TLS 1.2 up, or as min_version says)")
     tls = raw.get("tls_server_config") or {}
     if not isinstance(tls, dict):
         raise ConfigError(f"{key}: tls_server_config", "expected a mapping")
@@ -73,9 +95,20 @@ def load_web_config(path: Path) -> WebConfig:
         raise ConfigError(f"{key}: tls_server_config.client_auth_type",
                           f"expected one of {', '.join(CLIENT_AUTH)}; got {auth_type!r}")
     client_ca = str(tls.get("client_ca_file", ""))
-    if auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not client_ca:
+    if auth_type != "NoClientCert" and not client_ca:
+        # Python's TLS cannot ask for a client certificate without verifying it.
         raise ConfigError(f"{key}: tls_server_config.client_ca_file",
-                          f"client_auth_type {auth_type} needs a client CA")
+                          f"client_auth_type {auth_type} needs a client CA here: client "
+                          "certificates are always verified against it")
+    versions = []
+    for name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
+        version = str(tls.get(name, default))
+        if version not in TLS_VERSIONS:
+            raise ConfigError(f"{key}: tls_server_config.{name}",
+                              f"expected one of {', '.join(TLS_VERSIONS)}; got {version!r}")
+        versions.append(version)
+    if TLS_VERSIONS[versions[0]] > TLS_VERSIONS[versions[1]]:
+        raise ConfigError(f"{key}: tls_server_config.min_version", "above max_version")
     users = raw.get("basic_auth_users") or {}
     if not isinstance(users, dict):
         raise ConfigError(f"{key}: basic_auth_users", "expected a mapping of users to hashes")
@@ -84,12 +117,21 @@ def load_web_config(path: Path) -> WebConfig:
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise ConfigError(f"{key}: basic_auth_users.{user}", "expected a bcrypt hash")
         hashes[str(user)] = hashed.encode()
-    return WebConfig(cert, tls_key, auth_type, client_ca, hashes)
+    web = WebConfig(cert, tls_key, auth_type, client_ca, hashes, versions[0], versions[1])
+    if not cert:
+        return web
+    return WebConfig(cert, tls_key, auth_type, client_ca, hashes, versions[0], versions[1],
+                     _tls_context(web))
 
 
 def _tls_context(web: WebConfig) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.minimum_version = TLS_VERSIONS[web.min_version]
+        ctx.maximum_version = TLS_VERSIONS[web.max_version]
+    except (ValueError, ssl.SSLError) as exc:
+        raise ConfigError("--web.config.file: tls_server_config.min_version",
+                          f"this system's OpenSSL refuses it: {exc}") from None
     try:
         ctx.load_cert_chain(web.cert_file, web.key_file)
         if web.client_ca_file:
@@ -148,6 +190,24 @@ def handler_class(registry: CollectorRegistry, users: Mapping[str, bytes]) -> ty
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        # The handshake runs here, in the connection's own thread and under a timeout, not
+        # in accept() in the serving thread, where one silent client would stop every scrape
+        # and the exporter's shutdown.
+        request.settimeout(HANDSHAKE_SECONDS)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            self.shutdown_request(conn)
 
 
 def start_server(listen: ListenAddress, registry: CollectorRegistry,
@@ -156,10 +216,10 @@ def start_server(listen: ListenAddress, registry: CollectorRegistry,
     handler = handler_class(registry, web.users)
     host = listen.host
     candidates = [host] if host else ["::", "0.0.0.0"]
-    server: ThreadingHTTPServer | None = None
+    server: _Server | None = None
     for address in candidates:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        server_class = type("Server", (_Server,), {"address_family": family})
+        server_class: type[_Server] = type("Server", (_Server,), {"address_family": family})
         try:
             server = server_class((address, listen.port), handler)
             break
@@ -168,7 +228,7 @@ def start_server(listen: ListenAddress, registry: CollectorRegistry,
                 raise
     assert server is not None
     if web.cert_file:
-        server.socket = _tls_context(web).wrap_socket(server.socket, server_side=True)
+        server.tls = web.tls or _tls_context(web)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     return server, thread

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -42,10 +43,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def web_config(pki: Path, client_auth: str = "NoClientCert") -> Path:
-    path = pki / f"web-{client_auth}.yml"
+def web_config(pki: Path, client_auth: str = "NoClientCert", min_version: str = "TLS12") -> Path:
+    path = pki / f"web-{client_auth}-{min_version}.yml"
     tls = {"cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key"),
-           "client_auth_type": client_auth}
+           "client_auth_type": client_auth, "min_version": min_version}
     if client_auth != "NoClientCert":
         tls["client_ca_file"] = str(pki / "ca.crt")
     path.write_text(yaml.safe_dump({
@@ -100,6 +101,29 @@ def test_tls_and_basic_auth(pki: Path, tls_exporter: Exporter) -> None:
         fetch(f"http://localhost:{tls_exporter.port}/metrics", basic("alice", "s3cret"), None)
 
 
+def test_a_client_that_never_says_hello_holds_up_no_one(pki: Path,
+                                                        tls_exporter: Exporter) -> None:
+    with socket.create_connection(("localhost", tls_exporter.port)):
+        # Connected, and silent: the TLS handshake waits in that connection's thread only.
+        assert fetch(URL.format(port=tls_exporter.port), basic("alice", "s3cret"),
+                     client_context(pki)) == 200
+
+
+def test_min_version_is_applied(pki: Path) -> None:
+    require_root()
+    exporter = Exporter({}, args=("--web.config.file", str(web_config(pki, min_version="TLS13"))),
+                        url=URL, headers=basic("alice", "s3cret"), context=client_context(pki))
+    try:
+        url = URL.format(port=exporter.port)
+        assert fetch(url, basic("alice", "s3cret"), client_context(pki)) == 200
+        old = client_context(pki)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+            fetch(url, basic("alice", "s3cret"), old)
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+
+
 def test_client_certificates_when_required(pki: Path) -> None:
     require_root()
     exporter = Exporter({}, args=("--web.config.file",
@@ -121,6 +145,16 @@ def test_client_certificates_when_required(pki: Path) -> None:
     ({"tls_server_config": {"cert_file": "/x.crt", "key_file": "/x.key",
                             "client_auth_type": "Sometimes"}}, "client_auth_type: expected"),
     ({"tls_config": {}}, "tls_config: unknown key"),
+    ({"tls_server_config": {"cert_file": "/x.crt", "key_file": "/x.key",
+                            "cipher_suites": ["TLS_AES_128_GCM_SHA256"]}},
+     "tls_server_config.cipher_suites: not supported"),
+    ({"tls_server_config": {"cert_file": "/x.crt", "key_file": "/x.key",
+                            "client_auth_type": "RequireAnyClientCert"}},
+     "client_ca_file: client_auth_type RequireAnyClientCert needs a client CA"),
+    ({"tls_server_config": {"cert_file": "/x.crt", "key_file": "/x.key",
+                            "min_version": "TLS14"}}, "min_version: expected one of TLS10"),
+    ({"tls_server_config": {"cert_file": "/nonexistent.crt", "key_file": "/x.key"}},
+     "cannot load the certificate"),
 ])
 def test_web_config_mistakes_exit_2_naming_the_key(tmp_path: Path, content: object,
                                                    words: str) -> None:
