@@ -47,7 +47,13 @@ class Agent:
         connections = TcpLifecycle(config.connections)
         stack.callback(connections.close)
         if config.bpf_stats:
-            stack.callback(os.close, bpfstats.enable_stats())
+            try:
+                stack.callback(os.close, bpfstats.enable_stats())
+            except OSError as exc:
+                raise SetupError(f"bpf_stats: true needs CAP_SYS_ADMIN to turn the kernel's BPF "
+                                 f"statistics on ({exc.strerror}). Grant it, set "
+                                 "kernel.bpf_stats_enabled=1 yourself, or set bpf_stats: "
+                                 "false.") from None
         accounting = http = None
         if config.interfaces:
             accounting = FlowAccounting(config.flows, chain_http=config.http.enabled)
@@ -59,13 +65,15 @@ class Agent:
                 # HTTP parsing runs inside the traffic classifier's run, by tail call.
                 accounting.chain(http.programs)
                 http.chained = True
+        # Files are opened while root can still read and write anyone's.
+        event_log = self._open_event_log(accounting) if http is not None else None
         # Everything that needs more than CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN is done;
         # no thread has started yet, so all of them inherit the smaller set.
         privileges.keep_only()
         collector = Collector(config.interval, connections,
                               FlowMetrics(accounting) if accounting else None, http)
         if http is not None and accounting is not None and self._wants_events():
-            self._publish_events(http, accounting)
+            self._publish_events(http, accounting, event_log)
         if accounting is not None:
             self._follow_interfaces(accounting)
         collector.start()
@@ -86,20 +94,28 @@ class Agent:
     def _wants_events(self) -> bool:
         return bool(self.config.http.events.output) or bool(self._otlp and self._otlp.logs)
 
-    def _publish_events(self, http: HttpInspection, accounting: FlowAccounting) -> None:
-        names, events = accounting.names, self.config.http.events
+    def _open_event_log(self, accounting: FlowAccounting | None) -> EventLog | None:
+        events = self.config.http.events
+        if not events.output or accounting is None:
+            return None
+        try:
+            event_log = EventLog(events.output, events.include_query,
+                                 _interface_names(accounting), events.redact_query_params)
+        except OSError as exc:
+            raise SetupError(f"http.events.output: cannot open {events.output} for appending "
+                             f"({exc.strerror}). Name a writable file, or \"-\" for standard "
+                             "output.") from None
+        self._stack.callback(event_log.close)
+        return event_log
 
-        def interface_name(index: int) -> str:
-            return names.get(index, str(index))
-
+    def _publish_events(self, http: HttpInspection, accounting: FlowAccounting,
+                        event_log: EventLog | None) -> None:
         handlers: list[Callable[[HttpEvent], None]] = []
-        if events.output:
-            event_log = EventLog(events.output, events.include_query, interface_name,
-                                 events.redact_query_params)
-            self._stack.callback(event_log.close)
+        if event_log is not None:
             handlers.append(event_log)
         if self._otlp is not None and self._otlp.logs:
-            records = otlp.EventLogs(self._otlp, otlp.resource(self._otlp), interface_name)
+            records = otlp.EventLogs(self._otlp, otlp.resource(self._otlp),
+                                     _interface_names(accounting))
             self._stack.callback(records.close)
             handlers.append(records)
 
@@ -120,3 +136,12 @@ class Agent:
             if not any(c in name for c in "*?[") and name not in watcher.present.values():
                 log.warning("interface %s does not exist (yet); it is counted once it appears. "
                             "`ip link` lists the interfaces of this namespace.", name)
+
+
+def _interface_names(accounting: FlowAccounting) -> Callable[[int], str]:
+    names = accounting.names
+
+    def interface_name(index: int) -> str:
+        return names.get(index, str(index))
+
+    return interface_name

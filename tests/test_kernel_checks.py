@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from exporter import kernel
 from exporter.errors import SetupError
@@ -33,6 +34,28 @@ def test_unprivileged_run_names_the_remedy(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "Run the exporter as root" in result.stderr
     assert "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN" in result.stderr
+
+
+@pytest.mark.parametrize("config,words", [
+    # BPF_ENABLE_STATS takes CAP_SYS_ADMIN, which the three capabilities do not include.
+    ({"bpf_stats": True}, "bpf_stats: true needs CAP_SYS_ADMIN"),
+    ({"interfaces": ["entnone*"], "http": {"events": {"output": "/nonexistent/events.jsonl"}}},
+     "http.events.output: cannot open /nonexistent/events.jsonl"),
+])
+def test_what_start_up_cannot_do_is_named_not_traced_back(tmp_path: Path, config: object,
+                                                          words: str) -> None:
+    require_root()
+    kernel.tracefs_root()  # mounting tracefs takes CAP_SYS_ADMIN: done here, as root
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["setpriv", "--bounding-set=-all,+bpf,+perfmon,+net_admin", "--inh-caps=-all",
+         PYTHON, "-m", "exporter", "serve", "--config", str(path), "--web.listen-address",
+         "127.0.0.1:19439"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert words in result.stderr, result.stderr
 
 
 def test_missing_headers_name_make_setup(tmp_path: Path) -> None:
