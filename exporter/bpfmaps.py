@@ -14,7 +14,11 @@ import platform
 from typing import Any
 
 _BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
-NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+# The bpf(2) system call's number by architecture; kernel.compile_program() refuses the
+# others before anything could make a wrong system call.
+BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "loongarch64": 280,
+               "ppc64le": 361, "ppc64": 361, "s390x": 351, "i686": 357, "armv7l": 386}
+NR_BPF = BPF_SYSCALL.get(platform.machine(), 0)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -94,6 +94,15 @@ def program_dir() -> Path:
     return Path(str(resources.files("exporter.bpf")))
 
 
+def check_architecture(machine: str | None = None) -> None:
+    from exporter.bpfmaps import BPF_SYSCALL
+
+    machine = machine or platform.machine()
+    if machine not in BPF_SYSCALL:
+        raise SetupError(f"this exporter does not know the bpf(2) system call's number on "
+                         f"{machine}; it runs on {', '.join(BPF_SYSCALL)}.")
+
+
 def program_source(name: str) -> str:
     return (program_dir() / name).read_text()
 
@@ -102,6 +111,7 @@ def compile_program(name: str, cflags: Sequence[str]) -> Any:
     """Compile and load one program from bpf/, turning bcc's failures into remedies."""
     check_privileges()
     check_kernel_headers()
+    check_architecture()
     from bcc import BPF  # imported late: it is only on the system Python's path
 
     try:

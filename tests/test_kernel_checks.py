@@ -58,6 +58,13 @@ def test_what_start_up_cannot_do_is_named_not_traced_back(tmp_path: Path, config
     assert words in result.stderr, result.stderr
 
 
+def test_an_architecture_without_a_known_bpf_syscall_number_is_refused() -> None:
+    kernel.check_architecture("x86_64")
+    kernel.check_architecture("aarch64")
+    with pytest.raises(SetupError, match=r"bpf\(2\) system call's number on sparc64"):
+        kernel.check_architecture("sparc64")
+
+
 def test_missing_headers_name_make_setup(tmp_path: Path) -> None:
     with pytest.raises(SetupError) as err:
         kernel.check_kernel_headers(tmp_path / "6.18.0" / "build", kheaders=tmp_path / "none")
