@@ -136,13 +136,19 @@ class FlowTable:
             final = self._take(self.table, key)
             first_seen, seen_packets, seen_bytes, _ = current.pop(key)
             if final is None:
+                self.vanished += 1  # evicted between the batch read and now
                 continue
             packets, nbytes, first, port, known = VALUE.unpack(final)
-            if first == first_seen and (packets, nbytes) != (seen_packets, seen_bytes):
-                # It grew between the batch read and its removal.
-                append((key, packets - seen_packets, nbytes - seen_bytes, ifindex, direction,
-                        proto, server_port(sport, dport, port, known)))
-            self.expired += 1
+            if first == first_seen:
+                self.expired += 1
+                packets, nbytes = packets - seen_packets, nbytes - seen_bytes  # grown meanwhile
+            else:
+                # Evicted meanwhile, and a new flow took the key: all of what was taken out
+                # is that new flow's, and it must be counted before it is forgotten.
+                self.vanished += 1
+            if packets or nbytes:
+                append((key, packets, nbytes, ifindex, direction, proto,
+                        server_port(sport, dport, port, known)))
         self._seen = current
         self.live = len(current)
         return deltas

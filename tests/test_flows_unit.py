@@ -91,6 +91,26 @@ def test_idle_flows_are_taken_out_with_their_last_growth() -> None:
     assert list(fake.entries) == [b] and table.expired == 1 and table.live == 1
 
 
+def test_a_flow_that_took_an_idle_flows_key_before_its_removal_is_counted() -> None:
+    fake = FakeMap()
+    table = FlowTable(None, idle_timeout=10, read=fake.read, take=fake.take)
+    a, b = key(), key(sport=1)
+    fake.entries[a] = (1, 100, 0, 443, 1)
+    fake.entries[b] = (1, 100, 0, 443, 1)
+    table.read(now_ns=1 * SEC)
+
+    def evicted_and_reused(table_: Any, k: bytes) -> bytes | None:
+        if k == a:  # the kernel evicted a, and a new flow under the same key began
+            fake.entries[k] = (3, 90, 11 * SEC, 443, 1)
+        else:  # b: evicted, nothing took its place
+            del fake.entries[k]
+        return fake.take(table_, k)
+
+    table._take = evicted_and_reused
+    assert growth(table.read(now_ns=12 * SEC)) == {a: (3, 90)}
+    assert (table.expired, table.vanished, table.live) == (0, 2, 0)
+
+
 def test_flows_evicted_by_the_kernel_are_counted() -> None:
     fake = FakeMap()
     table = FlowTable(None, idle_timeout=60, read=fake.read, take=fake.take)
