@@ -7,6 +7,7 @@ forgotten (expired or evicted), so Prometheus never sees one go backwards.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable, Iterable
 
 from exporter.config import FlowsConfig
@@ -25,6 +26,10 @@ from exporter.snapshot import FlowSeries, FlowsSnapshot, MapUsage
 
 OVERFLOW = "other"
 MEMO_LIMIT = 100_000
+# How long the series of an interface that vanished stay, so that every scrape sees their
+# last values; then they go, as node_exporter's do, or pods coming and going on a node
+# would grow the exposition (and fill max_series) for as long as the exporter runs.
+KEEP_GONE_SECONDS = 300.0
 # Labels that can take many values; the cap replaces them with "other".
 UNBOUNDED = ("server_port", "peer_address")
 
@@ -53,6 +58,14 @@ class FlowSeriesBuilder:
                 totals = totals_of.setdefault(labels, [0, 0])
             totals[0] += delta[D_PACKETS]
             totals[1] += delta[D_BYTES]
+
+    def drop_interface(self, name: str) -> None:
+        """Forget the series of an interface that is gone, making room under the cap."""
+        if "interface" not in self.config.labels:
+            return
+        at = self.config.labels.index("interface")
+        for labels in [labels for labels in self.totals if labels[at] == name]:
+            del self.totals[labels]
 
     def names_changed(self) -> None:
         """An interface got a new name: labels rendered with the old one are stale."""
@@ -110,19 +123,41 @@ class FlowSeriesBuilder:
 class FlowMetrics:
     """The collector's view of flow accounting: labelled totals plus self-metrics."""
 
-    def __init__(self, accounting: FlowAccounting) -> None:
+    def __init__(self, accounting: FlowAccounting, keep_gone: float = KEEP_GONE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.accounting = accounting
         self.builder = FlowSeriesBuilder(accounting.config, self._name)
+        self.keep_gone, self.clock = keep_gone, clock
         self._names: dict[int, str] = {}
+        self._retired: dict[str, float] = {}  # names no attached link has, and since when
 
     def _name(self, ifindex: int) -> str:
         return self.accounting.names.get(ifindex, str(ifindex))
+
+    def _drop_gone(self, names: dict[int, str]) -> None:
+        now, attached = self.clock(), set(self.accounting.attached)
+        live = {names[i] for i in attached if i in names}
+        for ifindex, name in names.items():
+            if ifindex not in attached:
+                self._retired.setdefault(name, now)
+        for name, since in list(self._retired.items()):
+            if name in live:
+                del self._retired[name]  # back, or another link took the name: it continues
+            elif now - since >= self.keep_gone:
+                self.builder.drop_interface(name)
+                for ifindex in [i for i, n in names.items() if n == name]:
+                    self.accounting.names.pop(ifindex, None)
+                del self._retired[name]
 
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
         names = dict(self.accounting.names)  # the watcher thread may be adding one
         if names != self._names:
             self.builder.names_changed()
+            for ifindex, old in self._names.items():
+                if names.get(ifindex, old) != old:  # renamed: the old name's series end
+                    self._retired.setdefault(old, self.clock())
             self._names = names
+        self._drop_gone(names)
         self.builder.add(self.accounting.deltas())
         new_flows, unparsed = self.accounting.counters()
         tables = self.accounting.tables

@@ -6,7 +6,7 @@ import ipaddress
 from typing import Any
 
 from exporter.config import AddressGroup, FlowsConfig
-from exporter.flow_series import FlowSeriesBuilder
+from exporter.flow_series import FlowMetrics, FlowSeriesBuilder
 from exporter.flows import (
     HEAD4,
     HEAD6,
@@ -158,3 +158,56 @@ def test_peer_labels_by_prefix_or_named_group() -> None:
     assert grouped.labels(delta(key(src="10.9.9.9"), 1, 1, 80)) == ("cluster",)
     assert grouped.labels(delta(key(src="8.8.8.8"), 1, 1, 80)) == ("other",)
     assert grouped.labels(delta(key(src="fd00::5", dst="fd00::1"), 1, 1, 80)) == ("v6",)
+
+
+class FakeAccounting:
+    """What FlowMetrics reads of FlowAccounting, with growth handed in per read."""
+
+    def __init__(self) -> None:
+        self.config = FlowsConfig(max_series=3)
+        self.names: dict[int, str] = {}
+        self.attached: set[int] = set()
+        self.tables: dict[str, Any] = {}
+        self.pending: list[FlowDelta] = []
+
+    def deltas(self) -> list[FlowDelta]:
+        out, self.pending = self.pending, []
+        return out
+
+    def counters(self) -> tuple[int, int]:
+        return 0, 0
+
+
+def flow(ifindex: int, port: int, packets: int) -> FlowDelta:
+    return (key(), packets, packets * 100, ifindex, 0, 6, port)
+
+
+def test_series_of_a_vanished_interface_go_after_a_while_and_free_the_cap() -> None:
+    now = [0.0]
+    accounting = FakeAccounting()
+    metrics = FlowMetrics(accounting, keep_gone=300, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    def series() -> dict[tuple[str, ...], int]:
+        return {s.labels: s.packets for s in metrics.read()[0].series}
+
+    accounting.names, accounting.attached = {1: "veth1", 2: "veth2"}, {1, 2}
+    accounting.pending = [flow(1, 80, 2), flow(2, 80, 3), flow(2, 443, 1)]
+    assert series() == {("veth1", "receive", "tcp", "80"): 2, ("veth2", "receive", "tcp", "80"): 3,
+                        ("veth2", "receive", "tcp", "443"): 1}
+    accounting.attached = {1}  # veth2 is gone: its counters stay for a while...
+    now[0] = 10
+    assert ("veth2", "receive", "tcp", "80") in series()
+    now[0] = 309
+    assert ("veth2", "receive", "tcp", "80") in series()
+    now[0] = 311  # ...then go, and a new pod's interface gets series of its own
+    accounting.names[3], accounting.attached = "veth3", {1, 3}
+    accounting.pending = [flow(3, 8080, 5)]
+    assert series() == {("veth1", "receive", "tcp", "80"): 2,
+                        ("veth3", "receive", "tcp", "8080"): 5}
+    assert accounting.names == {1: "veth1", 3: "veth3"}
+    # Renamed: the old name's series end too, the new name's go on.
+    accounting.names[1] = "eth9"
+    accounting.pending = [flow(1, 80, 1)]
+    assert series()[("eth9", "receive", "tcp", "80")] == 1
+    now[0] = 612
+    assert set(series()) == {("eth9", "receive", "tcp", "80"), ("veth3", "receive", "tcp", "8080")}
