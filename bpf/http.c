@@ -108,7 +108,10 @@ struct http_packet {
     u8 data[PACKET_LEN];
 };
 
-BPF_TABLE("lru_hash", struct conn_key, struct conn_state, http_conns, MAX_CONNS);
+// A plain hash, not an LRU: when it is full, a new connection is counted as untracked
+// (H_CONNS_FULL) rather than evicting one whose requests still wait, which would lose them
+// without a trace. State goes at FIN or RST (on_close), or from user space once idle.
+BPF_HASH(http_conns, struct conn_key, struct conn_state, MAX_CONNS);
 BPF_HASH(http_stats, struct stat_key, struct stat_val, MAX_SERIES);
 BPF_ARRAY(http_counters, u64, NH_COUNTERS);
 // Scratch space: conn_state is too large for the 512-byte stack.

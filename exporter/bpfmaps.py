@@ -13,7 +13,9 @@ import os
 import platform
 from typing import Any
 
+_BPF_MAP_UPDATE_ELEM = 2
 _BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
+_BPF_NOEXIST = 1
 # The bpf(2) system call's number by architecture; kernel.compile_program() refuses the
 # others before anything could make a wrong system call.
 BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "loongarch64": 280,
@@ -78,3 +80,17 @@ def lookup_and_delete(table: Any, key: bytes) -> bytes | None:
             return None
         raise OSError(err, f"BPF_MAP_LOOKUP_AND_DELETE_ELEM failed: {os.strerror(err)}")
     return value.raw
+
+
+def insert_if_absent(table: Any, key: bytes, value: bytes) -> bool:
+    """Put an entry back unless the key has one again; False if it has (or the map is full)."""
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    value_buf = ctypes.create_string_buffer(value, len(value))
+    attr = _ElemAttr(map_fd=table.map_fd, key=ctypes.addressof(key_buf),
+                     value=ctypes.addressof(value_buf), flags=_BPF_NOEXIST)
+    if _libc.syscall(NR_BPF, _BPF_MAP_UPDATE_ELEM, ctypes.byref(attr), ctypes.sizeof(attr)):
+        err = ctypes.get_errno()
+        if err in (errno.EEXIST, errno.E2BIG):
+            return False
+        raise OSError(err, f"BPF_MAP_UPDATE_ELEM failed: {os.strerror(err)}")
+    return True

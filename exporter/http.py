@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import kernel
-from exporter.bpfmaps import BatchReader, lookup_and_delete
+from exporter.bpfmaps import BatchReader, insert_if_absent, lookup_and_delete
 from exporter.config import HttpConfig
 from exporter.snapshot import HttpSeries, HttpSnapshot, MapUsage
 from exporter.tc import TcFilters
@@ -48,7 +48,7 @@ def cflags(config: HttpConfig, emit_events: bool, emit_packets: bool) -> list[st
         f"-DNBUCKETS={len(config.buckets)}",
         "-D" + bucket_index_macro(config.buckets),
         "-D" + port_match_macro(config.ports),
-        f"-DMAX_CONNS={config.max_connections + config.max_connections // 4}",
+        f"-DMAX_CONNS={config.max_connections}",
         f"-DMAX_SERIES={config.max_series + 2 * len(METHODS)}",
         f"-DROUTE_LABEL={int(config.route_label)}",
         f"-DEMIT_EVENTS={int(emit_events)}",
@@ -148,7 +148,7 @@ class HttpInspection:
         self.attached.add(ifindex)
 
     def read(self) -> tuple[HttpSnapshot, list[MapUsage]]:
-        self._expire_unanswered()
+        self._expire()
         counters = dict(self.bpf["http_counters"].items_lookup_batch())
         entries = list(self._stats.items_lookup_batch())
         series = tuple(s for s in (decode_series(k, v, self.config) for k, v in entries)
@@ -171,20 +171,22 @@ class HttpInspection:
                           MapUsage("http_series", len(entries) - overflow_series,
                                    self.config.max_series)]
 
-    def _expire_unanswered(self, now_ns: int | None = None) -> None:
-        """Requests still waiting after request_timeout count as unanswered; their
-        connection's state is taken out of the map (a later request starts it anew)."""
+    def _expire(self, now_ns: int | None = None) -> None:
+        """Requests still waiting after request_timeout count as unanswered, and their
+        connection's state is taken out of the map (a later request starts it anew); so is
+        the state of a connection with nothing waiting and no request for that long (its end
+        passed unseen, or it is idle), which keeps room in the map for new connections."""
         keys, values, count = self._read_conns(self._conns)
         self._live = count
         now = time.monotonic_ns() if now_ns is None else now_ns
         timeout = int(self.config.request_timeout * 1e9)
         ksize, vsize, psize = CONN_KEY_PORTS.size, len(values) // max(count, 1), self._pending_size
         for i in range(count):
-            head, tail, _, _, _ = STATE_HEAD.unpack_from(values, i * vsize)
-            if head == tail:
-                continue
+            head, read_tail, _, _, _ = STATE_HEAD.unpack_from(values, i * vsize)
+            # The oldest request waiting, or the last one asked if none waits.
+            slot = head if head != read_tail else read_tail - 1
             ts, _ = PENDING_HEAD.unpack_from(values, i * vsize + STATE_HEAD.size
-                                             + (head % QLEN) * psize)
+                                             + (slot % QLEN) * psize)
             if now - ts <= timeout:
                 continue
             key = keys[i * ksize:(i + 1) * ksize]
@@ -192,6 +194,10 @@ class HttpInspection:
             if final is None:
                 continue
             head, tail, _, _, role = STATE_HEAD.unpack_from(final)
+            if head == tail:
+                continue  # idle: nothing to count
+            if tail != read_tail and insert_if_absent(self._conns, key, final):
+                continue  # a request arrived since the read: not idle after all
             _, server_port = CONN_KEY_PORTS.unpack(key)
             for n in range(head, tail):
                 _, method = PENDING_HEAD.unpack_from(final, STATE_HEAD.size + (n % QLEN) * psize)

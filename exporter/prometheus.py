@@ -171,7 +171,8 @@ def http_metrics(http: HttpSnapshot) -> Iterator[Metric]:
                    "Requests not tracked because their connection already had 4 outstanding.",
                    http.queue_full)
     yield _counter("ebpf_net_exporter_http_untracked_connections_total",
-                   "HTTP connections not tracked because the connection map was full.",
+                   "Requests not tracked because their connection found the connection map "
+                   "full (http.max_connections).",
                    http.connections_untracked)
 
 

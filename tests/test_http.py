@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import tempfile
 from collections import Counter
@@ -229,3 +230,42 @@ def test_opt_in_query_strings_come_redacted(link: Hosts, nginx: Nginx, tmp_path:
         assert "abc123" not in path.read_text()
     finally:
         assert exporter.stop() == 0, exporter.log()
+
+
+def test_a_full_connection_map_counts_what_it_cannot_track_and_idle_state_makes_room(
+        link: Hosts, nginx: Nginx) -> None:
+    limited = Exporter({"interfaces": [link.interface], "interval": "1s",
+                        "flows": {"tc_priority": 9438},
+                        "http": {"max_connections": 16, "request_timeout": "2s"}})
+    conns = [socket.create_connection((link.server_v4, 80), timeout=10) for _ in range(20)]
+    try:
+        def ask(sockets: list[socket.socket]) -> None:
+            """One request on each keep-alive connection, answered; the connections stay."""
+            for c in sockets:
+                c.sendall(b"GET /ok.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            for c in sockets:
+                data = b""
+                while not data.endswith(b"hello\n"):
+                    data += c.recv(4096)
+
+        def answered(s: Samples) -> int:
+            return counts(s, CLIENT, "80")[("GET", "200")]
+
+        untracked = "ebpf_net_exporter_http_untracked_connections_total"
+        entries = ("ebpf_net_exporter_map_entries", frozenset({("map", "http_connections")}))
+        ask(conns)
+        s = wait_for(limited.scrape, lambda s: answered(s) == 16)
+        # 16 connections fit; the requests of the other 4 are counted as untracked.
+        assert (answered(s), s[(untracked, frozenset())]) == (16, 4)
+        # Idle longer than request_timeout, the connections' state goes (nothing was waiting,
+        # so nothing is unanswered), and there is room again.
+        s = wait_for(limited.scrape, lambda s: s[entries] == 0)
+        assert s[entries] == 0
+        ask(conns[:10])
+        s = wait_for(limited.scrape, lambda s: answered(s) == 26)
+        assert (answered(s), s[(untracked, frozenset())]) == (26, 4)
+        assert not any(name == UNANSWERED and v for (name, _), v in s.items())
+    finally:
+        for c in conns:
+            c.close()
+        assert limited.stop() == 0, limited.log()
