@@ -37,6 +37,9 @@ class Collector:
                   http.bpf if http and not http.chained else None]
         self._programs = [p for bpf in loaded if bpf is not None for p in bpfstats.programs(bpf)]
         self._errors: Counter[str] = Counter()
+        # Each source's map usage at its last good read: a failed read keeps serving it, or
+        # the map-full alerts' `for:` would restart.
+        self._usage: dict[str, list[MapUsage]] = {}
         self._cycles = 0
         self._cycle_seconds = 0.0
         self._snapshot = Snapshot(timestamp=time.time(), connections=None)
@@ -63,11 +66,10 @@ class Collector:
 
     def collect_once(self) -> None:
         started = time.monotonic()
-        maps: list[MapUsage] = []
         previous = self._snapshot
-        connections = self._read("tcp_lifecycle", self.connections, maps, previous.connections)
-        flows = self._read("flows", self.flows, maps, previous.flows)
-        http = self._read("http", self.http, maps, previous.http)
+        connections = self._read("tcp_lifecycle", self.connections, previous.connections)
+        flows = self._read("flows", self.flows, previous.flows)
+        http = self._read("http", self.http, previous.http)
         self._cycles += 1
         self._cycle_seconds += time.monotonic() - started
         self._snapshot = Snapshot(
@@ -75,7 +77,7 @@ class Collector:
             connections=connections,
             flows=flows,
             http=http,
-            maps=tuple(maps) or previous.maps,
+            maps=tuple(usage for source in self._usage.values() for usage in source),
             programs=self._program_runs(),
             cycles=self._cycles,
             cycle_seconds_sum=self._cycle_seconds,
@@ -84,17 +86,18 @@ class Collector:
 
     def _program_runs(self) -> tuple[ProgramRun, ...]:
         runs = []
+        failed = False
         for name, fd in self._programs:
             try:
                 run_ns, count, missed = bpfstats.program_run(fd)
             except OSError:
-                self._errors["bpf_stats"] += 1
+                failed = True
                 continue
             runs.append(ProgramRun(name, run_ns, count, missed))
+        self._errors["bpf_stats"] += failed  # a cycle, like the other sources
         return tuple(runs)
 
-    def _read(self, name: str, source: Source[T] | None, maps: list[MapUsage],
-              last: T | None) -> T | None:
+    def _read(self, name: str, source: Source[T] | None, last: T | None) -> T | None:
         if source is None:
             return None
         try:
@@ -103,5 +106,5 @@ class Collector:
             log.exception("reading the %s maps failed", name)
             self._errors[name] += 1
             return last  # keep serving the last good read
-        maps.extend(usage)
+        self._usage[name] = usage
         return snapshot

@@ -199,7 +199,8 @@ def overflow_metric(snap: Snapshot) -> Metric:
     family = CounterMetricFamily(
         "ebpf_net_exporter_series_overflow_total",
         "Updates counted under the label value \"other\" because a metric group reached its "
-        "series cap (connections.max_series, flows.max_series).", labels=["metric_group"])
+        "series cap (connections.max_series, flows.max_series, http.max_series).",
+        labels=["metric_group"])
     if snap.connections is not None:
         family.add_metric(["tcp_connections"], snap.connections.series_overflow)
     if snap.flows is not None:
