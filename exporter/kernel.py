@@ -94,6 +94,24 @@ def program_dir() -> Path:
     return Path(str(resources.files("exporter.bpf")))
 
 
+MINIMUM_KERNEL = (5, 15)
+
+
+def check_kernel_version(release: str | None = None) -> None:
+    """Linux 5.15 or newer: batch map reads (5.6), lookup-and-delete on hash maps (5.14) and
+    the sock:inet_sk_error_report tracepoint (5.15) are all used."""
+    release = release or platform.release()
+    parts = release.split("-", 1)[0].split(".")
+    try:
+        version = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        return  # an unusual release string: let the programs' loading tell
+    if version < MINIMUM_KERNEL:
+        raise SetupError(f"Linux {release} is too old: this exporter needs 5.15 or newer "
+                         "(batch map reads, lookup-and-delete on hash maps, the "
+                         "sock:inet_sk_error_report tracepoint).")
+
+
 def check_architecture(machine: str | None = None) -> None:
     from exporter.bpfmaps import BPF_SYSCALL
 
@@ -110,6 +128,7 @@ def program_source(name: str) -> str:
 def compile_program(name: str, cflags: Sequence[str]) -> Any:
     """Compile and load one program from bpf/, turning bcc's failures into remedies."""
     check_privileges()
+    check_kernel_version()
     check_kernel_headers()
     check_architecture()
     from bcc import BPF  # imported late: it is only on the system Python's path

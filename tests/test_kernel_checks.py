@@ -58,6 +58,13 @@ def test_what_start_up_cannot_do_is_named_not_traced_back(tmp_path: Path, config
     assert words in result.stderr, result.stderr
 
 
+def test_kernels_older_than_5_15_are_refused_with_the_reason() -> None:
+    for release in ("5.15.0-91-generic", "6.1.0-27-amd64", "6.18.0", "10.0.1", "odd"):
+        kernel.check_kernel_version(release)
+    with pytest.raises(SetupError, match=r"Linux 5.10.0-28-amd64 is too old: .* 5.15 or newer"):
+        kernel.check_kernel_version("5.10.0-28-amd64")
+
+
 def test_an_architecture_without_a_known_bpf_syscall_number_is_refused() -> None:
     kernel.check_architecture("x86_64")
     kernel.check_architecture("aarch64")
