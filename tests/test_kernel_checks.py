@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -142,3 +143,36 @@ def test_kprobe_fallback_program_passes_the_verifier() -> None:
     else:
         assert bpf.num_open_kprobes() == 1
         bpf.cleanup()
+
+
+def test_the_images_merged_header_tree_compiles_every_program(tmp_path: Path) -> None:
+    """The container image points bcc at Debian's 6.1 headers merged into one tree
+    (scripts/merge-headers.sh, run by deploy/docker/Dockerfile); the same merge, of the
+    packages `make setup` unpacked here, must compile and load all three programs."""
+    require_root()
+    build = kernel.headers_dir().resolve()
+    assert kernel.headers_are_fallback(build), (
+        f"{build} is not the Debian 6.1 tree `make setup` unpacks; this test merges that tree")
+    tree = build.parents[2]  # <store>/usr/src/linux-headers-6.1.0-N-amd64
+    merged = tmp_path / "build"
+    subprocess.run([str(ROOT / "scripts" / "merge-headers.sh"), str(tree), str(merged)],
+                   check=True)
+    program = (
+        "from exporter.config import Config\n"
+        "from exporter.flows import FlowAccounting\n"
+        "from exporter.http import HttpInspection\n"
+        "from exporter.tcp_lifecycle import TcpLifecycle\n"
+        "c = Config()\n"
+        "for part in (FlowAccounting(c.flows), HttpInspection(c.http, 9441),\n"
+        "             TcpLifecycle(c.connections)):\n"
+        "    part.close()\n"
+        "print('loaded')\n")
+    env = {**os.environ, "BCC_KERNEL_SOURCE": str(merged)}
+    result = subprocess.run([PYTHON, "-c", program], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "loaded", result.stderr[-3000:]
+    # And the arch half alone, as the image used to point at, does not compile.
+    env["BCC_KERNEL_SOURCE"] = str(build)
+    alone = subprocess.run([PYTHON, "-c", program], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert alone.returncode != 0
