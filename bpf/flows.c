@@ -16,8 +16,12 @@
 
 // Indexes into `flow_counters`.
 #define F_NEW_FLOWS 0   // entries inserted; with the live count, gives evictions
-#define F_UNPARSED 1    // IP packets whose transport header could not be read
+#define F_UNPARSED 1    // IP packets whose transport header could not be read or reached
 #define NF_COUNTERS 2
+
+// IPv6 extension headers that may stand between the fixed header and TCP or UDP:
+// hop-by-hop, routing, fragment, authentication, destination options.
+#define IS_IPV6_EXTENSION(h) ((h) == 0 || (h) == 43 || (h) == 44 || (h) == 51 || (h) == 60)
 
 #define TCP_SYN 0x02
 #define TCP_ACK 0x10
@@ -140,8 +144,10 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
 
     if (proto == htons(ETH_P_IP)) {
         struct ipv4_hdr_ *ip = l3;
-        if ((void *)(ip + 1) > end)
+        if ((void *)(ip + 1) > end) {
+            count(F_UNPARSED);  // the header is beyond the linear data: what it carries is unknown
             return TC_ACT_UNSPEC;
+        }
         if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
             return TC_ACT_UNSPEC;
         struct flow_key4 key = {};
@@ -168,10 +174,17 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
         next_stage(skb, direction, key.protocol);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
-        if ((void *)(ip6 + 1) > end)
+        if ((void *)(ip6 + 1) > end) {
+            count(F_UNPARSED);
             return TC_ACT_UNSPEC;
-        if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+        }
+        if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP) {
+            // Not walked (rare on real networks): counted, so that what they carried is not
+            // silently missing from the flow counts.
+            if (IS_IPV6_EXTENSION(ip6->nexthdr))
+                count(F_UNPARSED);
             return TC_ACT_UNSPEC;
+        }
         struct flow_key6 key = {};
         key.ifindex = skb->ifindex;
         key.direction = direction;

@@ -126,7 +126,8 @@ def flow_metrics(flows: FlowsSnapshot) -> Iterator[Metric]:
                    "expired them; their last packets may be uncounted (raise flows.max_flows).",
                    flows.evicted)
     yield _counter("ebpf_net_exporter_packets_unparsed_total",
-                   "TCP or UDP packets whose ports could not be read.", flows.unparsed)
+                   "IP packets not followed to their ports (headers beyond the linear data, IPv6 "
+                   "extension headers), so not in the flow counts.", flows.unparsed)
 
 
 def http_metrics(http: HttpSnapshot) -> Iterator[Metric]:

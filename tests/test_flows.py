@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +128,26 @@ def test_vlan_tagged_frames_are_counted_as_a_capture_shows_them(
 
     s = wait_for(exporter.scrape, done)
     assert flow(s, link, "receive", "udp", port) == (3, 3 * sent["frame"])
+
+
+def test_ipv6_behind_an_extension_header_is_counted_as_unparsed(
+        link: Hosts, exporter: Exporter) -> None:
+    unparsed = "ebpf_net_exporter_packets_unparsed_total"
+    before = value(exporter.scrape(), unparsed)
+    ours = bytes.fromhex(Path(f"/sys/class/net/{link.interface}/address").read_text()
+                         .strip().replace(":", ""))
+    src = socket.inet_pton(socket.AF_INET6, link.client_v6)
+    dst = socket.inet_pton(socket.AF_INET6, link.server_v6)
+    udp = struct.pack("!HHHH", 40000, 7984, 8 + 10, 0) + b"x" * 10
+    hop_by_hop = struct.pack("!BB6s", 17, 0, b"\x01\x04\x00\x00\x00\x00")  # next: UDP; PadN
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(hop_by_hop) + len(udp), 0, 64, src, dst)
+    raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    try:
+        raw.bind((link.interface, 0))
+        for _ in range(5):  # leaves through our egress hook
+            raw.send(b"\x02" * 6 + ours + b"\x86\xdd" + ip6 + hop_by_hop + udp)
+    finally:
+        raw.close()
+    s = wait_for(exporter.scrape, lambda s: value(s, unparsed) == before + 5)
+    assert value(s, unparsed) == before + 5
+    assert flow(s, link, "transmit", "udp", 7984) == (0, 0)  # not counted as a flow: unparsed
