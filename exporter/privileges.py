@@ -9,6 +9,7 @@ bounding set included, for good.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from exporter import kernel
 log = logging.getLogger(__name__)
 
 KEEP = (kernel.CAP_NET_ADMIN, kernel.CAP_PERFMON, kernel.CAP_BPF)
+_NAMES = {kernel.CAP_NET_ADMIN: "CAP_NET_ADMIN", kernel.CAP_PERFMON: "CAP_PERFMON",
+          kernel.CAP_BPF: "CAP_BPF"}
 _PR_CAPBSET_DROP = 24
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _CAP_LAST = 40
@@ -40,9 +43,11 @@ def keep_only(keep: tuple[int, ...] = KEEP) -> bool:
         if line.startswith("CapPrm:"):
             permitted = int(line.split()[1], 16)
     mask = sum(1 << c for c in keep) & permitted
+    bounded = True
     for cap in range(_CAP_LAST + 1):
-        if not mask & (1 << cap):
-            _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # fails harmlessly for unknown caps
+        # EINVAL: a capability this kernel does not know; EPERM: no CAP_SETPCAP to drop it.
+        if not mask & (1 << cap) and _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            bounded = bounded and ctypes.get_errno() == errno.EINVAL
     header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_Data * 2)()
     for i in range(2):
@@ -53,5 +58,7 @@ def keep_only(keep: tuple[int, ...] = KEEP) -> bool:
         log.warning("could not drop capabilities (errno %d); running with those it has",
                     ctypes.get_errno())
         return False
-    log.info("dropped every capability but CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+    kept = ", ".join(name for cap, name in _NAMES.items() if mask & (1 << cap)) or "none"
+    log.info("dropped every capability but %s%s", kept,
+             "" if bounded else " (the bounding set could not be reduced: no CAP_SETPCAP)")
     return True
