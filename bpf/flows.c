@@ -181,8 +181,14 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
         if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP) {
             // Not walked (rare on real networks): counted, so that what they carried is not
             // silently missing from the flow counts.
-            if (IS_IPV6_EXTENSION(ip6->nexthdr))
-                count(F_UNPARSED);
+            if (IS_IPV6_EXTENSION(ip6->nexthdr)) {
+                // Every extension header starts with the next header's type: count only
+                // what may lead to TCP or UDP, not (say) the ICMPv6 behind an MLD report's.
+                u8 *next = (u8 *)(ip6 + 1);
+                if ((void *)(next + 1) > end || *next == IPPROTO_TCP || *next == IPPROTO_UDP ||
+                    IS_IPV6_EXTENSION(*next))
+                    count(F_UNPARSED);
+            }
             return TC_ACT_UNSPEC;
         }
         struct flow_key6 key = {};

@@ -89,6 +89,7 @@ class Agent:
         except OSError as exc:
             raise SetupError(f"cannot listen on {config.listen}: {exc.strerror}. Choose another "
                              "address with --web.listen-address or `listen` in the file.") from None
+        stack.callback(server.server_close)  # after shutdown (callbacks run last first)
         stack.callback(server.shutdown)
 
     def _wants_events(self) -> bool:

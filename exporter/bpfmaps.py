@@ -18,8 +18,11 @@ _BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 _BPF_NOEXIST = 1
 # The bpf(2) system call's number by architecture; kernel.compile_program() refuses the
 # others before anything could make a wrong system call.
+# platform.machine() names the kernel's architecture; the numbers are for a process of the
+# same word size (a 32-bit Python on a 64-bit kernel is refused).
 BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "loongarch64": 280,
                "ppc64le": 361, "ppc64": 361, "s390x": 351, "i686": 357, "armv7l": 386}
+WORD_BITS = {"i686": 32, "armv7l": 32}  # the others: 64
 NR_BPF = BPF_SYSCALL.get(platform.machine(), 0)
 _libc = ctypes.CDLL(None, use_errno=True)
 

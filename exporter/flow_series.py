@@ -146,7 +146,8 @@ class FlowMetrics:
             elif now - since >= self.keep_gone:
                 self.builder.drop_interface(name)
                 for ifindex in [i for i, n in names.items() if n == name]:
-                    self.accounting.names.pop(ifindex, None)
+                    if ifindex not in self.accounting.attached:  # not re-attached just now
+                        self.accounting.names.pop(ifindex, None)
                 del self._retired[name]
 
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:

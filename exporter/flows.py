@@ -193,7 +193,10 @@ class FlowAccounting:
         """Stop counting on a link that vanished, was renamed to a name not watched, or
         failed to attach part-way: whatever of ours is still on it goes too."""
         self.attached.discard(ifindex)
-        self.filters.detach(ifindex)
+        try:
+            self.filters.detach(ifindex)
+        except Exception as exc:  # the link lives on with our filter; say so, and go on
+            log.warning("removing our filters from %s failed: %s", name, exc)
         log.info("no longer counting flows on %s", name)
 
     def counters(self) -> tuple[int, int]:

@@ -175,14 +175,19 @@ class HttpInspection:
         """Requests still waiting after request_timeout count as unanswered, and their
         connection's state is taken out of the map (a later request starts it anew); so is
         the state of a connection with nothing waiting and no request for that long (its end
-        passed unseen, or it is idle), which keeps room in the map for new connections."""
+        passed unseen, or it is idle) once the map is three quarters full, to make room for
+        new connections. Only then: between the removal and a later request a segment could
+        find no state, so idle state is left alone while there is room."""
         keys, values, count = self._read_conns(self._conns)
         self._live = count
         now = time.monotonic_ns() if now_ns is None else now_ns
         timeout = int(self.config.request_timeout * 1e9)
         ksize, vsize, psize = CONN_KEY_PORTS.size, len(values) // max(count, 1), self._pending_size
+        crowded = count * 4 >= self.config.max_connections * 3
         for i in range(count):
             head, read_tail, _, _, _ = STATE_HEAD.unpack_from(values, i * vsize)
+            if head == read_tail and not crowded:
+                continue
             # The oldest request waiting, or the last one asked if none waits.
             slot = head if head != read_tail else read_tail - 1
             ts, _ = PENDING_HEAD.unpack_from(values, i * vsize + STATE_HEAD.size

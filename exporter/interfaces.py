@@ -33,11 +33,13 @@ def link_index(name: str) -> int:
 
 
 def _exists(index: int) -> bool:
-    with IPRoute() as ipr:
-        try:
+    try:
+        with IPRoute() as ipr:
             ipr.link("get", index=index)
-        except NetlinkError:
-            return False
+    except NetlinkError:
+        return False
+    except Exception:
+        return True  # cannot tell: assume it is there, so that a failure is not played down
     return True
 
 
@@ -61,7 +63,7 @@ class InterfaceWatcher:
         # Subscribed before listing, so a link created in between is not missed.
         with IPRoute() as ipr:
             for link in ipr.get_links():
-                self._seen(link)
+                self._handle(link, self._seen)
         self._thread.start()
 
     def stop(self) -> None:
@@ -86,9 +88,17 @@ class InterfaceWatcher:
                 continue
             for msg in messages:
                 if msg.get("event") == "RTM_NEWLINK":
-                    self._seen(msg)
+                    self._handle(msg, self._seen)
                 elif msg.get("event") == "RTM_DELLINK":
-                    self._gone(msg)
+                    self._handle(msg, self._gone)
+
+    def _handle(self, msg: Any, step: Callable[[Any], None]) -> None:
+        # One link's trouble (a netlink error while detaching, say) must not end the
+        # watching of all the others.
+        try:
+            step(msg)
+        except Exception:
+            log.exception("handling a change of interface %s failed", msg.get_attr("IFLA_IFNAME"))
 
     def _seen(self, msg: Any) -> None:
         index, name = msg["index"], msg.get_attr("IFLA_IFNAME")
@@ -99,16 +109,15 @@ class InterfaceWatcher:
         known = self.present.get(index)
         if known == name:
             return  # a flag or address change on a link we have
-        if known is not None:
-            self._gone(msg)  # renamed: the old name's series end here
+        # New, or renamed from one watched name to another: attaching again replaces our
+        # filters in place (no gap in counting) and records the new name.
         self.present[index] = name
         try:
             self.on_add(index, name)
         except Exception as exc:
             # Usually the link vanished while we attached (not worth a warning then); on_remove
             # undoes whatever part did attach.
-            still_there = _exists(index)
-            log.log(logging.WARNING if still_there else logging.INFO,
+            log.log(logging.WARNING if _exists(index) else logging.INFO,
                     "attaching to interface %s failed: %s", name, exc)
             self.present.pop(index, None)
             self.on_remove(index, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import struct
 import subprocess
 from collections.abc import Sequence
 from importlib import resources
@@ -112,13 +113,17 @@ def check_kernel_version(release: str | None = None) -> None:
                          "sock:inet_sk_error_report tracepoint).")
 
 
-def check_architecture(machine: str | None = None) -> None:
-    from exporter.bpfmaps import BPF_SYSCALL
+def check_architecture(machine: str | None = None, bits: int | None = None) -> None:
+    from exporter.bpfmaps import BPF_SYSCALL, WORD_BITS
 
     machine = machine or platform.machine()
+    bits = bits or struct.calcsize("P") * 8
     if machine not in BPF_SYSCALL:
         raise SetupError(f"this exporter does not know the bpf(2) system call's number on "
                          f"{machine}; it runs on {', '.join(BPF_SYSCALL)}.")
+    if WORD_BITS.get(machine, 64) != bits:
+        raise SetupError(f"a {bits}-bit Python on this {machine} kernel is not supported: run "
+                         "the exporter with the system's native Python.")
 
 
 def program_source(name: str) -> str:

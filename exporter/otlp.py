@@ -13,6 +13,7 @@ stays flat however long the collector is down.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -192,7 +193,7 @@ class SnapshotMetricReader:
         if ok:
             # Only a delivered export moves the baseline: after a failed one, the next
             # delta also carries what that one would have, so deltas still add up.
-            self._previous.update(self._pending)
+            self._previous = self._pending  # series gone since are forgotten, not kept forever
             self._last_ns = now_ns
         self._pending = {}
         if ok and self._failing:
@@ -237,8 +238,8 @@ class SnapshotMetricReader:
         key = (name, tuple(sorted(p.attributes.items())))
         before = self._previous.get(key)
         self._pending[key] = p
-        if before is None:
-            return p
+        if before is None or p.value < before.value:
+            return p  # new, or begun anew (an interface's series dropped, then back)
         return Point(p.attributes, p.value - before.value,
                      tuple(a - b for a, b in zip(p.buckets, before.buckets, strict=True)),
                      p.total - before.total)
@@ -379,6 +380,6 @@ def _milliseconds(variable: str, default: int) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise ConfigError(variable, f"expected a positive number of milliseconds, got {raw!r}")
     return value

@@ -10,8 +10,10 @@ import base64
 import errno
 import hashlib
 import hmac
+import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,20 +29,24 @@ from prometheus_client.registry import CollectorRegistry
 from exporter.config import ListenAddress
 from exporter.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPTIONAL,
                "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                "RequireAnyClientCert": ssl.CERT_REQUIRED,
                "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
 
 
-TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# TLS 1.0 and 1.1 are not offered: OpenSSL 3 refuses them at its default security level
+# whatever a minimum version says.
+TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 # Keys of exporter-toolkit's format this server does not implement. Silently ignoring one
 # would serve weaker TLS (or other headers) than its author asked for, so they are refused.
 UNSUPPORTED = {"tls_server_config": ("cipher_suites", "curve_preferences"),
                "http_server_config": ("headers",)}
-# A client that connects and says nothing holds only its own thread, and only this long.
-HANDSHAKE_SECONDS = 10.0
+# A client that connects and stalls holds only its own thread, and each read or write of its
+# connection may wait this long.
+SOCKET_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -199,7 +205,7 @@ class _Server(ThreadingHTTPServer):
         # The handshake runs here, in the connection's own thread and under a timeout, not
         # in accept() in the serving thread, where one silent client would stop every scrape
         # and the exporter's shutdown.
-        request.settimeout(HANDSHAKE_SECONDS)
+        request.settimeout(SOCKET_SECONDS)
         try:
             conn = self.tls.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
@@ -208,6 +214,14 @@ class _Server(ThreadingHTTPServer):
             super().finish_request(conn, client_address)
         finally:
             self.shutdown_request(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away or stalled (reset, timeout, TLS end of file) is its own
+        # business, not a traceback on the exporter's standard error.
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("connection from %s ended: %s", client_address, sys.exc_info()[1])
+            return
+        super().handle_error(request, client_address)
 
 
 def start_server(listen: ListenAddress, registry: CollectorRegistry,

@@ -95,7 +95,10 @@ def test_a_renamed_interface_is_counted_under_its_new_name_or_left_alone() -> No
         # Renamed to another watched name: the same link, its traffic under the new name.
         rename("entr1h", "entr1x")
         link.interface = "entr1x"
-        until(lambda: len(ours("entr1x", "ingress")) == 1)
+        # Our filters stay through the rename; the watcher records the new name.
+        until(lambda: "counting flows on entr1x" in exporter.log())
+        assert "counting flows on entr1x" in exporter.log()
+        assert len(ours("entr1x", "ingress")) == len(ours("entr1x", "egress")) == 1
         s = exchange(5, (5, 5 * 142))
         assert udp_totals(s, "entr1x", "receive", 7931) == (5, 5 * 142)
         assert udp_totals(s, "entr1h", "receive", 7931) == (3, 3 * 142)

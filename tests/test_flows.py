@@ -151,3 +151,30 @@ def test_ipv6_behind_an_extension_header_is_counted_as_unparsed(
     s = wait_for(exporter.scrape, lambda s: value(s, unparsed) == before + 5)
     assert value(s, unparsed) == before + 5
     assert flow(s, link, "transmit", "udp", 7984) == (0, 0)  # not counted as a flow: unparsed
+
+
+def test_icmpv6_behind_an_extension_header_is_not_unparsed(link: Hosts, exporter: Exporter) -> None:
+    """An MLD report (ICMPv6 behind hop-by-hop) never had ports: it is not a loss."""
+    unparsed = "ebpf_net_exporter_packets_unparsed_total"
+    ours = bytes.fromhex(Path(f"/sys/class/net/{link.interface}/address").read_text()
+                         .strip().replace(":", ""))
+    src = socket.inet_pton(socket.AF_INET6, link.client_v6)
+    dst = socket.inet_pton(socket.AF_INET6, link.server_v6)
+    icmp = struct.pack("!BBHI", 128, 0, 0, 0)  # an echo request; its checksum is not checked
+    hop_by_hop = struct.pack("!BB6s", 58, 0, b"\x01\x04\x00\x00\x00\x00")  # next: ICMPv6
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(hop_by_hop) + len(icmp), 0, 64, src, dst)
+    before = value(exporter.scrape(), unparsed)
+    raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    try:
+        raw.bind((link.interface, 0))
+        for _ in range(5):
+            raw.send(b"\x02" * 6 + ours + b"\x86\xdd" + ip6 + hop_by_hop + icmp)
+        # Then frames that do count, so that the collector has surely read past the first.
+        hop_by_hop_udp = struct.pack("!BB6s", 17, 0, b"\x01\x04\x00\x00\x00\x00")
+        udp = struct.pack("!HHHH", 40000, 7985, 8, 0)
+        ip6_udp = struct.pack("!IHBB16s16s", 6 << 28, 16, 0, 64, src, dst)
+        raw.send(b"\x02" * 6 + ours + b"\x86\xdd" + ip6_udp + hop_by_hop_udp + udp)
+    finally:
+        raw.close()
+    s = wait_for(exporter.scrape, lambda s: value(s, unparsed) >= before + 1)
+    assert value(s, unparsed) == before + 1

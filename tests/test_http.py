@@ -246,7 +246,9 @@ def test_a_full_connection_map_counts_what_it_cannot_track_and_idle_state_makes_
             for c in sockets:
                 data = b""
                 while not data.endswith(b"hello\n"):
-                    data += c.recv(4096)
+                    chunk = c.recv(4096)
+                    assert chunk, f"nginx closed the connection after {data!r}"
+                    data += chunk
 
         def answered(s: Samples) -> int:
             return counts(s, CLIENT, "80")[("GET", "200")]

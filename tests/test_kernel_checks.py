@@ -71,6 +71,8 @@ def test_an_architecture_without_a_known_bpf_syscall_number_is_refused() -> None
     kernel.check_architecture("aarch64")
     with pytest.raises(SetupError, match=r"bpf\(2\) system call's number on sparc64"):
         kernel.check_architecture("sparc64")
+    with pytest.raises(SetupError, match="a 32-bit Python on this aarch64 kernel"):
+        kernel.check_architecture("aarch64", bits=32)
 
 
 def test_missing_headers_name_make_setup(tmp_path: Path) -> None:

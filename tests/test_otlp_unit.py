@@ -131,3 +131,14 @@ def test_configured_values_win_over_the_environment_and_bad_ones_are_named() -> 
     with mock.patch.dict(os.environ, {"OTEL_METRIC_EXPORT_INTERVAL": "15s"}), \
             pytest.raises(ConfigError, match="OTEL_METRIC_EXPORT_INTERVAL: expected a positive"):
         reader(OtlpConfig(endpoint="http://127.0.0.1:1"), lambda: snapshot(1, (0, 0, 0)))
+
+
+def test_a_series_that_begins_anew_is_sent_whole() -> None:
+    snaps = iter([snapshot(5, (1, 2, 1)), snapshot(2, (0, 1, 0))])
+    rec = Recorder()
+    r = SnapshotMetricReader(lambda: next(snaps), rec, resource(OtlpConfig()), 1, 1, delta=True)
+    assert r.export_once() and r.export_once()
+    second = metrics_of(rec.exports[1])
+    # 5 then 2: a reset (its interface's series dropped and back), not a delta of -3.
+    assert second["ebpf_net.tcp.connections.opened"].data_points[0].value == 2  # type: ignore[attr-defined]
+    assert all(v.value >= 0 for v in r._previous.values())

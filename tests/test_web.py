@@ -152,7 +152,7 @@ def test_client_certificates_when_required(pki: Path) -> None:
                             "client_auth_type": "RequireAnyClientCert"}},
      "client_ca_file: client_auth_type RequireAnyClientCert needs a client CA"),
     ({"tls_server_config": {"cert_file": "/x.crt", "key_file": "/x.key",
-                            "min_version": "TLS14"}}, "min_version: expected one of TLS10"),
+                            "min_version": "TLS10"}}, "min_version: expected one of TLS12, TLS13"),
     ({"tls_server_config": {"cert_file": "/nonexistent.crt", "key_file": "/x.key"}},
      "cannot load the certificate"),
 ])
