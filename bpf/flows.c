@@ -144,10 +144,8 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
 
     if (proto == htons(ETH_P_IP)) {
         struct ipv4_hdr_ *ip = l3;
-        if ((void *)(ip + 1) > end) {
-            count(F_UNPARSED);  // the header is beyond the linear data: what it carries is unknown
-            return TC_ACT_UNSPEC;
-        }
+        if ((void *)(ip + 1) > end)
+            goto unparsed;  // the header is beyond the linear data: what it carries is unknown
         if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
             return TC_ACT_UNSPEC;
         struct flow_key4 key = {};
@@ -174,10 +172,8 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
         next_stage(skb, direction, key.protocol);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
-        if ((void *)(ip6 + 1) > end) {
-            count(F_UNPARSED);
-            return TC_ACT_UNSPEC;
-        }
+        if ((void *)(ip6 + 1) > end)
+            goto unparsed;
         if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP) {
             // Not walked (rare on real networks): counted, so that what they carried is not
             // silently missing from the flow counts.
@@ -187,7 +183,7 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
                 u8 *next = (u8 *)(ip6 + 1);
                 if ((void *)(next + 1) > end || *next == IPPROTO_TCP || *next == IPPROTO_UDP ||
                     IS_IPV6_EXTENSION(*next))
-                    count(F_UNPARSED);
+                    goto unparsed;
             }
             return TC_ACT_UNSPEC;
         }
@@ -211,6 +207,11 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
             add_packet(val, server, skb);
         next_stage(skb, direction, key.protocol);
     }
+    return TC_ACT_UNSPEC;
+
+    // Out of the common path's straight line (a forward jump only on this rare path).
+unparsed:
+    count(F_UNPARSED);
     return TC_ACT_UNSPEC;
 }
 
