@@ -164,6 +164,12 @@ class SnapshotMetricReader:
         self._previous: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = {}
         self._last_ns = self.start_ns
         self._pending: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = {}
+        # Cumulative temporality: when each series' count began, and its value, as of the last
+        # build. A series new since then, or that began anew (an interface's series dropped and
+        # back), began after that build: its start time says so, as the data model asks.
+        self._starts: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, float]] = {}
+        self._next_starts: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, float]] = {}
+        self._built_ns = 0
         self._failing = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="otlp-metrics", daemon=True)
@@ -208,25 +214,40 @@ class SnapshotMetricReader:
         temporality = (AggregationTemporality.DELTA if self.delta
                        else AggregationTemporality.CUMULATIVE)
         start = self._last_ns if self.delta else self.start_ns
+        self._next_starts = {}
         metrics = []
         for name, kind, unit, description, bounds, points in metric_points(snap):
             if not points:
                 continue  # OTLP has no way to say "a metric with no points yet"
             if kind == "histogram":
-                hist = [self._histogram_point(name, p, bounds, start, now_ns) for p in points]
+                hist = [self._histogram_point(name, p, bounds,
+                                              start if self.delta else self._began(name, p),
+                                              now_ns) for p in points]
                 metrics.append(Metric(name, description, unit, Histogram(hist, temporality)))
             else:
                 monotonic = kind == "counter"
                 # An up-down sum stays cumulative: a delta of a gauge-like value says little.
                 use_delta = self.delta and monotonic
                 numbers = [NumberDataPoint(
-                    p.attributes, start if use_delta else self.start_ns, now_ns,
+                    p.attributes, start if use_delta else
+                    self._began(name, p) if monotonic else self.start_ns, now_ns,
                     self._delta(name, p).value if use_delta else p.value) for p in points]
                 metrics.append(Metric(name, description, unit, Sum(
                     numbers, temporality if use_delta else AggregationTemporality.CUMULATIVE,
                     monotonic)))
+        self._starts, self._built_ns = self._next_starts, now_ns
         return MetricsData([ResourceMetrics(self.resource, [ScopeMetrics(SCOPE, metrics, "")],
                                             "")])
+
+    def _began(self, name: str, p: Point) -> int:
+        key = (name, tuple(sorted(p.attributes.items())))
+        known = self._starts.get(key)
+        if known is not None and p.value >= known[1]:
+            began = known[0]
+        else:
+            began = self._built_ns or self.start_ns
+        self._next_starts[key] = (began, p.value)
+        return began
 
     def _histogram_point(self, name: str, p: Point, bounds: tuple[float, ...], start: int,
                          now_ns: int) -> HistogramDataPoint:

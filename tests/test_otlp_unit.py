@@ -142,3 +142,22 @@ def test_a_series_that_begins_anew_is_sent_whole() -> None:
     # 5 then 2: a reset (its interface's series dropped and back), not a delta of -3.
     assert second["ebpf_net.tcp.connections.opened"].data_points[0].value == 2  # type: ignore[attr-defined]
     assert all(v.value >= 0 for v in r._previous.values())
+
+
+def test_a_cumulative_series_that_begins_anew_gets_a_new_start_time() -> None:
+    snaps = iter([snapshot(5, (1, 2, 1)), snapshot(2, (0, 1, 0)), snapshot(4, (0, 2, 0))])
+    rec = Recorder()
+    r = SnapshotMetricReader(lambda: next(snaps), rec, resource(OtlpConfig()), 1, 1,
+                             delta=False)
+    assert r.export_once() and r.export_once() and r.export_once()
+    opened = [metrics_of(data)["ebpf_net.tcp.connections.opened"].data_points[0]  # type: ignore[attr-defined]
+              for data in rec.exports]
+    hist = [metrics_of(data)["ebpf_net.tcp.connection.duration"].data_points[0]  # type: ignore[attr-defined]
+            for data in rec.exports]
+    assert [p.value for p in opened] == [5, 2, 4]
+    # From the exporter's start; then, after the drop, from the first export on: it began
+    # after it, and keeps that start while it grows.
+    assert opened[0].start_time_unix_nano == r.start_ns
+    assert opened[1].start_time_unix_nano == opened[0].time_unix_nano
+    assert opened[2].start_time_unix_nano == opened[0].time_unix_nano
+    assert [p.start_time_unix_nano for p in hist] == [p.start_time_unix_nano for p in opened]
