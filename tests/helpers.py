@@ -228,6 +228,23 @@ def wait_for(read: Callable[[], Samples], check: Callable[[Samples], bool],
         time.sleep(0.15)
 
 
+def assert_udp_counted(exporter: Exporter, link: Hosts, port: int, payload: int, count: int,
+                       direction: str) -> None:
+    """Echo `count` UDP datagrams of `payload` bytes between this host and the peer (the echo
+    server on `port` is started here), and require the exporter's flow counters on
+    `link.interface` and `direction` to show exactly them: packets, and bytes with the UDP,
+    IPv4 and Ethernet headers (42 bytes)."""
+    link.udp_echo(port)
+    sent = link.run("", "udp-send", link.server_v4, str(port), str(payload), str(count))
+    assert sent["echoed"] == count
+    labels = {"interface": link.interface, "network_io_direction": direction,
+              "protocol": "udp", "server_port": str(port)}
+    s = wait_for(exporter.scrape,
+                 lambda s: value(s, "ebpf_net_flow_packets_total", **labels) == count)
+    assert value(s, "ebpf_net_flow_packets_total", **labels) == count
+    assert value(s, "ebpf_net_flow_bytes_total", **labels) == count * (payload + 42)
+
+
 @dataclass(frozen=True)
 class Frame:
     length: int

@@ -70,13 +70,19 @@ def test_growth_between_reads_and_key_reuse() -> None:
     assert table.live == 2
 
 
-def test_idle_flows_are_taken_out_with_their_last_growth() -> None:
+def two_flows_read_at_1s() -> tuple[FakeMap, FlowTable, bytes, bytes]:
+    """Flows a and b, one packet each, read once at 1 s by a table that expires after 10 s."""
     fake = FakeMap()
     table = FlowTable(None, idle_timeout=10, read=fake.read, take=fake.take)
     a, b = key(), key(sport=1)
     fake.entries[a] = (1, 100, 0, 443, 1)
     fake.entries[b] = (1, 100, 0, 443, 1)
     table.read(now_ns=1 * SEC)
+    return fake, table, a, b
+
+
+def test_idle_flows_are_taken_out_with_their_last_growth() -> None:
+    fake, table, a, b = two_flows_read_at_1s()
     fake.entries[b] = (2, 200, 0, 443, 1)
     assert growth(table.read(now_ns=5 * SEC)) == {b: (1, 100)}
     # a has not grown since 1 s: at 12 s it is idle; b grew at 5 s, so it is not.
@@ -92,12 +98,7 @@ def test_idle_flows_are_taken_out_with_their_last_growth() -> None:
 
 
 def test_a_flow_that_took_an_idle_flows_key_before_its_removal_is_counted() -> None:
-    fake = FakeMap()
-    table = FlowTable(None, idle_timeout=10, read=fake.read, take=fake.take)
-    a, b = key(), key(sport=1)
-    fake.entries[a] = (1, 100, 0, 443, 1)
-    fake.entries[b] = (1, 100, 0, 443, 1)
-    table.read(now_ns=1 * SEC)
+    fake, table, a, _ = two_flows_read_at_1s()
 
     def evicted_and_reused(table_: Any, k: bytes) -> bytes | None:
         if k == a:  # the kernel evicted a, and a new flow under the same key began

@@ -12,7 +12,15 @@ import pytest
 
 from exporter.flows import FlowKey
 from exporter.flowtrack import TrackedFlow, format_report
-from tests.helpers import PYTHON, ROOT, Exporter, Hosts, make_host_link, require_root, value, wait_for
+from tests.helpers import (
+    PYTHON,
+    ROOT,
+    Exporter,
+    Hosts,
+    assert_udp_counted,
+    make_host_link,
+    require_root,
+)
 
 BLOCK = re.compile(
     r"\|    Source      IP:   (?P<src>\S+) \((?P<src_role>[^)]+)\)\n"
@@ -93,14 +101,7 @@ def test_track_beside_a_running_exporter_leaves_the_exporters_filters(link: Host
             assert [f for f in filters(link.interface, hook) if "handle 0x9435" in f] == \
                 filters(link.interface, hook)
             assert len(filters(link.interface, hook)) == 1
-        link.udp_echo(7962)
-        assert link.run("", "udp-send", link.server_v4, "7962", "200", "3")["echoed"] == 3
-        labels = {"interface": link.interface, "network_io_direction": "receive",
-                  "protocol": "udp", "server_port": "7962"}
-        s = wait_for(exporter.scrape,
-                     lambda s: value(s, "ebpf_net_flow_packets_total", **labels) == 3)
-        assert value(s, "ebpf_net_flow_packets_total", **labels) == 3
-        assert value(s, "ebpf_net_flow_bytes_total", **labels) == 3 * 242
+        assert_udp_counted(exporter, link, 7962, payload=200, count=3, direction="receive")
     finally:
         assert exporter.stop() == 0, exporter.log()
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter import kernel
-from tests.helpers import Exporter, make_host_link, require_root, value, wait_for
+from tests.helpers import (
+    Exporter,
+    assert_udp_counted,
+    make_host_link,
+    require_root,
+    value,
+    wait_for,
+)
 
 ONLY = ("setpriv", "--bounding-set=-all,+bpf,+perfmon,+net_admin", "--inh-caps=-all")
 
@@ -21,14 +28,7 @@ def test_counts_exactly_with_only_three_capabilities() -> None:
         caps = kernel.effective_capabilities(status)
         assert caps == (1 << kernel.CAP_BPF) | (1 << kernel.CAP_PERFMON) | (
             1 << kernel.CAP_NET_ADMIN)
-        link.udp_echo(7997)
-        assert link.run("", "udp-send", link.server_v4, "7997", "100", "4")["echoed"] == 4
-        labels = {"interface": link.interface, "network_io_direction": "transmit",
-                  "protocol": "udp", "server_port": "7997"}
-        s = wait_for(exporter.scrape,
-                     lambda s: value(s, "ebpf_net_flow_packets_total", **labels) == 4)
-        assert value(s, "ebpf_net_flow_packets_total", **labels) == 4
-        assert value(s, "ebpf_net_flow_bytes_total", **labels) == 4 * 142
+        assert_udp_counted(exporter, link, 7997, payload=100, count=4, direction="transmit")
     finally:
         assert exporter.stop() == 0, exporter.log()
         links.close()
@@ -50,15 +50,9 @@ def test_root_drops_every_other_capability_after_start_up() -> None:
         links = make_host_link("q2", 111)
         link = next(links)
         try:
-            link.udp_echo(7994)
             wait_for(exporter.scrape,
                      lambda s: value(s, "ebpf_net_exporter_interfaces_attached") == 1)
-            assert link.run("", "udp-send", link.server_v4, "7994", "100", "2")["echoed"] == 2
-            labels = {"interface": link.interface, "network_io_direction": "receive",
-                      "protocol": "udp", "server_port": "7994"}
-            s = wait_for(exporter.scrape,
-                         lambda s: value(s, "ebpf_net_flow_packets_total", **labels) == 2)
-            assert value(s, "ebpf_net_flow_bytes_total", **labels) == 2 * 142
+            assert_udp_counted(exporter, link, 7994, payload=100, count=2, direction="receive")
         finally:
             links.close()
     finally:
