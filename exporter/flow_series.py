@@ -134,8 +134,17 @@ class FlowMetrics:
     def _name(self, ifindex: int) -> str:
         return self.accounting.names.get(ifindex, str(ifindex))
 
-    def _drop_gone(self, names: dict[int, str]) -> None:
+    def _drop_gone(self) -> None:
+        """Names no attached link has (renamed away from, or gone) retire; once retired for
+        keep_gone, their series and their entries in accounting.names go."""
+        names = dict(self.accounting.names)  # the watcher thread may be adding one
         now, attached = self.clock(), set(self.accounting.attached)
+        if names != self._names:
+            self.builder.names_changed()
+            for ifindex, old in self._names.items():
+                if names.get(ifindex, old) != old:  # renamed: the old name's series end
+                    self._retired.setdefault(old, now)
+            self._names = names
         live = {names[i] for i in attached if i in names}
         for ifindex, name in names.items():
             if ifindex not in attached:
@@ -151,14 +160,7 @@ class FlowMetrics:
                 del self._retired[name]
 
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
-        names = dict(self.accounting.names)  # the watcher thread may be adding one
-        if names != self._names:
-            self.builder.names_changed()
-            for ifindex, old in self._names.items():
-                if names.get(ifindex, old) != old:  # renamed: the old name's series end
-                    self._retired.setdefault(old, self.clock())
-            self._names = names
-        self._drop_gone(names)
+        self._drop_gone()
         self.builder.add(self.accounting.deltas())
         new_flows, unparsed = self.accounting.counters()
         tables = self.accounting.tables

@@ -83,6 +83,14 @@ class Point:
         self.attributes, self.value, self.buckets, self.total = attributes, value, buckets, total
 
 
+SeriesKey = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+def _series(name: str, p: Point) -> SeriesKey:
+    """A metric's series, by name and attributes, across builds."""
+    return name, tuple(sorted(p.attributes.items()))
+
+
 def metric_points(snap: Snapshot) -> Iterator[tuple[str, str, str, str, tuple[float, ...],
                                                     list[Point]]]:
     """(name, kind, unit, description, bounds, points) per metric; kind is "counter",
@@ -161,14 +169,14 @@ class SnapshotMetricReader:
         self.start_ns = time.time_ns()
         self.results: Counter[str] = Counter()  # success / failure
         # Delta temporality's baseline: what the last delivered export carried, and when.
-        self._previous: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = {}
+        self._previous: dict[SeriesKey, Point] = {}
         self._last_ns = self.start_ns
-        self._pending: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = {}
+        self._pending: dict[SeriesKey, Point] = {}
         # Cumulative temporality: when each series' count began, and its value, as of the last
         # build. A series new since then, or that began anew (an interface's series dropped and
         # back), began after that build: its start time says so, as the data model asks.
-        self._starts: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, float]] = {}
-        self._next_starts: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, float]] = {}
+        self._starts: dict[SeriesKey, tuple[int, float]] = {}
+        self._next_starts: dict[SeriesKey, tuple[int, float]] = {}
         self._built_ns = 0
         self._failing = False
         self._stop = threading.Event()
@@ -240,7 +248,7 @@ class SnapshotMetricReader:
                                             "")])
 
     def _began(self, name: str, p: Point) -> int:
-        key = (name, tuple(sorted(p.attributes.items())))
+        key = _series(name, p)
         known = self._starts.get(key)
         if known is not None and p.value >= known[1]:
             began = known[0]
@@ -256,7 +264,7 @@ class SnapshotMetricReader:
                                   list(q.buckets), list(bounds), float("nan"), float("nan"))
 
     def _delta(self, name: str, p: Point) -> Point:
-        key = (name, tuple(sorted(p.attributes.items())))
+        key = _series(name, p)
         before = self._previous.get(key)
         self._pending[key] = p
         if before is None or p.value < before.value:

@@ -16,7 +16,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -124,10 +124,7 @@ def load_web_config(path: Path) -> WebConfig:
             raise ConfigError(f"{key}: basic_auth_users.{user}", "expected a bcrypt hash")
         hashes[str(user)] = hashed.encode()
     web = WebConfig(cert, tls_key, auth_type, client_ca, hashes, versions[0], versions[1])
-    if not cert:
-        return web
-    return WebConfig(cert, tls_key, auth_type, client_ca, hashes, versions[0], versions[1],
-                     _tls_context(web))
+    return replace(web, tls=_tls_context(web)) if cert else web
 
 
 def _tls_context(web: WebConfig) -> ssl.SSLContext:
