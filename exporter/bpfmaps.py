@@ -16,10 +16,9 @@ from typing import Any
 _BPF_MAP_UPDATE_ELEM = 2
 _BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 _BPF_NOEXIST = 1
-# The bpf(2) system call's number by architecture; kernel.compile_program() refuses the
-# others before anything could make a wrong system call.
-# platform.machine() names the kernel's architecture; the numbers are for a process of the
-# same word size (a 32-bit Python on a 64-bit kernel is refused).
+# The bpf(2) system call's number by the kernel's architecture (platform.machine()), for a
+# process of the same word size; kernel.compile_program() refuses any other architecture, or
+# a 32-bit Python on a 64-bit kernel, before a wrong system call could be made.
 BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "loongarch64": 280,
                "ppc64le": 361, "ppc64": 361, "s390x": 351, "i686": 357, "armv7l": 386}
 WORD_BITS = {"i686": 32, "armv7l": 32}  # the others: 64
@@ -69,31 +68,31 @@ class BatchReader:
                 ctypes.string_at(self._values, vsize * total), total)
 
 
+def _elem_command(command: int, name: str, table: Any, key: bytes, value: Any, flags: int,
+                  expected: tuple[int, ...]) -> bool:
+    """One BPF_MAP_*_ELEM command on `table` with `value` as its value buffer: True if it
+    succeeded, False if it failed with an errno in `expected`; any other failure raises."""
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    attr = _ElemAttr(map_fd=table.map_fd, key=ctypes.addressof(key_buf),
+                     value=ctypes.addressof(value), flags=flags)
+    if _libc.syscall(NR_BPF, command, ctypes.byref(attr), ctypes.sizeof(attr)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in expected:
+        return False
+    raise OSError(err, f"{name} failed: {os.strerror(err)}")
+
+
 def lookup_and_delete(table: Any, key: bytes) -> bytes | None:
     """Atomically take one entry out of the map; None if it is not there."""
     value = ctypes.create_string_buffer(ctypes.sizeof(table.Leaf))
-    key_buf = ctypes.create_string_buffer(key, len(key))
-    attr = _ElemAttr(map_fd=table.map_fd, key=ctypes.addressof(key_buf),
-                     value=ctypes.addressof(value))
-    res = _libc.syscall(NR_BPF, _BPF_MAP_LOOKUP_AND_DELETE_ELEM, ctypes.byref(attr),
-                        ctypes.sizeof(attr))
-    if res != 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOENT:
-            return None
-        raise OSError(err, f"BPF_MAP_LOOKUP_AND_DELETE_ELEM failed: {os.strerror(err)}")
-    return value.raw
+    taken = _elem_command(_BPF_MAP_LOOKUP_AND_DELETE_ELEM, "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+                          table, key, value, 0, (errno.ENOENT,))
+    return value.raw if taken else None
 
 
 def insert_if_absent(table: Any, key: bytes, value: bytes) -> bool:
     """Put an entry back unless the key has one again; False if it has (or the map is full)."""
-    key_buf = ctypes.create_string_buffer(key, len(key))
-    value_buf = ctypes.create_string_buffer(value, len(value))
-    attr = _ElemAttr(map_fd=table.map_fd, key=ctypes.addressof(key_buf),
-                     value=ctypes.addressof(value_buf), flags=_BPF_NOEXIST)
-    if _libc.syscall(NR_BPF, _BPF_MAP_UPDATE_ELEM, ctypes.byref(attr), ctypes.sizeof(attr)):
-        err = ctypes.get_errno()
-        if err in (errno.EEXIST, errno.E2BIG):
-            return False
-        raise OSError(err, f"BPF_MAP_UPDATE_ELEM failed: {os.strerror(err)}")
-    return True
+    return _elem_command(_BPF_MAP_UPDATE_ELEM, "BPF_MAP_UPDATE_ELEM", table, key,
+                         ctypes.create_string_buffer(value, len(value)), _BPF_NOEXIST,
+                         (errno.EEXIST, errno.E2BIG))
