@@ -130,51 +130,49 @@ def test_vlan_tagged_frames_are_counted_as_a_capture_shows_them(
     assert flow(s, link, "receive", "udp", port) == (3, 3 * sent["frame"])
 
 
-def test_ipv6_behind_an_extension_header_is_counted_as_unparsed(
-        link: Hosts, exporter: Exporter) -> None:
-    unparsed = "ebpf_net_exporter_packets_unparsed_total"
-    before = value(exporter.scrape(), unparsed)
+UNPARSED = "ebpf_net_exporter_packets_unparsed_total"
+
+
+def hop_by_hop_frame(link: Hosts, next_header: int, payload: bytes) -> bytes:
+    """An Ethernet/IPv6 frame from this host to the peer whose payload follows a hop-by-hop
+    extension header (PadN only) that names `next_header`."""
     ours = bytes.fromhex(Path(f"/sys/class/net/{link.interface}/address").read_text()
                          .strip().replace(":", ""))
     src = socket.inet_pton(socket.AF_INET6, link.client_v6)
     dst = socket.inet_pton(socket.AF_INET6, link.server_v6)
-    udp = struct.pack("!HHHH", 40000, 7984, 8 + 10, 0) + b"x" * 10
-    hop_by_hop = struct.pack("!BB6s", 17, 0, b"\x01\x04\x00\x00\x00\x00")  # next: UDP; PadN
-    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(hop_by_hop) + len(udp), 0, 64, src, dst)
+    hop_by_hop = struct.pack("!BB6s", next_header, 0, b"\x01\x04\x00\x00\x00\x00")
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(hop_by_hop) + len(payload), 0, 64, src, dst)
+    return b"\x02" * 6 + ours + b"\x86\xdd" + ip6 + hop_by_hop + payload
+
+
+def send_frames(link: Hosts, frames: list[bytes]) -> None:
+    """Out of this host's side of the link, through our egress hook."""
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     try:
         raw.bind((link.interface, 0))
-        for _ in range(5):  # leaves through our egress hook
-            raw.send(b"\x02" * 6 + ours + b"\x86\xdd" + ip6 + hop_by_hop + udp)
+        for frame in frames:
+            raw.send(frame)
     finally:
         raw.close()
-    s = wait_for(exporter.scrape, lambda s: value(s, unparsed) == before + 5)
-    assert value(s, unparsed) == before + 5
+
+
+def test_ipv6_behind_an_extension_header_is_counted_as_unparsed(
+        link: Hosts, exporter: Exporter) -> None:
+    before = value(exporter.scrape(), UNPARSED)
+    udp = struct.pack("!HHHH", 40000, 7984, 8 + 10, 0) + b"x" * 10
+    send_frames(link, [hop_by_hop_frame(link, socket.IPPROTO_UDP, udp)] * 5)
+    s = wait_for(exporter.scrape, lambda s: value(s, UNPARSED) == before + 5)
+    assert value(s, UNPARSED) == before + 5
     assert flow(s, link, "transmit", "udp", 7984) == (0, 0)  # not counted as a flow: unparsed
 
 
 def test_icmpv6_behind_an_extension_header_is_not_unparsed(link: Hosts, exporter: Exporter) -> None:
     """An MLD report (ICMPv6 behind hop-by-hop) never had ports: it is not a loss."""
-    unparsed = "ebpf_net_exporter_packets_unparsed_total"
-    ours = bytes.fromhex(Path(f"/sys/class/net/{link.interface}/address").read_text()
-                         .strip().replace(":", ""))
-    src = socket.inet_pton(socket.AF_INET6, link.client_v6)
-    dst = socket.inet_pton(socket.AF_INET6, link.server_v6)
     icmp = struct.pack("!BBHI", 128, 0, 0, 0)  # an echo request; its checksum is not checked
-    hop_by_hop = struct.pack("!BB6s", 58, 0, b"\x01\x04\x00\x00\x00\x00")  # next: ICMPv6
-    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(hop_by_hop) + len(icmp), 0, 64, src, dst)
-    before = value(exporter.scrape(), unparsed)
-    raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    try:
-        raw.bind((link.interface, 0))
-        for _ in range(5):
-            raw.send(b"\x02" * 6 + ours + b"\x86\xdd" + ip6 + hop_by_hop + icmp)
-        # Then frames that do count, so that the collector has surely read past the first.
-        hop_by_hop_udp = struct.pack("!BB6s", 17, 0, b"\x01\x04\x00\x00\x00\x00")
-        udp = struct.pack("!HHHH", 40000, 7985, 8, 0)
-        ip6_udp = struct.pack("!IHBB16s16s", 6 << 28, 16, 0, 64, src, dst)
-        raw.send(b"\x02" * 6 + ours + b"\x86\xdd" + ip6_udp + hop_by_hop_udp + udp)
-    finally:
-        raw.close()
-    s = wait_for(exporter.scrape, lambda s: value(s, unparsed) >= before + 1)
-    assert value(s, unparsed) == before + 1
+    udp = struct.pack("!HHHH", 40000, 7985, 8, 0)
+    before = value(exporter.scrape(), UNPARSED)
+    # Then a frame that does count, so that the collector has surely read past the first five.
+    send_frames(link, [hop_by_hop_frame(link, socket.IPPROTO_ICMPV6, icmp)] * 5
+                + [hop_by_hop_frame(link, socket.IPPROTO_UDP, udp)])
+    s = wait_for(exporter.scrape, lambda s: value(s, UNPARSED) >= before + 1)
+    assert value(s, UNPARSED) == before + 1
