@@ -26,8 +26,9 @@ CLASSIFIERS = ("flows_ingress", "flows_egress")
 EXPORTER_PROGRAMS = (*CLASSIFIERS, "http_ingress", "http_egress", "tracepoint__soc",
                      "tracepoint__tcp")
 
-# References measured under the same load: a classifier that does nothing, and the
-# least a per-flow counter can do (one LRU lookup and an atomic add).
+# References measured under the same load: a classifier that does nothing, one LRU
+# lookup and an atomic add (a counter per interface, no parsing), and the least that
+# counts packets and bytes per flow (an IPv4 5-tuple key).
 REFERENCES = {
     "empty_cls": b"int empty_cls(struct __sk_buff *skb) { return -1; }",
     "lru_counter": b"""
@@ -36,6 +37,38 @@ int lru_counter(struct __sk_buff *skb) {
     u64 key = skb->ifindex, one = 1;
     u64 *val = counts.lookup(&key);
     if (val) __sync_fetch_and_add(val, 1); else counts.update(&key, &one);
+    return -1;
+}""",
+    # The least that counts packets and bytes per flow: an IPv4 TCP/UDP packet's 5-tuple and
+    # interface as the key (20 bytes), packets and bytes as the value, one LRU lookup and
+    # two atomic adds; no VLAN tags, IPv6, direction or server port.
+    "tuple_counter": b"""
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+struct tuple { u32 ifindex; u8 protocol; u8 pad[3]; u32 saddr; u32 daddr; u32 ports; };
+struct counts { u64 packets; u64 bytes; };
+BPF_TABLE("lru_hash", struct tuple, struct counts, tuples, 1024);
+int tuple_counter(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    u8 *ip = data + ETH_HLEN;
+    if ((void *)(ip + 20) > end || *(u16 *)(data + 12) != htons(ETH_P_IP))
+        return -1;
+    if (ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_UDP)
+        return -1;
+    u32 *l4 = (void *)ip + (ip[0] & 0x0f) * 4;
+    if ((void *)(l4 + 1) > end)
+        return -1;
+    struct tuple key = {.ifindex = skb->ifindex, .protocol = ip[9],
+                        .saddr = *(u32 *)(ip + 12), .daddr = *(u32 *)(ip + 16),
+                        .ports = *l4};
+    struct counts *val = tuples.lookup(&key);
+    if (val) {
+        __sync_fetch_and_add(&val->packets, 1);
+        __sync_fetch_and_add(&val->bytes, skb->len);
+    } else {
+        struct counts first = {1, skb->len};
+        tuples.update(&key, &first);
+    }
     return -1;
 }""",
 }

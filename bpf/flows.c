@@ -17,7 +17,8 @@
 // Indexes into `flow_counters`.
 #define F_NEW_FLOWS 0   // entries inserted; with the live count, gives evictions
 #define F_UNPARSED 1    // IP packets whose transport header could not be read or reached
-#define NF_COUNTERS 2
+#define F_UNCOUNTED 2   // packets of a new flow the full map found no room for
+#define NF_COUNTERS 3
 
 // IPv6 extension headers that may stand between the fixed header and TCP or UDP:
 // hop-by-hop, routing, fragment, authentication, destination options.
@@ -76,15 +77,13 @@ static __always_inline void count(int idx)
         __sync_fetch_and_add(c, 1);
 }
 
-// Reads the ports into the key; returns the TCP flags byte (0 for UDP or when
-// the ports are missing: a later fragment, or headers beyond the linear data).
+// Reads the ports into the key; returns the TCP flags byte (0 for UDP), or -1
+// when the ports are beyond the linear data.
 static __always_inline int ports(void *l4h, void *end, u8 protocol, u16 *sport, u16 *dport)
 {
     struct tcp_hdr_ *l4 = l4h;  // UDP shares the ports
-    if ((void *)&l4->seq > end) {
-        count(F_UNPARSED);
-        return 0;
-    }
+    if ((void *)&l4->seq > end)
+        return -1;
     *sport = ntohs(l4->sport);
     *dport = ntohs(l4->dport);
     if (protocol != IPPROTO_TCP || (void *)(l4 + 1) > end)
@@ -154,10 +153,15 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
         key.protocol = ip->protocol;
         __builtin_memcpy(key.saddr, ip->saddr, 4);
         __builtin_memcpy(key.daddr, ip->daddr, 4);
+        // A later fragment carries no ports: counted with ports 0, so that the interface's
+        // totals still match a capture.
         int flags = 0;
-        if (!(ip->frag & htons(0x1fff)))  // a later fragment carries no ports
+        if (!(ip->frag & htons(0x1fff))) {
             flags = ports(l3 + (ip->vihl & 0x0f) * 4, end, key.protocol, &key.sport,
                           &key.dport);
+            if (flags < 0)
+                goto unparsed;
+        }
         u16 server = server_from_handshake(flags, key.sport, key.dport);
         struct flow_val *val = flows4.lookup(&key);
         if (!val) {
@@ -169,6 +173,8 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
         }
         if (val)
             add_packet(val, server, skb);
+        else
+            count(F_UNCOUNTED);
         next_stage(skb, direction, key.protocol);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
@@ -194,6 +200,8 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
         __builtin_memcpy(key.saddr, ip6->saddr, 16);
         __builtin_memcpy(key.daddr, ip6->daddr, 16);
         int flags = ports(ip6 + 1, end, key.protocol, &key.sport, &key.dport);
+        if (flags < 0)
+            goto unparsed;
         u16 server = server_from_handshake(flags, key.sport, key.dport);
         struct flow_val *val = flows6.lookup(&key);
         if (!val) {
@@ -205,6 +213,8 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
         }
         if (val)
             add_packet(val, server, skb);
+        else
+            count(F_UNCOUNTED);
         next_stage(skb, direction, key.protocol);
     }
     return TC_ACT_UNSPEC;

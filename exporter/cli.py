@@ -22,7 +22,7 @@ from exporter.flowtrack import TC_HANDLE as TRACK_TC_HANDLE
 from exporter.flowtrack import TrackedFlow, print_report
 from exporter.http import HttpInspection
 from exporter.httpinspect import print_packet
-from exporter.interfaces import link_index
+from exporter.interfaces import link_exists, link_index
 from exporter.tcp_lifecycle import TcpLifecycle
 from exporter.web import WebConfig, load_web_config
 
@@ -135,11 +135,22 @@ def run_http(config: Config, interface: str) -> int:
         inspection.open_packets(print_packet)
         inspection.attach(index, interface)
         print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
+        polls = 0
         while not stop.is_set():
             inspection.poll(200)
+            polls += 1
+            if polls % 5 == 0:
+                check_still_there(index, interface)
     finally:
         inspection.close()
     return 0
+
+
+def check_still_there(index: int, interface: str) -> None:
+    """The tools watch one interface: once it is gone there is nothing left to show."""
+    if not link_exists(index):
+        raise SetupError(f"interface {interface} is gone (deleted, or moved to another network "
+                         "namespace); start again on an interface that `ip link` lists.")
 
 
 def run_track(config: Config, interface: str, period: float, table: bool) -> int:
@@ -152,6 +163,7 @@ def run_track(config: Config, interface: str, period: float, table: bool) -> int
               file=sys.stderr, flush=True)
         while not stop.wait(period):
             print_report([TrackedFlow.of(d) for d in accounting.deltas()], table)
+            check_still_there(index, interface)
     finally:
         accounting.close()
     return 0

@@ -161,16 +161,17 @@ class FlowMetrics:
 
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
         self._drop_gone()
+        new_flows, unparsed, uncounted = self.accounting.counters()  # before the maps
         self.builder.add(self.accounting.deltas())
-        new_flows, unparsed = self.accounting.counters()
         tables = self.accounting.tables
         snapshot = FlowsSnapshot(
             label_names=self.accounting.config.labels,
             series=self.builder.series(),
             interfaces=len(self.accounting.attached),
             new_flows=new_flows,
-            evicted=sum(t.vanished for t in tables.values()),
+            evicted=self.accounting.evictions(new_flows),
             unparsed=unparsed,
+            uncounted=uncounted,
             series_overflow=self.builder.overflowed,
         )
         capacity = map_size(self.accounting.config.max_flows)

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,7 +39,9 @@ HEAD6 = struct.Struct("<IBB2x32xHH")
 PROTOCOLS = {6: "tcp", 17: "udp"}
 DIRECTIONS = ("receive", "transmit")
 DIR_RECEIVE, DIR_TRANSMIT = 0, 1
-F_NEW_FLOWS, F_UNPARSED = 0, 1
+F_NEW_FLOWS, F_UNPARSED, F_UNCOUNTED = 0, 1, 2
+# Handshakes remembered for flows taken out while idle (each ~150 bytes).
+REMEMBERED_SERVERS = 65536
 
 
 def map_size(max_flows: int) -> int:
@@ -71,13 +73,9 @@ def decode_key(raw: bytes) -> FlowKey:
                    src, dst, sport, dport)
 
 
-def server_port(sport: int, dport: int, port: int, known: int) -> int:
-    """The accepting side's port if the handshake was seen, else the lower port."""
-    return port if known else min(sport, dport)
-
-
 # How much one flow grew: (key, packets, bytes, ifindex, direction, protocol,
-# server port); direction 0 is receive. A plain tuple, as 100,000 are made per
+# server port); direction 0 is receive, the server port is the accepting side's if the
+# handshake was seen, else the lower port. A plain tuple, as 100,000 are made per
 # cycle and a NamedTuple costs four times as much to build.
 FlowDelta = tuple[bytes, int, int, int, int, int, int]
 D_KEY: Final = 0
@@ -86,7 +84,13 @@ D_BYTES: Final = 2
 
 
 class FlowTable:
-    """Turns successive reads of the flow map into per-flow growth."""
+    """Turns successive reads of the flow map into per-flow growth.
+
+    A TCP flow taken out while idle takes its handshake with it: when it goes on, the
+    kernel starts a new entry that has seen no SYN. The server port of such flows is
+    remembered here, so that a connection idle for longer than idle_timeout keeps its
+    series instead of moving to its lower port's.
+    """
 
     def __init__(self, table: Any, idle_timeout: float, key: struct.Struct = KEY4,
                  head: struct.Struct = HEAD4,
@@ -99,9 +103,10 @@ class FlowTable:
         self._take = take
         # key -> (first seen, packets, bytes, when they last grew) at the previous read
         self._seen: dict[bytes, tuple[int, int, int, int]] = {}
+        self._servers: dict[bytes, int] = {}  # key -> server port, of flows taken out
         self.live = 0
-        self.expired = 0  # taken out by us when idle
-        self.vanished = 0  # evicted by the kernel before we expired them
+        self.removed = 0  # entries taken out by us (idle flows, or what took their key)
+        self.expired = 0  # of those, the idle flows themselves
 
     def read(self, now_ns: int | None = None) -> list[FlowDelta]:
         keys, values, _ = self._read(self.table)
@@ -111,7 +116,7 @@ class FlowTable:
         previous, current = self._seen, {}
         pop = previous.pop
         idle: list[tuple[bytes, tuple[int, int, int, int, int]]] = []
-        ksize, idle_ns = self.key.size, self.idle_ns
+        ksize, idle_ns, servers = self.key.size, self.idle_ns, self._servers
         key_list = [keys[i:i + ksize] for i in range(0, len(keys), ksize)]
         for key, (packets, nbytes, first, port, known), head in zip(
                 key_list, VALUE.iter_unpack(values), self.head.iter_unpack(keys), strict=True):
@@ -127,31 +132,46 @@ class FlowTable:
                 dp, db = packets, nbytes  # new, or a new flow under a reused key
             if dp or db:
                 ifindex, direction, proto, sport, dport = head
-                append((key, dp, db, ifindex, direction, proto,
-                        port if known else min(sport, dport)))
+                if not known:
+                    port = servers.get(key, 0) if servers and proto == 6 else 0
+                    port = port or min(sport, dport)
+                append((key, dp, db, ifindex, direction, proto, port))
             current[key] = (first, packets, nbytes, now)
-        # What was seen before but is gone now was evicted by the LRU.
-        self.vanished += len(previous)
         for key, (ifindex, direction, proto, sport, dport) in idle:
             final = self._take(self.table, key)
             first_seen, seen_packets, seen_bytes, _ = current.pop(key)
             if final is None:
-                self.vanished += 1  # evicted between the batch read and now
-                continue
+                continue  # evicted between the batch read and now
+            self.removed += 1
             packets, nbytes, first, port, known = VALUE.unpack(final)
             if first == first_seen:
                 self.expired += 1
                 packets, nbytes = packets - seen_packets, nbytes - seen_bytes  # grown meanwhile
-            else:
-                # Evicted meanwhile, and a new flow took the key: all of what was taken out
-                # is that new flow's, and it must be counted before it is forgotten.
-                self.vanished += 1
+            # Otherwise it was evicted meanwhile, and a new flow took the key: all of what was
+            # taken out is that new flow's, and it must be counted before it is forgotten.
+            port = port if known else servers.get(key, 0)
+            if port:
+                self._remember(key, port)
             if packets or nbytes:
                 append((key, packets, nbytes, ifindex, direction, proto,
-                        server_port(sport, dport, port, known)))
+                        port or min(sport, dport)))
         self._seen = current
         self.live = len(current)
         return deltas
+
+    def _remember(self, key: bytes, port: int) -> None:
+        servers = self._servers
+        servers.pop(key, None)  # to the end: the oldest go first
+        if len(servers) >= REMEMBERED_SERVERS:
+            del servers[next(iter(servers))]
+        servers[key] = port
+
+
+def evicted(inserted: int, tables: Iterable[FlowTable]) -> int:
+    """Flows the LRU evicted, given the kernel's count of flows inserted read before the
+    tables were: each of those was then live, taken out by us, or evicted. A flow inserted
+    while the maps were read can only make the result smaller, never larger."""
+    return inserted - sum(t.live + t.removed for t in tables)
 
 
 class FlowAccounting:
@@ -175,6 +195,7 @@ class FlowAccounting:
         self.filters = TcFilters(config.tc_priority, tc_handle)
         self.names: dict[int, str] = {}  # kept after a link goes, for its last flows
         self.attached: set[int] = set()
+        self._evicted = 0
 
     def chain(self, programs: dict[str, Any]) -> None:
         """Run these classifiers ("ingress", "egress") after ours on every TCP segment, as
@@ -199,10 +220,17 @@ class FlowAccounting:
             log.warning("removing our filters from %s failed: %s", name, exc)
         log.info("no longer counting flows on %s", name)
 
-    def counters(self) -> tuple[int, int]:
-        """(flows the kernel inserted, packets it could not parse), since start."""
+    def counters(self) -> tuple[int, int, int]:
+        """(flows the kernel inserted, packets it could not parse, packets of new flows
+        it found no room for), since start."""
         values = dict(self.bpf["flow_counters"].items_lookup_batch())
-        return int(values.get(F_NEW_FLOWS, 0)), int(values.get(F_UNPARSED, 0))
+        return (int(values.get(F_NEW_FLOWS, 0)), int(values.get(F_UNPARSED, 0)),
+                int(values.get(F_UNCOUNTED, 0)))
+
+    def evictions(self, inserted: int) -> int:
+        """Flows the LRU evicted so far (see `evicted`), kept from going backwards."""
+        self._evicted = max(self._evicted, evicted(inserted, self.tables.values()))
+        return self._evicted
 
     def deltas(self) -> Iterator[FlowDelta]:
         for table in self.tables.values():

@@ -32,7 +32,7 @@ def link_index(name: str) -> int:
     return int(found[0])
 
 
-def _exists(index: int) -> bool:
+def link_exists(index: int) -> bool:
     try:
         with IPRoute() as ipr:
             ipr.link("get", index=index)
@@ -61,10 +61,19 @@ class InterfaceWatcher:
 
     def start(self) -> None:
         # Subscribed before listing, so a link created in between is not missed.
-        with IPRoute() as ipr:
-            for link in ipr.get_links():
-                self._handle(link, self._seen)
+        self.resync()
         self._thread.start()
+
+    def resync(self) -> None:
+        """Bring `present` in line with the links there are now: at start, and after events
+        were lost (a burst of links overflowing the socket's buffer gives ENOBUFS)."""
+        with IPRoute() as ipr:
+            links = list(ipr.get_links())
+        for link in links:
+            self._handle(link, self._seen)
+        listed = {link["index"] for link in links}
+        for index in [i for i in self.present if i not in listed]:
+            self._forget(index)
 
     def stop(self) -> None:
         self._stop.set()
@@ -81,10 +90,14 @@ class InterfaceWatcher:
                 continue
             try:
                 messages = self._events.get()
-            except Exception:
+            except Exception as exc:
                 if self._stop.is_set():
                     return
-                log.exception("reading link events failed")
+                log.warning("reading link events failed (%s): listing the links again", exc)
+                try:
+                    self.resync()
+                except Exception:
+                    log.exception("listing the links failed")
                 continue
             for msg in messages:
                 if msg.get("event") == "RTM_NEWLINK":
@@ -117,12 +130,15 @@ class InterfaceWatcher:
         except Exception as exc:
             # Usually the link vanished while we attached (not worth a warning then); on_remove
             # undoes whatever part did attach.
-            log.log(logging.WARNING if _exists(index) else logging.INFO,
+            log.log(logging.WARNING if link_exists(index) else logging.INFO,
                     "attaching to interface %s failed: %s", name, exc)
             self.present.pop(index, None)
             self.on_remove(index, name)
 
     def _gone(self, msg: Any) -> None:
-        name = self.present.pop(msg["index"], None)
+        self._forget(msg["index"])
+
+    def _forget(self, index: int) -> None:
+        name = self.present.pop(index, None)
         if name is not None:
-            self.on_remove(msg["index"], name)
+            self.on_remove(index, name)

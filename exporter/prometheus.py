@@ -128,6 +128,9 @@ def flow_metrics(flows: FlowsSnapshot) -> Iterator[Metric]:
     yield _counter("ebpf_net_exporter_packets_unparsed_total",
                    "IP packets not followed to their ports (headers beyond the linear data, IPv6 "
                    "extension headers), so not in the flow counts.", flows.unparsed)
+    yield _counter("ebpf_net_exporter_flow_packets_uncounted_total",
+                   "Packets of new flows not counted because the flow map had no room left for "
+                   "them (raise flows.max_flows).", flows.uncounted)
 
 
 def http_metrics(http: HttpSnapshot) -> Iterator[Metric]:

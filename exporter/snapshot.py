@@ -61,6 +61,7 @@ class FlowsSnapshot:
     new_flows: int  # flows the kernel started counting
     evicted: int  # flows the kernel evicted before we expired them
     unparsed: int  # packets whose ports could not be read
+    uncounted: int  # packets of new flows the full map had no room for
     series_overflow: int  # flow deltas counted under "other"
 
 

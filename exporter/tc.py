@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -26,6 +27,7 @@ class TcFilters:
         self._ipr = IPRoute()
         self._lock = threading.Lock()  # pyroute2 sockets are not thread-safe
         self._created_qdisc: set[int] = set()
+        self._attached: set[int] = set()  # by this instance, since it started
 
     def attach(self, ifindex: int, programs: dict[str, Any]) -> None:
         """Install (or replace a stale copy of) our filter on each hook in `programs`."""
@@ -36,6 +38,12 @@ class TcFilters:
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
+                # A clsact holding nothing but our filters, before we attached any, was added
+                # by an instance of ours killed before it could clean up: it is ours to remove
+                # at stop, as that instance would have.
+                if ifindex not in self._attached and self._only_ours(ifindex):
+                    self._created_qdisc.add(ifindex)
+            self._attached.add(ifindex)
             for hook, fn in programs.items():
                 # replace, not add: a filter left by a killed exporter is taken over.
                 self._ipr.tc("replace-filter", "bpf", ifindex, self.handle, fd=fn.fd,
@@ -47,14 +55,12 @@ class TcFilters:
         with self._lock:
             try:
                 for parent in HOOKS.values():
-                    self._delete_ours(ifindex, parent)
+                    self._gone_or_done(self._delete_ours, ifindex, parent)
                 if ifindex in self._created_qdisc and not self._others(ifindex):
-                    self._ipr.tc("del", "clsact", ifindex)
-            except NetlinkError as exc:
-                if exc.code not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
-                    raise
+                    self._gone_or_done(self._ipr.tc, "del", "clsact", ifindex)
             finally:
                 self._created_qdisc.discard(ifindex)
+                self._attached.discard(ifindex)
 
     def close_all(self, ifindexes: set[int]) -> None:
         """On a clean stop: remove our filters from every interface, then the socket."""
@@ -77,10 +83,26 @@ class TcFilters:
     def _is_ours(self, msg: Any) -> bool:
         return bool(msg["handle"] == self.handle and (msg["info"] >> 16) == self.priority)
 
-    def _others(self, ifindex: int) -> bool:
+    def _installed(self, ifindex: int) -> list[Any]:
         # get_filters also returns one header entry per priority (handle 0).
-        return any(msg["handle"] != 0 and not self._is_ours(msg)
-                   for parent in HOOKS.values() for msg in self._filters(ifindex, parent))
+        return [msg for parent in HOOKS.values() for msg in self._filters(ifindex, parent)
+                if msg["handle"] != 0]
+
+    def _others(self, ifindex: int) -> bool:
+        return any(not self._is_ours(msg) for msg in self._installed(ifindex))
+
+    def _only_ours(self, ifindex: int) -> bool:
+        installed = self._installed(ifindex)
+        return bool(installed) and all(self._is_ours(msg) for msg in installed)
+
+    @staticmethod
+    def _gone_or_done(step: Callable[..., object], *args: object) -> None:
+        # Each step on its own: one hook's filter already gone must not keep the other's.
+        try:
+            step(*args)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                raise
 
     def _delete_ours(self, ifindex: int, parent: int) -> None:
         if any(self._is_ours(m) for m in self._filters(ifindex, parent)):

@@ -269,6 +269,9 @@ class Capture:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             if "Capturing on" in line:
+                # dumpcap says so just before its capture is live: frames sent at once
+                # can be missed.
+                time.sleep(1)
                 return self
         raise AssertionError(f"tshark did not start: {self.proc.wait()}")
 

@@ -40,8 +40,8 @@ def flow(s: Samples, link: Hosts, direction: str, protocol: str, port: int) -> t
 def test_tcp_and_udp_counts_equal_a_capture_of_the_interface(
         link: Hosts, exporter: Exporter) -> None:
     link.serve("7901:300000", "7903:1000")
-    link.udp_echo(7902)
-    with Capture(link.interface, "port 7901 or port 7902 or port 7903") as capture:
+    link.udp_echo(7902, 7904)
+    with Capture(link.interface, "port 7901 or port 7902 or port 7903 or port 7904") as capture:
         # Large enough for segmentation offload: the capture and the classifier both see
         # the same (large) skbs, so the counts still agree exactly.
         assert link.run("", "exchange", link.server_v4, "7901", "200000", "300000") == {
@@ -49,14 +49,16 @@ def test_tcp_and_udp_counts_equal_a_capture_of_the_interface(
         assert link.run("", "exchange", link.server_v6, "7903", "5000", "1000") == {
             "sent": 5000, "received": 1000}
         assert link.run("", "udp-send", link.server_v4, "7902", "700", "5")["echoed"] == 5
+        assert link.run("", "udp-send", link.server_v6, "7904", "300", "2")["echoed"] == 2
 
     expected = {}
     for protocol, port, peer in (("tcp", 7901, link.server_v4), ("udp", 7902, link.server_v4),
-                                 ("tcp", 7903, link.server_v6)):
+                                 ("tcp", 7903, link.server_v6), ("udp", 7904, link.server_v6)):
         expected[("receive", protocol, port)] = capture.totals(peer, protocol, port)
         host = link.client_v6 if ":" in peer else link.client_v4
         expected[("transmit", protocol, port)] = capture.totals(host, protocol, port)
     assert expected[("receive", "udp", 7902)] == (5, 5 * (700 + 8 + 20 + 14))
+    assert expected[("receive", "udp", 7904)] == (2, 2 * (300 + 8 + 40 + 14))
     assert expected[("receive", "tcp", 7901)][1] > 300000
 
     def done(s: Samples) -> bool:
@@ -128,6 +130,45 @@ def test_vlan_tagged_frames_are_counted_as_a_capture_shows_them(
 
     s = wait_for(exporter.scrape, done)
     assert flow(s, link, "receive", "udp", port) == (3, 3 * sent["frame"])
+
+
+def test_a_tag_added_on_transmit_is_counted_as_the_capture_shows_it(
+        link: Hosts, exporter: Exporter) -> None:
+    # A VLAN device on top (no 8021q module here), or another TC program, hands the frame
+    # down with its tag beside it, not in it (accelerated): on the wire and in a capture it
+    # is 4 bytes all the same. Here a classifier before ours adds the tag.
+    from bcc import BPF
+    from pyroute2 import IPRoute
+
+    bpf = BPF(text=b"""
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/pkt_cls.h>
+int tag(struct __sk_buff *skb) {
+    if (skb->protocol == htons(ETH_P_IP))
+        bpf_skb_vlan_push(skb, htons(ETH_P_8021Q), 77);
+    return TC_ACT_UNSPEC;
+}""")
+    fn = bpf.load_func(b"tag", BPF.SCHED_CLS)
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=link.interface)[0]
+        ipr.tc("replace-filter", "bpf", index, 2, fd=fn.fd, name=fn.name, parent=0xFFFFFFF3,
+               classid=1, direct_action=True, prio=2)
+        try:
+            with Capture(link.interface, "vlan 77 and udp port 7985") as capture:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    for _ in range(3):  # the peer drops tagged frames: nothing comes back
+                        sock.sendto(b"t" * 60, (link.server_v4, 7985))
+        finally:
+            ipr.tc("del-filter", "bpf", index, 2, parent=0xFFFFFFF3, prio=2)
+            bpf.cleanup()
+    frame = 14 + 4 + 20 + 8 + 60
+    assert capture.totals(link.client_v4, "udp", 7985) == (3, 3 * frame)
+
+    def done(s: Samples) -> bool:
+        return flow(s, link, "transmit", "udp", 7985) == (3, 3 * frame)
+
+    s = wait_for(exporter.scrape, done)
+    assert flow(s, link, "transmit", "udp", 7985) == (3, 3 * frame)
 
 
 UNPARSED = "ebpf_net_exporter_packets_unparsed_total"

@@ -16,7 +16,7 @@ from exporter.flows import (
     FlowDelta,
     FlowTable,
     decode_key,
-    server_port,
+    evicted,
 )
 
 SEC = 1_000_000_000
@@ -109,23 +109,50 @@ def test_a_flow_that_took_an_idle_flows_key_before_its_removal_is_counted() -> N
 
     table._take = evicted_and_reused
     assert growth(table.read(now_ns=12 * SEC)) == {a: (3, 90)}
-    assert (table.expired, table.vanished, table.live) == (0, 2, 0)
+    # a's new flow was taken out (removed), not a (evicted); b was evicted before its take.
+    assert (table.expired, table.removed, table.live) == (0, 1, 0)
+    assert evicted(3, [table]) == 2  # a, b and a's successor inserted; a and b evicted
 
 
-def test_flows_evicted_by_the_kernel_are_counted() -> None:
+def test_evictions_are_what_was_inserted_and_is_neither_live_nor_taken_out() -> None:
+    fake4, fake6 = FakeMap(), FakeMap()
+    t4 = FlowTable(None, idle_timeout=10, read=fake4.read, take=fake4.take)
+    t6 = FlowTable(None, idle_timeout=10, key=KEY6, head=HEAD6, read=fake6.read,
+                   take=fake6.take)
+    for sport in range(5):
+        fake4.entries[key(sport=sport)] = (1, 100, 0, 443, 1)
+    fake6.entries[key(src="fd00::2", dst="fd00::1")] = (1, 100, 0, 443, 1)
+    t4.read(now_ns=1 * SEC), t6.read(now_ns=1 * SEC)
+    # 9 inserted: 6 read, and 3 that came and went between two reads, never seen.
+    assert evicted(9, [t4, t6]) == 3
+    del fake4.entries[key(sport=0)]  # evicted after it was read
+    fake4.entries[key(sport=1)] = (2, 200, 0, 443, 1)  # grew: not idle
+    t4.read(now_ns=12 * SEC), t6.read(now_ns=12 * SEC)  # the other 4 idle: taken out
+    assert (t4.live, t4.removed, t6.live, t6.removed) == (1, 3, 0, 1)
+    assert evicted(9, [t4, t6]) == 4
+
+
+def test_an_idle_connection_keeps_its_server_port_after_its_entry_was_taken_out() -> None:
     fake = FakeMap()
-    table = FlowTable(None, idle_timeout=60, read=fake.read, take=fake.take)
-    fake.entries[key()] = (1, 100, 0, 443, 1)
-    fake.entries[key(sport=1)] = (1, 100, 0, 443, 1)
-    table.read(now_ns=1)
-    del fake.entries[key()]
-    table.read(now_ns=2)
-    assert table.vanished == 1 and table.live == 1
+    table = FlowTable(None, idle_timeout=10, read=fake.read, take=fake.take)
+    grpc, udp = key(sport=40000, dport=50051), key(sport=40000, dport=50051, proto=17)
+    fake.entries[grpc] = (3, 300, 0, 50051, 1)  # the handshake was seen
+    fake.entries[udp] = (1, 100, 0, 0, 0)
+    assert table.read(now_ns=1 * SEC) == [delta(grpc, 3, 300, 50051), delta(udp, 1, 100, 40000)]
+    assert table.read(now_ns=12 * SEC) == []  # idle: both taken out
+    assert fake.entries == {}
+    # The connection goes on: the kernel's new entry saw no SYN.
+    fake.entries[grpc] = (1, 100, 13 * SEC, 0, 0)
+    fake.entries[udp] = (1, 100, 13 * SEC, 0, 0)
+    assert table.read(now_ns=14 * SEC) == [delta(grpc, 1, 100, 50051),
+                                           delta(udp, 1, 100, 40000)]
+    # Taken out again while still known only from before: still remembered.
+    assert table.read(now_ns=25 * SEC) == []
+    fake.entries[grpc] = (2, 200, 26 * SEC, 0, 0)
+    assert table.read(now_ns=27 * SEC) == [delta(grpc, 2, 200, 50051)]
 
 
-def test_server_port_prefers_the_handshake_then_the_lower_port() -> None:
-    assert server_port(8080, 50000, 8080, 1) == 8080
-    assert server_port(50000, 53, 0, 0) == 53
+def test_decoded_keys() -> None:
     k = decode_key(key(direction=1, src="fd00::1", dst="fd00::2", proto=17))
     assert (k.direction, k.protocol, str(k.src), str(k.remote)) == (
         "transmit", "udp", "fd00::1", "fd00::2")
@@ -175,8 +202,11 @@ class FakeAccounting:
         out, self.pending = self.pending, []
         return out
 
-    def counters(self) -> tuple[int, int]:
-        return 0, 0
+    def counters(self) -> tuple[int, int, int]:
+        return 0, 0, 0
+
+    def evictions(self, inserted: int) -> int:
+        return 0
 
 
 def flow(ifindex: int, port: int, packets: int) -> FlowDelta:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pytest
@@ -15,6 +16,7 @@ from exporter.flowtrack import TrackedFlow, format_report
 from tests.helpers import (
     PYTHON,
     ROOT,
+    Capture,
     Exporter,
     Hosts,
     assert_udp_counted,
@@ -53,7 +55,8 @@ def link() -> Iterator[Hosts]:
     yield from make_host_link("t1", 51)
 
 
-def test_track_reports_bytes_and_packets_per_connection(link: Hosts) -> None:
+def run_track(link: Hosts, traffic: Callable[[], None]) -> str:
+    """track's output over `traffic` (and one more report after it)."""
     track = subprocess.Popen([PYTHON, "-m", "exporter", "track", "-i", link.interface,
                               "-p", "0.5"], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -61,15 +64,24 @@ def test_track_reports_bytes_and_packets_per_connection(link: Hosts) -> None:
         assert track.stderr is not None
         banner = track.stderr.readline()
         assert "Tracking connections on" in banner, banner + track.stderr.read()
-        link.udp_echo(7961)
-        sent = link.run("", "udp-send", link.server_v4, "7961", "200", "4")
-        assert sent["echoed"] == 4
-        # Wait out at least one more report, so the traffic is in the output.
-        subprocess.run(["sleep", "1.5"], check=True)
+        traffic()
+        time.sleep(1.5)
     finally:
         track.terminate()
         out, err = track.communicate(timeout=30)
     assert track.returncode == 0, err
+    return out
+
+
+def test_track_reports_bytes_and_packets_per_connection(link: Hosts) -> None:
+    link.udp_echo(7961)
+    sent: dict[str, int] = {}
+
+    def traffic() -> None:
+        sent.update(link.run("", "udp-send", link.server_v4, "7961", "200", "4"))
+        assert sent["echoed"] == 4
+
+    out = run_track(link, traffic)
     assert out.startswith("-" * 63 + "\n Connections report, [")
     blocks = [m.groupdict() for m in BLOCK.finditer(out)]
     port = str(sent["local_port"])
@@ -82,6 +94,55 @@ def test_track_reports_bytes_and_packets_per_connection(link: Hosts) -> None:
     assert sum(int(b["bytes"]) for b in incoming) == 4 * 242
     assert {(b["src_role"], b["dst_role"]) for b in outgoing} == {("My host", "Remote server")}
     assert {(b["src_role"], b["dst_role"]) for b in incoming} == {("Remote server", "My host")}
+
+
+def test_track_over_tcp_and_ipv6_names_the_remote_server_and_the_remote_client(
+        link: Hosts) -> None:
+    link.serve("7963:1000")  # in the peer namespace: a remote server
+    link.start("", "serve", "7964:0")  # on this host: the peer is a remote client
+    with Capture(link.interface, "tcp port 7963 or tcp port 7964") as capture:
+        def traffic() -> None:
+            assert link.run("", "exchange", link.server_v6, "7963", "3000", "1000") == {
+                "sent": 3000, "received": 1000}
+            assert link.run(link.server_ns, "exchange", link.client_v6, "7964", "500",
+                            "0") == {"sent": 500, "received": 0}
+
+        out = run_track(link, traffic)
+    blocks = [m.groupdict() for m in BLOCK.finditer(out)]
+    for port, roles in ((7963, {link.client_v6: ("My host", "Remote server"),
+                                link.server_v6: ("Remote server", "My host")}),
+                        (7964, {link.client_v6: ("My host", "Remote client"),
+                                link.server_v6: ("Remote client", "My host")})):
+        for src, role in roles.items():
+            mine = [b for b in blocks if b["src"] == src and str(port) in (b["sport"], b["dport"])]
+            assert {(b["src_role"], b["dst_role"]) for b in mine} == {role}, (port, src)
+            assert (sum(int(b["packets"]) for b in mine), sum(int(b["bytes"]) for b in mine)) \
+                == capture.totals(src, "tcp", port), (port, src)
+
+
+def test_track_and_http_end_with_a_message_when_their_interface_goes() -> None:
+    require_root()
+    subprocess.run(["ip", "link", "del", "entgone0"], capture_output=True)
+    subprocess.run(["ip", "link", "add", "entgone0", "type", "veth", "peer", "name", "entgone1"],
+                   check=True)
+    tools = [subprocess.Popen([PYTHON, "-m", "exporter", *args, "-i", "entgone0"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for args in (("track", "-p", "0.3"), ("http",))]
+    try:
+        for tool in tools:
+            assert tool.stderr is not None
+            banner = tool.stderr.readline()
+            assert " on entgone0" in banner, banner + tool.stderr.read()
+        subprocess.run(["ip", "link", "del", "entgone0"], check=True)
+        for tool in tools:
+            _, err = tool.communicate(timeout=30)
+            assert tool.returncode == 1, err
+            assert "interface entgone0 is gone" in err and "Traceback" not in err
+    finally:
+        for tool in tools:
+            if tool.poll() is None:
+                tool.kill()
+        subprocess.run(["ip", "link", "del", "entgone0"], capture_output=True)
 
 
 def test_track_beside_a_running_exporter_leaves_the_exporters_filters(link: Hosts) -> None:
