@@ -130,7 +130,8 @@ class Agent:
         self._stack.callback(pump.stop)
 
     def _follow_interfaces(self, accounting: FlowAccounting) -> None:
-        watcher = InterfaceWatcher(self.config.interfaces, accounting.attach, accounting.forget)
+        watcher = InterfaceWatcher(self.config.interfaces, accounting.attach, accounting.forget,
+                                   accounting.restore)
         watcher.start()
         self._stack.callback(watcher.stop)
         for name in self.config.interfaces:

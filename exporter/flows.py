@@ -23,6 +23,7 @@ from exporter import kernel
 from exporter.bpfmaps import BatchReader, lookup_and_delete
 from exporter.config import FlowsConfig
 from exporter.errors import SetupError
+from exporter.interfaces import link_exists
 from exporter.tc import TcFilters
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,16 @@ class FlowAccounting:
         self.names[ifindex] = name
         self.attached.add(ifindex)
         log.info("counting flows on %s", name)
+
+    def restore(self, ifindex: int, name: str) -> None:
+        """Put our filters back if something else removed them (a tool flushing the
+        interface's filters, or deleting its clsact qdisc); counting resumes."""
+        if ifindex not in self.attached or self.filters.installed(ifindex, list(self._programs)):
+            return
+        if not link_exists(ifindex):
+            return  # the link is going, and its filters with it: its removal follows
+        log.warning("our filters on %s were removed by something else: putting them back", name)
+        self.attach(ifindex, name)
 
     def forget(self, ifindex: int, name: str) -> None:
         """Stop counting on a link that vanished, was renamed to a name not watched, or

@@ -15,7 +15,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_LINK
+from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_TC
 
 from exporter.errors import SetupError
 
@@ -48,14 +48,20 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
 
 
 class InterfaceWatcher:
+    """Reports links whose names match as they come and go; with `on_tc_removal`, also
+    each TC filter or qdisc removed from one of them (by anyone: another tool flushing
+    an interface's filters takes ours too)."""
+
     def __init__(self, patterns: Sequence[str], on_add: Callable[[int, str], None],
-                 on_remove: Callable[[int, str], None]) -> None:
+                 on_remove: Callable[[int, str], None],
+                 on_tc_removal: Callable[[int, str], None] | None = None) -> None:
         self.patterns = tuple(patterns)
         self.on_add = on_add
         self.on_remove = on_remove
+        self.on_tc_removal = on_tc_removal
         self.present: dict[int, str] = {}
         self._events = IPRoute()
-        self._events.bind(groups=RTMGRP_LINK)
+        self._events.bind(groups=RTMGRP_LINK | (RTMGRP_TC if on_tc_removal else 0))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="interfaces", daemon=True)
 
@@ -100,10 +106,13 @@ class InterfaceWatcher:
                     log.exception("listing the links failed")
                 continue
             for msg in messages:
-                if msg.get("event") == "RTM_NEWLINK":
+                event = msg.get("event")
+                if event == "RTM_NEWLINK":
                     self._handle(msg, self._seen)
-                elif msg.get("event") == "RTM_DELLINK":
+                elif event == "RTM_DELLINK":
                     self._handle(msg, self._gone)
+                elif event in ("RTM_DELTFILTER", "RTM_DELQDISC"):
+                    self._handle(msg, self._tc_removed)
 
     def _handle(self, msg: Any, step: Callable[[Any], None]) -> None:
         # One link's trouble (a netlink error while detaching, say) must not end the
@@ -137,6 +146,11 @@ class InterfaceWatcher:
 
     def _gone(self, msg: Any) -> None:
         self._forget(msg["index"])
+
+    def _tc_removed(self, msg: Any) -> None:
+        name = self.present.get(msg["index"])
+        if name is not None and self.on_tc_removal is not None:
+            self.on_tc_removal(msg["index"], name)
 
     def _forget(self, index: int) -> None:
         name = self.present.pop(index, None)

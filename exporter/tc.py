@@ -50,6 +50,12 @@ class TcFilters:
                              name=fn.name, parent=HOOKS[hook], classid=1,
                              direct_action=True, prio=self.priority)
 
+    def installed(self, ifindex: int, hooks: list[str]) -> bool:
+        """Whether our filter is on each of these hooks."""
+        with self._lock:
+            return all(any(self._is_ours(m) for m in self._filters(ifindex, HOOKS[hook]))
+                       for hook in hooks)
+
     def detach(self, ifindex: int) -> None:
         """Remove exactly our filters; the interface may already be gone."""
         with self._lock:

@@ -50,6 +50,9 @@ def test_interface_churn_leaves_counts_exact_and_attachments_clean() -> None:
         leftovers = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
                                    check=True).stdout
         assert "entc1" not in leftovers
+        # Links that go take their filters with them: that is not someone removing ours.
+        log = exporter.log()
+        assert "Traceback" not in log and "removed by something else" not in log, log
     finally:
         assert exporter.stop() == 0, exporter.log()
         links.close()

@@ -24,10 +24,10 @@ def ours(interface: str, hook: str, handle: str = "0x9435") -> list[str]:
                          capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if f"handle {handle}" in line]
 
+
 def qdiscs(interface: str) -> str:
     return subprocess.run(["tc", "qdisc", "show", "dev", interface], check=True,
                           capture_output=True, text=True).stdout
-
 
 
 def udp_totals(s: Samples, interface: str, direction: str, port: int) -> tuple[float, float]:
@@ -151,6 +151,26 @@ def test_filters_left_by_a_killed_exporter_are_replaced_not_doubled(link: Hosts)
     for hook in ("ingress", "egress"):
         assert ours(link.interface, hook) == [] and ours(link.interface, hook, "0x9436") == []
     # The clsact the killed exporter added went too, as it would have at its own clean stop.
+    assert "clsact" not in qdiscs(link.interface)
+
+
+def test_filters_someone_else_removed_are_put_back(link: Hosts) -> None:
+    exporter = Exporter({"interfaces": [link.interface]})
+    try:
+        # A tool flushing the interface's filters on one hook, then deleting its clsact.
+        subprocess.run(["tc", "filter", "del", "dev", link.interface, "ingress"], check=True)
+        until(lambda: len(ours(link.interface, "ingress")) == 1)
+        assert [len(ours(link.interface, hook)) for hook in ("ingress", "egress")] == [1, 1]
+        subprocess.run(["tc", "qdisc", "del", "dev", link.interface, "clsact"], check=True)
+        until(lambda: len(ours(link.interface, "ingress") + ours(link.interface, "egress")) == 2)
+        assert [len(ours(link.interface, hook)) for hook in ("ingress", "egress")] == [1, 1]
+        s = send_and_wait(link, exporter, 7934, 4)
+        assert udp_totals(s, link.interface, "receive", 7934) == (4, 4 * 142)
+        assert udp_totals(s, link.interface, "transmit", 7934) == (4, 4 * 142)
+        assert exporter.log().count("were removed by something else") == 2
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+    # The clsact it put back is its own, and goes at its stop.
     assert "clsact" not in qdiscs(link.interface)
 
 
