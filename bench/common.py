@@ -98,11 +98,19 @@ def _programs(names: tuple[str, ...]) -> list[dict[str, Any]]:
     return [p for p in progs if p.get("name") in names]
 
 
-def cost_per_run(names: tuple[str, ...]) -> float:
-    """Average ns per run over the loaded programs with these names (kernel statistics)."""
+def run_totals(names: tuple[str, ...]) -> tuple[int, int]:
+    """(run time in ns, runs) summed over the loaded programs with these names."""
     ours = _programs(names)
-    run_time = sum(int(p.get("run_time_ns", 0)) for p in ours)
-    return run_time / max(sum(int(p.get("run_cnt", 0)) for p in ours), 1)
+    return (sum(int(p.get("run_time_ns", 0)) for p in ours),
+            sum(int(p.get("run_cnt", 0)) for p in ours))
+
+
+def cost_per_run(names: tuple[str, ...], before: tuple[int, int]) -> float:
+    """Average ns per run of the programs with these names since `before` (a run_totals()
+    reading): what a program of the same name left loaded elsewhere ran before does not
+    count."""
+    run_time, runs = run_totals(names)
+    return (run_time - before[0]) / max(runs - before[1], 1)
 
 
 def exporter_cost(interface: str, load: Callable[[], object], http: bool = True) -> float:
@@ -110,11 +118,12 @@ def exporter_cost(interface: str, load: Callable[[], object], http: bool = True)
     with a fresh exporter attached to `interface`."""
     from tests.helpers import Exporter
 
+    before = run_totals(CLASSIFIERS)
     exporter = Exporter({"interfaces": [interface], "interval": "5s",
                          "http": {"enabled": http}})
     try:
         load()
-        return cost_per_run(CLASSIFIERS)
+        return cost_per_run(CLASSIFIERS, before)
     finally:
         exporter.stop()
 
@@ -130,9 +139,10 @@ def reference_cost(link: Hosts, load: Callable[[], object], name: str) -> float:
     filters = TcFilters(priority=9436, handle=0x9436)
     index = int(Path(f"/sys/class/net/{link.interface}/ifindex").read_text())
     try:
+        before = run_totals((name,))
         filters.attach(index, {"ingress": fn, "egress": fn})
         load()
-        return cost_per_run((name,))
+        return cost_per_run((name,), before)
     finally:
         filters.detach(index)
         filters.close()
@@ -196,10 +206,10 @@ def compare_with_exporter(interface: str, rounds: int, seconds: int,
             def spent() -> float:
                 return bpf_run_seconds(EXPORTER_PROGRAMS) + process_cpu_seconds(exporter.proc.pid)
 
-            before = spent()
+            before, runs_before = spent(), run_totals(CLASSIFIERS)
             rate = load()
             added_cpu.append((spent() - before) / (rate * seconds))
-            costs.append(cost_per_run(CLASSIFIERS))
+            costs.append(cost_per_run(CLASSIFIERS, runs_before))
             return rate
         finally:
             exporter.stop()

@@ -174,6 +174,24 @@ def test_filters_someone_else_removed_are_put_back(link: Hosts) -> None:
     assert "clsact" not in qdiscs(link.interface)
 
 
+def test_an_exporter_replaced_by_a_new_one_leaves_the_new_one_counting(link: Hosts) -> None:
+    # A rolling update that starts the new exporter before the old one stops: the new one
+    # takes the filter slot over; the old one's clean stop removes what holds its slot (it
+    # cannot tell the programs apart), and the new one puts its filters back at once.
+    old = Exporter({"interfaces": [link.interface]})
+    new = Exporter({"interfaces": [link.interface]})
+    try:
+        assert old.stop() == 0, old.log()
+        until(lambda: len(ours(link.interface, "ingress") + ours(link.interface, "egress")) == 2)
+        assert [len(ours(link.interface, hook)) for hook in ("ingress", "egress")] == [1, 1]
+        s = send_and_wait(link, new, 7935, 3)
+        assert udp_totals(s, link.interface, "receive", 7935) == (3, 3 * 142)
+        assert udp_totals(s, link.interface, "transmit", 7935) == (3, 3 * 142)
+    finally:
+        assert new.stop() == 0, new.log()
+    assert "clsact" not in qdiscs(link.interface)
+
+
 def add_foreign_filter(interface: str) -> None:
     """Another TC user's classifier, at Cilium's priority 1 and handle 1."""
     from bcc import BPF
