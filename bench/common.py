@@ -98,19 +98,24 @@ def _programs(names: tuple[str, ...]) -> list[dict[str, Any]]:
     return [p for p in progs if p.get("name") in names]
 
 
-def run_totals(names: tuple[str, ...]) -> tuple[int, int]:
-    """(run time in ns, runs) summed over the loaded programs with these names."""
-    ours = _programs(names)
-    return (sum(int(p.get("run_time_ns", 0)) for p in ours),
-            sum(int(p.get("run_cnt", 0)) for p in ours))
+RunTotals = dict[int, tuple[int, int]]
 
 
-def cost_per_run(names: tuple[str, ...], before: tuple[int, int]) -> float:
+def run_totals(names: tuple[str, ...]) -> RunTotals:
+    """Program id -> (run time in ns, runs), for the loaded programs with these names."""
+    return {int(p["id"]): (int(p.get("run_time_ns", 0)), int(p.get("run_cnt", 0)))
+            for p in _programs(names)}
+
+
+def cost_per_run(names: tuple[str, ...], before: RunTotals) -> float:
     """Average ns per run of the programs with these names since `before` (a run_totals()
-    reading): what a program of the same name left loaded elsewhere ran before does not
-    count."""
-    run_time, runs = run_totals(names)
-    return (run_time - before[0]) / max(runs - before[1], 1)
+    reading), program by program: what a same-named program loaded elsewhere ran before, or
+    one unloaded meanwhile, does not count."""
+    run_time = runs = 0
+    for prog, (spent, count) in run_totals(names).items():
+        spent_before, count_before = before.get(prog, (0, 0))
+        run_time, runs = run_time + spent - spent_before, runs + count - count_before
+    return run_time / max(runs, 1)
 
 
 def exporter_cost(interface: str, load: Callable[[], object], http: bool = True) -> float:

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -135,12 +136,12 @@ def run_http(config: Config, interface: str) -> int:
         inspection.open_packets(print_packet)
         inspection.attach(index, interface)
         print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
-        polls = 0
+        checked = time.monotonic()
         while not stop.is_set():
             inspection.poll(200)
-            polls += 1
-            if polls % 5 == 0:
+            if time.monotonic() - checked >= 1:  # poll() returns early under traffic
                 check_still_there(index, interface)
+                checked = time.monotonic()
     finally:
         inspection.close()
     return 0

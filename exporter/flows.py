@@ -41,8 +41,10 @@ PROTOCOLS = {6: "tcp", 17: "udp"}
 DIRECTIONS = ("receive", "transmit")
 DIR_RECEIVE, DIR_TRANSMIT = 0, 1
 F_NEW_FLOWS, F_UNPARSED, F_UNCOUNTED = 0, 1, 2
-# Handshakes remembered for flows taken out while idle (each ~150 bytes).
+# Handshakes remembered for flows taken out while idle, per address family (each ~150 bytes).
 REMEMBERED_SERVERS = 65536
+# Filters put back on one link at most this often within the window (seconds).
+RESTORE_LIMIT, RESTORE_WINDOW = 5, 60
 
 
 def map_size(max_flows: int) -> int:
@@ -197,6 +199,7 @@ class FlowAccounting:
         self.names: dict[int, str] = {}  # kept after a link goes, for its last flows
         self.attached: set[int] = set()
         self._evicted = 0
+        self._restored: dict[int, list[float]] = {}  # when filters were put back, per link
 
     def chain(self, programs: dict[str, Any]) -> None:
         """Run these classifiers ("ingress", "egress") after ours on every TCP segment, as
@@ -213,18 +216,33 @@ class FlowAccounting:
 
     def restore(self, ifindex: int, name: str) -> None:
         """Put our filters back if something else removed them (a tool flushing the
-        interface's filters, or deleting its clsact qdisc); counting resumes."""
+        interface's filters, or deleting its clsact qdisc); counting resumes. Against
+        something that keeps removing them, it gives up for a while instead of fighting."""
         if ifindex not in self.attached or self.filters.installed(ifindex, list(self._programs)):
             return
         if not link_exists(ifindex):
             return  # the link is going, and its filters with it: its removal follows
+        now = time.monotonic()
+        recent = [t for t in self._restored.get(ifindex, []) if now - t < RESTORE_WINDOW]
+        if len(recent) >= RESTORE_LIMIT:
+            log.error("something keeps removing our filters on %s (%d times in %d s): no "
+                      "longer counting there until it stops; find it with `tc monitor`", name,
+                      len(recent), RESTORE_WINDOW)
+            return
+        self._restored[ifindex] = [*recent, now]
         log.warning("our filters on %s were removed by something else: putting them back", name)
-        self.attach(ifindex, name)
+        try:
+            self.attach(ifindex, name)
+        except Exception:
+            if link_exists(ifindex):
+                raise
+            # The link went meanwhile: its removal follows.
 
     def forget(self, ifindex: int, name: str) -> None:
         """Stop counting on a link that vanished, was renamed to a name not watched, or
         failed to attach part-way: whatever of ours is still on it goes too."""
         self.attached.discard(ifindex)
+        self._restored.pop(ifindex, None)
         try:
             self.filters.detach(ifindex)
         except Exception as exc:  # the link lives on with our filter; say so, and go on

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import select
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +21,9 @@ from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_TC
 from exporter.errors import SetupError
 
 log = logging.getLogger(__name__)
+
+SO_RCVBUFFORCE = 33  # not in Python's socket module
+EVENT_BUFFER = 4 << 20
 
 
 def link_index(name: str) -> int:
@@ -62,6 +66,12 @@ class InterfaceWatcher:
         self.present: dict[int, str] = {}
         self._events = IPRoute()
         self._events.bind(groups=RTMGRP_LINK | (RTMGRP_TC if on_tc_removal else 0))
+        # TC events come for every interface on the host (ours too: attaching a few hundred
+        # links queues three each): a larger buffer makes an overflow, and a resync, rarer.
+        try:
+            self._events.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, EVENT_BUFFER)
+        except OSError:  # without CAP_NET_ADMIN: as large as net.core.rmem_max allows
+            self._events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, EVENT_BUFFER)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="interfaces", daemon=True)
 
@@ -72,14 +82,19 @@ class InterfaceWatcher:
 
     def resync(self) -> None:
         """Bring `present` in line with the links there are now: at start, and after events
-        were lost (a burst of links overflowing the socket's buffer gives ENOBUFS)."""
+        were lost (a burst overflowing the socket's buffer gives ENOBUFS), when a removal of
+        our filters may have been among them too."""
         with IPRoute() as ipr:
             links = list(ipr.get_links())
+        known = set(self.present)
         for link in links:
             self._handle(link, self._seen)
         listed = {link["index"] for link in links}
         for index in [i for i in self.present if i not in listed]:
             self._forget(index)
+        if self.on_tc_removal is not None:
+            for index in known & set(self.present):
+                self._handle(index, self._tc_check)
 
     def stop(self) -> None:
         self._stop.set()
@@ -95,7 +110,9 @@ class InterfaceWatcher:
             if not ready:
                 continue
             try:
-                messages = self._events.get()
+                # get() is a generator: the socket is read, and ENOBUFS raised, as it is
+                # iterated.
+                messages = list(self._events.get())
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -106,6 +123,8 @@ class InterfaceWatcher:
                     log.exception("listing the links failed")
                 continue
             for msg in messages:
+                if self._stop.is_set():
+                    return  # stopping: the filters are being removed, not to be restored
                 event = msg.get("event")
                 if event == "RTM_NEWLINK":
                     self._handle(msg, self._seen)
@@ -120,7 +139,10 @@ class InterfaceWatcher:
         try:
             step(msg)
         except Exception:
-            log.exception("handling a change of interface %s failed", msg.get_attr("IFLA_IFNAME"))
+            index = msg if isinstance(msg, int) else msg["index"]
+            name = None if isinstance(msg, int) else msg.get_attr("IFLA_IFNAME")
+            log.exception("handling a change of interface %s failed",
+                          name or self.present.get(index, index))
 
     def _seen(self, msg: Any) -> None:
         index, name = msg["index"], msg.get_attr("IFLA_IFNAME")
@@ -148,9 +170,12 @@ class InterfaceWatcher:
         self._forget(msg["index"])
 
     def _tc_removed(self, msg: Any) -> None:
-        name = self.present.get(msg["index"])
+        self._tc_check(msg["index"])
+
+    def _tc_check(self, index: int) -> None:
+        name = self.present.get(index)
         if name is not None and self.on_tc_removal is not None:
-            self.on_tc_removal(msg["index"], name)
+            self.on_tc_removal(index, name)
 
     def _forget(self, index: int) -> None:
         name = self.present.pop(index, None)

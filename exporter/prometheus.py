@@ -129,8 +129,8 @@ def flow_metrics(flows: FlowsSnapshot) -> Iterator[Metric]:
                    "IP packets not followed to their ports (headers beyond the linear data, IPv6 "
                    "extension headers), so not in the flow counts.", flows.unparsed)
     yield _counter("ebpf_net_exporter_flow_packets_uncounted_total",
-                   "Packets of new flows not counted because the flow map had no room left for "
-                   "them (raise flows.max_flows).", flows.uncounted)
+                   "Packets of new flows not counted because no flow map entry could be kept "
+                   "for them (raise flows.max_flows).", flows.uncounted)
 
 
 def http_metrics(http: HttpSnapshot) -> Iterator[Metric]:

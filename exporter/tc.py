@@ -2,7 +2,8 @@
 
 We own exactly one filter per hook, identified by (priority, handle). Another
 TC user (Cilium uses priority 1 handle 1; a user's own rules) keeps its
-filters, and a clsact qdisc is only removed by us if we added it and it is empty.
+filters, and a clsact qdisc is only removed by us if we added it (or found it holding
+nothing but a crashed instance's filters of ours) and it is empty.
 """
 
 from __future__ import annotations

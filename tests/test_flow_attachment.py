@@ -168,6 +168,16 @@ def test_filters_someone_else_removed_are_put_back(link: Hosts) -> None:
         assert udp_totals(s, link.interface, "receive", 7934) == (4, 4 * 142)
         assert udp_totals(s, link.interface, "transmit", 7934) == (4, 4 * 142)
         assert exporter.log().count("were removed by something else") == 2
+        # Something that keeps at it: after five restores in a minute, the exporter gives up
+        # instead of fighting, and says so.
+        for _ in range(3):
+            subprocess.run(["tc", "filter", "del", "dev", link.interface, "egress"], check=True)
+            until(lambda: len(ours(link.interface, "egress")) == 1)
+            assert len(ours(link.interface, "egress")) == 1
+        subprocess.run(["tc", "filter", "del", "dev", link.interface, "egress"], check=True)
+        until(lambda: "keeps removing our filters" in exporter.log())
+        assert "keeps removing our filters on " + link.interface in exporter.log()
+        assert ours(link.interface, "egress") == [] and len(ours(link.interface, "ingress")) == 1
     finally:
         assert exporter.stop() == 0, exporter.log()
     # The clsact it put back is its own, and goes at its stop.

@@ -107,20 +107,25 @@ def test_a_full_flow_map_counts_every_new_flow_as_kept_evicted_or_uncounted(link
         for sock in socks:
             sock.close()
 
+        def grown(s: Samples, name: str) -> float:
+            return value(s, name) - value(before, name)
+
         def settled(s: Samples) -> bool:
-            return value(s, "ebpf_net_exporter_flows_started_total") + value(
+            return grown(s, "ebpf_net_exporter_flows_started_total") + grown(
                 s, "ebpf_net_exporter_flow_packets_uncounted_total") == flows
 
         wait_for(exporter.scrape, settled)
         time.sleep(0.5)  # a few more collector cycles after the last packet
         s = exporter.scrape()
-        started = value(s, "ebpf_net_exporter_flows_started_total")
-        uncounted = value(s, "ebpf_net_exporter_flow_packets_uncounted_total")
+        started = grown(s, "ebpf_net_exporter_flows_started_total")
+        uncounted = grown(s, "ebpf_net_exporter_flow_packets_uncounted_total")
         live = value(s, "ebpf_net_exporter_map_entries", map="flows_ipv4")
-        evicted = value(s, "ebpf_net_exporter_flow_evictions_total")
+        evicted = grown(s, "ebpf_net_exporter_flow_evictions_total")
         assert started + uncounted == flows
         assert live <= 20  # the map's size: max_flows plus a quarter
-        # Every flow inserted is live or was evicted (none idle long enough to be expired).
+        # Every flow inserted is live or was evicted (none idle long enough to be expired),
+        # and nothing was in the map before.
+        assert value(before, "ebpf_net_exporter_map_entries", map="flows_ipv4") == 0
         assert evicted == started - live
         assert evicted >= flows - 20 - uncounted
         # What the kernel counted before an eviction is kept, never taken back.

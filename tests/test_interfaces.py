@@ -6,6 +6,7 @@ import errno
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from exporter.interfaces import InterfaceWatcher
@@ -35,11 +36,12 @@ def test_lost_link_events_are_made_up_for_by_listing_the_links_again() -> None:
         losing.set()
         read = watcher._events.get
 
-        def lossy() -> Any:
-            messages = read()
+        def lossy() -> Iterator[Any]:
+            # A generator, as pyroute2's get() is: the error comes while iterating.
+            messages = list(read())
             if losing.is_set():
                 raise OSError(errno.ENOBUFS, "No buffer space available")
-            return messages
+            yield from messages
 
         watcher._events.get = lossy
         ip("link", "add", "entrs2", "type", "veth", "peer", "name", "entrp2")
@@ -50,6 +52,7 @@ def test_lost_link_events_are_made_up_for_by_listing_the_links_again() -> None:
             time.sleep(0.05)
         losing.clear()
         assert set(watcher.present.values()) == {"entrs2"}
+        assert watcher._thread.is_alive()
     finally:
         watcher.stop()
         for name in ("entrs1", "entrs2"):
