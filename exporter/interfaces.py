@@ -11,11 +11,12 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_TC
 
 from exporter.errors import SetupError
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 SO_RCVBUFFORCE = 33  # not in Python's socket module
 EVENT_BUFFER = 4 << 20
+DUMP_ATTEMPTS = 20
+DRAIN_READS = 10_000
 
 
 def link_index(name: str) -> int:
@@ -45,6 +48,18 @@ def link_exists(index: int) -> bool:
     except Exception:
         return True  # cannot tell: assume it is there, so that a failure is not played down
     return True
+
+
+def _list_links() -> list[Any]:
+    # A dump that links changed under is refused (NLM_F_DUMP_INTR): ask again.
+    for _ in range(DUMP_ATTEMPTS - 1):
+        try:
+            with IPRoute() as ipr:
+                return list(ipr.get_links())
+        except NetlinkDumpInterrupted:
+            time.sleep(0.05)
+    with IPRoute() as ipr:
+        return list(ipr.get_links())
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:
@@ -84,8 +99,7 @@ class InterfaceWatcher:
         """Bring `present` in line with the links there are now: at start, and after events
         were lost (a burst overflowing the socket's buffer gives ENOBUFS), when a removal of
         our filters may have been among them too."""
-        with IPRoute() as ipr:
-            links = list(ipr.get_links())
+        links = _list_links()
         known = set(self.present)
         for link in links:
             self._handle(link, self._seen)
@@ -103,7 +117,18 @@ class InterfaceWatcher:
         self._events.close()
 
     def _run(self) -> None:
+        behind = False  # events were lost, and the links not yet listed again since
         while not self._stop.is_set():
+            if behind:
+                try:
+                    # Drained first: until its queue empties the kernel drops events without
+                    # saying so again, and whatever it dropped after this listing would be
+                    # lost for good. What is drained is older than the listing.
+                    self._drain()
+                    self.resync()
+                    behind = False
+                except Exception as exc:  # tried again after the next events, or in 0.2 s
+                    log.warning("listing the links failed (%s): trying again", exc)
             # Closing the socket from another thread does not wake a blocked get():
             # wait for messages in short slices so that a stop is seen promptly.
             ready, _, _ = select.select([self._events], [], [], 0.2)
@@ -116,11 +141,10 @@ class InterfaceWatcher:
             except Exception as exc:
                 if self._stop.is_set():
                     return
-                log.warning("reading link events failed (%s): listing the links again", exc)
-                try:
-                    self.resync()
-                except Exception:
-                    log.exception("listing the links failed")
+                if not behind:
+                    log.warning("reading link events failed (%s): listing the links again",
+                                exc)
+                behind = True
                 continue
             for msg in messages:
                 if self._stop.is_set():
@@ -132,6 +156,15 @@ class InterfaceWatcher:
                     self._handle(msg, self._gone)
                 elif event in ("RTM_DELTFILTER", "RTM_DELQDISC"):
                     self._handle(msg, self._tc_removed)
+
+    def _drain(self) -> None:
+        for _ in range(DRAIN_READS):
+            if not select.select([self._events], [], [], 0)[0]:
+                return
+            try:
+                list(self._events.get())
+            except OSError:
+                pass  # ENOBUFS again: the listing that follows covers it
 
     def _handle(self, msg: Any, step: Callable[[Any], None]) -> None:
         # One link's trouble (a netlink error while detaching, say) must not end the

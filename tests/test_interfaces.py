@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import errno
+import logging
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from exporter.interfaces import InterfaceWatcher
+import pytest
+
+from exporter.interfaces import SO_RCVBUFFORCE, InterfaceWatcher
 from tests.helpers import require_root
 
 
@@ -57,3 +61,33 @@ def test_lost_link_events_are_made_up_for_by_listing_the_links_again() -> None:
         watcher.stop()
         for name in ("entrs1", "entrs2"):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_a_real_overflow_of_link_events_is_caught_up_with(caplog: pytest.LogCaptureFixture) -> None:
+    require_root()
+    pairs = 60
+    names = [f"entrb{i}" for i in range(pairs)]
+    cleanup = "\n".join(f"link del {name}" for name in names) + "\n"
+    subprocess.run(["ip", "-force", "-batch", "-"], input=cleanup, text=True, capture_output=True)
+    added: set[str] = set()
+    watcher = InterfaceWatcher(["entrb*"], lambda _i, name: added.add(name),
+                               lambda _i, name: added.discard(name))
+    try:
+        watcher.start()
+        # The smallest buffer the kernel allows: a burst of link events overflows it.
+        watcher._events.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 0)
+        burst = [f"link add {name} type veth peer name entrq{i}" for i, name in enumerate(names)]
+        burst += [f"link del {name}" for name in names[::2]]
+        with caplog.at_level(logging.WARNING, logger="exporter.interfaces"):
+            subprocess.run(["ip", "-batch", "-"], input="\n".join(burst) + "\n", text=True,
+                           check=True)
+            deadline = time.monotonic() + 20
+            while added != set(names[1::2]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert added == set(names[1::2])
+        assert watcher._thread.is_alive()
+        assert "listing the links again" in caplog.text  # the overflow did happen
+    finally:
+        watcher.stop()
+        subprocess.run(["ip", "-force", "-batch", "-"], input=cleanup, text=True,
+                       capture_output=True)
