@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -108,7 +109,7 @@ class InterfaceWatcher:
             self._forget(index)
         if self.on_tc_removal is not None:
             for index in known & set(self.present):
-                self._handle(index, self._tc_check)
+                self._guarded(index, None, partial(self._tc_check, index))
 
     def stop(self) -> None:
         self._stop.set()
@@ -167,13 +168,14 @@ class InterfaceWatcher:
                 pass  # ENOBUFS again: the listing that follows covers it
 
     def _handle(self, msg: Any, step: Callable[[Any], None]) -> None:
+        self._guarded(msg["index"], msg.get_attr("IFLA_IFNAME"), lambda: step(msg))
+
+    def _guarded(self, index: int, name: str | None, step: Callable[[], None]) -> None:
         # One link's trouble (a netlink error while detaching, say) must not end the
-        # watching of all the others.
+        # watching of all the others. TC messages carry no name: the one we know is given.
         try:
-            step(msg)
+            step()
         except Exception:
-            index = msg if isinstance(msg, int) else msg["index"]
-            name = None if isinstance(msg, int) else msg.get_attr("IFLA_IFNAME")
             log.exception("handling a change of interface %s failed",
                           name or self.present.get(index, index))
 

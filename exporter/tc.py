@@ -54,8 +54,7 @@ class TcFilters:
     def installed(self, ifindex: int, hooks: list[str]) -> bool:
         """Whether our filter is on each of these hooks."""
         with self._lock:
-            return all(any(self._is_ours(m) for m in self._filters(ifindex, HOOKS[hook]))
-                       for hook in hooks)
+            return all(self._has_ours(ifindex, HOOKS[hook]) for hook in hooks)
 
     def detach(self, ifindex: int) -> None:
         """Remove exactly our filters; the interface may already be gone."""
@@ -111,7 +110,10 @@ class TcFilters:
             if exc.code not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                 raise
 
+    def _has_ours(self, ifindex: int, parent: int) -> bool:
+        return any(self._is_ours(m) for m in self._filters(ifindex, parent))
+
     def _delete_ours(self, ifindex: int, parent: int) -> None:
-        if any(self._is_ours(m) for m in self._filters(ifindex, parent)):
+        if self._has_ours(ifindex, parent):
             self._ipr.tc("del-filter", "bpf", ifindex, self.handle, parent=parent,
                          prio=self.priority)

@@ -35,6 +35,13 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
+def until(check: Callable[[], bool], timeout: float = 10) -> None:
+    """Poll `check` until it holds or `timeout` passes; the caller asserts afterwards."""
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 @dataclass
 class Hosts:
     """Two namespaces joined by a veth pair: a client side and a server side."""

@@ -6,12 +6,21 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 
 import pytest
 
-from tests.helpers import Exporter, Hosts, Samples, make_host_link, require_root, value, wait_for
+from tests.helpers import (
+    Exporter,
+    Hosts,
+    Samples,
+    make_host_link,
+    require_root,
+    until,
+    value,
+    wait_for,
+)
 
 BYTES = "ebpf_net_flow_bytes_total"
 PACKETS = "ebpf_net_flow_packets_total"
@@ -68,12 +77,6 @@ def test_an_interface_created_after_start_is_counted_and_forgotten_when_gone() -
         assert udp_totals(s, "entl1h", "receive", 7921) == (4, 4 * 142)
     finally:
         assert exporter.stop() == 0, exporter.log()
-
-
-def until(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def rename(old: str, new: str) -> None:

@@ -70,17 +70,10 @@ def test_server_port_from_the_handshake_kept_across_idle_expiry(link: Hosts) -> 
             unseen.close()
             time.sleep(1)
 
-        def by_client(port: int) -> dict[str, tuple[int, int]]:
-            frames = [f for f in capture.frames if port in (f.sport, f.dport)]
-            return {"transmit": (len([f for f in frames if f.src == link.client_v4]),
-                                 sum(f.length for f in frames if f.src == link.client_v4)),
-                    "receive": (len([f for f in frames if f.src == link.server_v4]),
-                                sum(f.length for f in frames if f.src == link.server_v4))}
-
         expected = {}
         for port, label in ((CLIENT, str(SERVER)), (UNSEEN_CLIENT, str(UNSEEN_CLIENT))):
-            for direction, totals in by_client(port).items():
-                expected[(direction, label)] = totals
+            for direction, src in (("transmit", link.client_v4), ("receive", link.server_v4)):
+                expected[(direction, label)] = capture.totals(src, "tcp", port)
         assert expected[("transmit", str(SERVER))][0] >= 5  # SYN, data twice, FIN, ACKs
 
         s = wait_for(exporter.scrape, lambda s: series(s, link) == expected)

@@ -7,18 +7,13 @@ import logging
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from exporter.interfaces import SO_RCVBUFFORCE, InterfaceWatcher
-from tests.helpers import require_root
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+from tests.helpers import ip, require_root, until
 
 
 def test_lost_link_events_are_made_up_for_by_listing_the_links_again() -> None:
@@ -50,10 +45,8 @@ def test_lost_link_events_are_made_up_for_by_listing_the_links_again() -> None:
         watcher._events.get = lossy
         ip("link", "add", "entrs2", "type", "veth", "peer", "name", "entrp2")
         ip("link", "del", "entrs1")
-        deadline = time.monotonic() + 10
-        while (added, removed) != (["entrs1", "entrs2"], ["entrs1"]):
-            assert time.monotonic() < deadline, (added, removed)
-            time.sleep(0.05)
+        until(lambda: (added, removed) == (["entrs1", "entrs2"], ["entrs1"]))
+        assert (added, removed) == (["entrs1", "entrs2"], ["entrs1"])
         losing.clear()
         assert set(watcher.present.values()) == {"entrs2"}
         assert watcher._thread.is_alive()
@@ -81,9 +74,7 @@ def test_a_real_overflow_of_link_events_is_caught_up_with(caplog: pytest.LogCapt
         with caplog.at_level(logging.WARNING, logger="exporter.interfaces"):
             subprocess.run(["ip", "-batch", "-"], input="\n".join(burst) + "\n", text=True,
                            check=True)
-            deadline = time.monotonic() + 20
-            while added != set(names[1::2]) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            until(lambda: added == set(names[1::2]), timeout=20)
         assert added == set(names[1::2])
         assert watcher._thread.is_alive()
         assert "listing the links again" in caplog.text  # the overflow did happen
