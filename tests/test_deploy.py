@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config import load_config
+from exporter.prometheus import _format_bound
 from tests.helpers import ROOT
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -41,6 +43,33 @@ def test_every_alert_has_a_unit_test_and_a_runbook() -> None:
         annotations = alert["annotations"]
         assert annotations["summary"] and annotations["description"]
         assert len(annotations["runbook"]) > 100, alert["alert"]
+
+
+def test_rule_tests_use_the_bucket_layout_the_shipped_config_exposes() -> None:
+    """Histogram rules are tested on the buckets the exporter really exposes with config.yaml
+    (a test on a bucket it never produces let an alert that could never fire pass), and the
+    long-lived alert compares against the top bound that configuration has."""
+    config = load_config(ROOT / "config.yaml")
+    layouts = {"ebpf_net_tcp_connection_duration_seconds_bucket": config.connections.buckets,
+               "http_server_request_duration_seconds_bucket": config.http.buckets}
+    tests = yaml.safe_load((RULES / "rules_test.yml").read_text())
+    seen: dict[tuple[str, str], set[str]] = {}
+    for test in tests["tests"]:
+        for item in test["input_series"]:
+            name, _, rest = item["series"].partition("{")
+            if name in layouts:
+                labels = re.sub(r',?le="[^"]*"', "", rest)
+                le = re.search(r'le="([^"]*)"', rest)
+                assert le, item["series"]
+                seen.setdefault((name, test["name"] + labels), set()).add(le.group(1))
+    assert {name for name, _ in seen} == set(layouts)
+    for (name, group), les in seen.items():
+        assert les == {_format_bound(b) for b in layouts[name]} | {"+Inf"}, group
+    rules = yaml.safe_load((RULES / "rules.yml").read_text())
+    alert = next(r for g in rules["groups"] for r in g["rules"]
+                 if r.get("alert") == "EbpfNetLongLivedConnections")
+    top = _format_bound(config.connections.buckets[-1])
+    assert f'le="{top}"' in alert["expr"] and top == "3600.0"
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
