@@ -116,6 +116,9 @@ BPF_HASH(http_stats, struct stat_key, struct stat_val, MAX_SERIES);
 BPF_ARRAY(http_counters, u64, NH_COUNTERS);
 // Scratch space: conn_state is too large for the 512-byte stack.
 BPF_PERCPU_ARRAY(http_scratch, struct conn_state, 1);
+// Never written: the zeroed value a new series starts from (stat_val passes the 512-byte
+// stack at 64 bounds).
+BPF_PERCPU_ARRAY(zero_series, struct stat_val, 1);
 #if EMIT_EVENTS
 BPF_RINGBUF_OUTPUT(http_events, 256);
 #endif
@@ -247,8 +250,11 @@ static __always_inline struct stat_val *series(struct stat_key *key)
     struct stat_val *val = http_stats.lookup(key);
     if (val)
         return val;
-    struct stat_val zero = {};
-    if (http_stats.insert(key, &zero) != 0) {
+    int first = 0;
+    struct stat_val *zero = zero_series.lookup(&first);
+    if (!zero)
+        return 0;
+    if (http_stats.insert(key, zero) != 0) {
         // The series cap: keep role and method (few values), drop the rest.
         count(H_SERIES_OVERFLOW);
         u8 role = key->role, method = key->method;
@@ -256,7 +262,7 @@ static __always_inline struct stat_val *series(struct stat_key *key)
         key->role = role;
         key->method = method;
         key->overflow = 1;
-        if (http_stats.insert(key, &zero) != 0 && !http_stats.lookup(key))
+        if (http_stats.insert(key, zero) != 0 && !http_stats.lookup(key))
             return 0;
     }
     return http_stats.lookup(key);

@@ -102,6 +102,9 @@ struct close_event {
 BPF_HASH(socks, u64, struct sock_info, MAX_SOCKS);
 BPF_HASH(conn_stats, struct conn_key, struct conn_val, MAX_SERIES);
 BPF_PERCPU_ARRAY(last_failed_close, struct failed_close, 1);
+// Never written: the zeroed value a new series starts from. conn_val grows with the
+// buckets and passes the 512-byte stack at 64 bounds (config.MAX_BUCKETS).
+BPF_PERCPU_ARRAY(zero_series, struct conn_val, 1);
 BPF_ARRAY(counters, u64, NCOUNTERS);
 #if EMIT_EVENTS
 BPF_RINGBUF_OUTPUT(close_events, 64);
@@ -162,8 +165,11 @@ static __always_inline struct conn_val *series(struct conn_key *key)
     struct conn_val *val = conn_stats.lookup(key);
     if (val)
         return val;
-    struct conn_val zero = {};
-    if (conn_stats.insert(key, &zero) != 0) {
+    int first = 0;
+    struct conn_val *zero = zero_series.lookup(&first);
+    if (!zero)
+        return 0;
+    if (conn_stats.insert(key, zero) != 0) {
         // The series cap is reached: the overflow series (inserted by user
         // space at start) absorbs the connection instead of losing it.
         count(C_SERIES_OVERFLOW, 1);
