@@ -130,6 +130,11 @@ def program_source(name: str) -> str:
     return (program_dir() / name).read_text()
 
 
+# Extra -D flags for every program, set by tests only to drive paths the kernel takes rarely
+# (e.g. TEST_SKIP_ESTABLISHED=1, as if it skipped those tracepoint runs).
+TEST_DEFINES = "EBPF_NET_EXPORTER_TEST_DEFINES"
+
+
 def compile_program(name: str, cflags: Sequence[str]) -> Any:
     """Compile and load one program from bpf/, turning bcc's failures into remedies."""
     check_privileges()
@@ -138,9 +143,10 @@ def compile_program(name: str, cflags: Sequence[str]) -> Any:
     check_architecture()
     from bcc import BPF  # imported late: it is only on the system Python's path
 
+    test_defines = [f"-D{d}" for d in os.environ.get(TEST_DEFINES, "").split()]
     try:
         return BPF(text=program_source(name).encode(),
-                   cflags=[f"-I{program_dir()}", *cflags])
+                   cflags=[f"-I{program_dir()}", *cflags, *test_defines])
     except Exception as exc:
         raise SetupError(
             f"The BPF program {name} failed to compile or load: {exc}. The compiler or "

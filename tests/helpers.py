@@ -162,7 +162,8 @@ class Exporter:
 
     def __init__(self, config: dict[str, Any], prefix: tuple[str, ...] = (),
                  args: tuple[str, ...] = (), url: str = "", headers: dict[str, str] | None = None,
-                 context: ssl.SSLContext | None = None) -> None:
+                 context: ssl.SSLContext | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = url.format(port=self.port) if url else f"http://127.0.0.1:{self.port}/metrics"
         self.headers = headers or {}
@@ -176,7 +177,8 @@ class Exporter:
         self._log: IO[str] = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [*prefix, PYTHON, "-m", "exporter", "serve", "--config", str(self.config_path), *args],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **env} if env else None)
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
