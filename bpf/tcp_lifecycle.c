@@ -83,16 +83,25 @@ struct sock_info {
     struct conn_key key;
 };
 
-// The socket that last closed without being established, per CPU. The kernel
-// reports a connect error (sock:inet_sk_error_report) right after the CLOSE
-// transition, on the same CPU, but without the socket's address, and with the
-// local port already released: this slot ties the report to its socket.
-struct failed_close {
-    u64 sk;
-    u8 daddr[16];
+// A connect error and the CLOSE transition come from one kernel function on one CPU, in
+// an order that depends on the kernel: since Linux 6.10 (and its stable backports) the
+// error (sock:inet_sk_error_report) follows CLOSE; before, a timeout's error came first.
+// The report carries no socket address, and the local port is already released when it
+// follows, so each half waits in a per-CPU slot, keyed by the remote address and port, for
+// the other: whichever comes second pairs them. A slot pairs only within PAIR_WINDOW_NS of
+// being filled, and a failed close's slot is emptied when its socket is destroyed, so an
+// error is never attached to an unrelated socket with the same remote address.
+#define PAIR_WINDOW_NS 1000000ULL
+
+struct pair_slot {
+    u64 sk;    // failed_close: the socket that closed unestablished
+    u64 ts;
+    s32 error; // early_error: the error reported before its CLOSE
     u16 dport;
     u16 family;
+    u8 daddr[16];
     u32 valid;
+    u32 pad;
 };
 
 struct tuple {
@@ -117,7 +126,8 @@ struct close_event {
 
 BPF_HASH(socks, u64, struct sock_info, MAX_SOCKS);
 BPF_HASH(conn_stats, struct conn_key, struct conn_val, MAX_SERIES);
-BPF_PERCPU_ARRAY(last_failed_close, struct failed_close, 1);
+BPF_PERCPU_ARRAY(failed_close, struct pair_slot, 1);
+BPF_PERCPU_ARRAY(early_error, struct pair_slot, 1);
 // Never written: the zeroed value a new series starts from. conn_val grows with the
 // buckets and passes the 512-byte stack at 64 bounds (config.MAX_BUCKETS).
 BPF_PERCPU_ARRAY(zero_series, struct conn_val, 1);
@@ -273,25 +283,74 @@ static __always_inline void forget(u64 sk)
         count(C_SOCKS_TRACKED, -1);
 }
 
+// The slot if it was filled for this remote address and port within the window; emptied,
+// as each half pairs once.
+static __always_inline struct pair_slot *take_pair(struct pair_slot *slot, u16 family,
+                                                   u16 dport, const u8 *daddr)
+{
+    if (!slot || !slot->valid || slot->family != family || slot->dport != dport ||
+        bpf_ktime_get_ns() - slot->ts > PAIR_WINDOW_NS)
+        return 0;
+    u8 differ = 0;
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+        differ |= daddr[i] ^ slot->daddr[i];
+    if (differ)
+        return 0;
+    slot->valid = 0;
+    return slot;
+}
+
+static __always_inline void fill_pair(struct pair_slot *slot, u64 sk, s32 error, u16 family,
+                                      u16 dport, const u8 *daddr)
+{
+    if (!slot)
+        return;
+    slot->sk = sk;
+    slot->error = error;
+    slot->ts = bpf_ktime_get_ns();
+    slot->family = family;
+    slot->dport = dport;
+    __builtin_memcpy(slot->daddr, daddr, 16);
+    slot->valid = 1;
+}
+
+// A connect error reported by the kernel: given to the socket whose unestablished CLOSE
+// just came on this CPU, or kept for a CLOSE that follows.
+static __always_inline void on_error_report(s32 error, struct tuple *t)
+{
+    int zero = 0;
+    struct pair_slot *closed = take_pair(failed_close.lookup(&zero), t->family, t->dport,
+                                         t->daddr);
+    if (closed) {
+        struct sock_info *info = socks.lookup(&closed->sk);
+        if (info && info->failed)
+            info->error = error;
+        return;
+    }
+    fill_pair(early_error.lookup(&zero), 0, error, t->family, t->dport, t->daddr);
+}
+
 static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, struct tuple *t)
 {
+#if !USE_KPROBE
+    // An error reported just before this CLOSE is this socket's.
+    int zero = 0;
+    struct pair_slot *early = take_pair(early_error.lookup(&zero), t->family, t->dport,
+                                        t->daddr);
+#endif
     if (!info->established) {
 #if USE_KPROBE
         count_failure(info);
         forget(sk);
 #else
-        // The reason arrives after this transition, if at all: count the
-        // failure when the socket is destroyed (tcp:tcp_destroy_sock).
+        // Counted when the socket is destroyed (tcp:tcp_destroy_sock), when the reason,
+        // if the kernel reports one after this transition, has arrived.
         info->failed = 1;
-        int zero = 0;
-        struct failed_close *slot = last_failed_close.lookup(&zero);
-        if (slot) {
-            slot->sk = sk;
-            __builtin_memcpy(slot->daddr, t->daddr, 16);
-            slot->dport = t->dport;
-            slot->family = t->family;
-            slot->valid = 1;
-        }
+        if (early)
+            info->error = early->error;
+        else
+            fill_pair(failed_close.lookup(&zero), sk, 0, t->family, t->dport, t->daddr);
 #endif
         return;
     }
@@ -385,30 +444,36 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     return 0;
 }
 
+// Tests only: take a refused connect's report from tcp:tcp_receive_reset, which fires
+// before CLOSE on every kernel, instead of sock:inet_sk_error_report, which follows it on
+// this one: the order kernels before 6.10 had for timeouts, driven through the same code.
+#ifndef TEST_ERROR_BEFORE_CLOSE
+#define TEST_ERROR_BEFORE_CLOSE 0
+#endif
+
+#if TEST_ERROR_BEFORE_CLOSE
+TRACEPOINT_PROBE(tcp, tcp_receive_reset)
+{
+    u64 sk = (u64)args->skaddr;
+    struct sock_info *info = socks.lookup(&sk);
+    if (!info)
+        return 0;
+    struct tuple t = {};
+    TUPLE_OF_ARGS(&t);
+    on_error_report(info->established ? 104 /* ECONNRESET */ : 111 /* ECONNREFUSED */, &t);
+    return 0;
+}
+#else
 TRACEPOINT_PROBE(sock, inet_sk_error_report)
 {
     if (args->protocol != IPPROTO_TCP)
         return 0;
-    int zero = 0;
-    struct failed_close *slot = last_failed_close.lookup(&zero);
-    if (!slot || !slot->valid)
-        return 0;
     struct tuple t = {};
     TUPLE_OF_ARGS(&t);
-    if (t.dport != slot->dport || t.family != slot->family)
-        return 0;
-    u8 differ = 0;
-#pragma unroll
-    for (int i = 0; i < 16; i++)
-        differ |= t.daddr[i] ^ slot->daddr[i];
-    if (differ)
-        return 0;
-    slot->valid = 0;
-    struct sock_info *info = socks.lookup(&slot->sk);
-    if (info && info->failed)
-        info->error = args->error;
+    on_error_report(args->error, &t);
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 {
@@ -424,8 +489,14 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
         on_close(args, sk, info, &t);
         return 0;
     }
-    if (info->failed)
+    if (info->failed) {
         count_failure(info);
+        // Its close no longer waits for an error: none may pair with it after this.
+        int zero = 0;
+        struct pair_slot *slot = failed_close.lookup(&zero);
+        if (slot && slot->valid && slot->sk == sk)
+            slot->valid = 0;
+    }
     forget(sk);
     return 0;
 }
