@@ -31,7 +31,8 @@
 #define H_EVENTS_LOST 3
 #define H_SERIES_OVERFLOW 4
 #define H_CONNS_FULL 5
-#define NH_COUNTERS 6
+#define H_UNCONFIRMED 6   // requests on connections whose handshake was not seen
+#define NH_COUNTERS 7
 
 struct conn_key {
     u32 ifindex;
@@ -108,10 +109,22 @@ struct http_packet {
     u8 data[PACKET_LEN];
 };
 
+// The classifiers run before TCP's own checks, so a segment that starts with "GET " may
+// belong to no connection at all (spoofed). Connection state is therefore confirmed: a
+// connection gets a place in `http_conns` only when its first request acknowledges the
+// server's SYN-ACK (its ack is the server's initial sequence number + 1, which a blind
+// spoofer cannot know), or when the server answered on it. Requests on connections whose
+// handshake was not seen (older than the exporter, or spoofed) wait in `http_probation`, an
+// LRU where they can only push each other out, until a response confirms them.
+//
 // A plain hash, not an LRU: when it is full, a new connection is counted as untracked
 // (H_CONNS_FULL) rather than evicting one whose requests still wait, which would lose them
 // without a trace. State goes at FIN or RST (on_close), or from user space once idle.
 BPF_HASH(http_conns, struct conn_key, struct conn_state, MAX_CONNS);
+BPF_TABLE("lru_hash", struct conn_key, struct conn_state, http_probation, PROBATION_CONNS);
+// SYN-ACKs seen, by connection: the server's initial sequence number. Twice the
+// connection map's size, as connections that never carry HTTP pass here too.
+BPF_TABLE("lru_hash", struct conn_key, u32, http_handshakes, 2 * MAX_CONNS);
 BPF_HASH(http_stats, struct stat_key, struct stat_val, MAX_SERIES);
 BPF_ARRAY(http_counters, u64, NH_COUNTERS);
 // Scratch space: conn_state is too large for the 512-byte stack.
@@ -141,6 +154,7 @@ struct segment {
     u16 sport;
     u16 dport;
     u32 seq;
+    u32 ack;
     u32 payload_off;
     u32 payload_len;
 };
@@ -180,12 +194,18 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
     seg->sport = ntohs(tcp->sport);
     seg->dport = ntohs(tcp->dport);
     seg->seq = ntohl(tcp->seq);
+    seg->ack = ntohl(tcp->ack);
     seg->tcp_flags = tcp->flags;
     u32 off = (u32)(l4 - data) + (tcp->doff >> 4) * 4;
     seg->payload_off = off;
     seg->payload_len = off < skb->len ? skb->len - off : 0;
     return 0;
 }
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
 
 // Method codes, in the order exporter/http.py names them.
 #define M_GET 1
@@ -321,11 +341,24 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
         if (!fresh)
             return;
         __builtin_memset(fresh, 0, sizeof(*fresh));
-        if (http_conns.insert(&key, fresh) != 0 && !http_conns.lookup(&key)) {
-            count(H_CONNS_FULL);
-            return;
+        // HTTP/1.x servers speak only when asked, so a connection's first request still
+        // acknowledges the SYN-ACK: its ack is the server's initial sequence + 1.
+        u32 *isn = http_handshakes.lookup(&key);
+        if (isn && seg->ack == *isn + 1) {
+            if (http_conns.insert(&key, fresh) != 0 && !http_conns.lookup(&key)) {
+                count(H_CONNS_FULL);
+                return;
+            }
+            http_handshakes.delete(&key);
+            st = http_conns.lookup(&key);
+        } else {
+            st = http_probation.lookup(&key);
+            if (!st) {
+                count(H_UNCONFIRMED);
+                http_probation.update(&key, fresh);
+                st = http_probation.lookup(&key);
+            }
         }
-        st = http_conns.lookup(&key);
         if (!st)
             return;
     }
@@ -360,6 +393,9 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
     struct conn_key key;
     conn_key_of(&key, skb, seg, 0);
     struct conn_state *st = http_conns.lookup(&key);
+    int confirmed = st != 0;
+    if (!st)
+        st = http_probation.lookup(&key);
     if (!st || st->head == st->tail) {
         // Text like a status line with nothing asked: a body, or a request we missed.
         count(H_UNMATCHED);
@@ -407,7 +443,7 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
     struct http_event *ev = http_events.ringbuf_reserve(sizeof(struct http_event));
     if (!ev) {
         count(H_EVENTS_LOST);
-        return;
+        goto answered;
     }
     ev->ts_ns = now;
     ev->latency_ns = latency;
@@ -429,14 +465,17 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
         bpf_skb_load_bytes(skb, seg->payload_off + 13, ev->reason,
                            ((n - 1) & (REASON_LEN - 1)) + 1);
     http_events.ringbuf_submit(ev, 0);
+answered:
 #endif
+    // The server answered: a real connection, whose state may take a confirmed place.
+    if (!confirmed && http_conns.insert(&key, st) == 0)
+        http_probation.delete(&key);
 }
 
-#define TCP_FIN 0x01
-#define TCP_RST 0x04
 
 // The connection ends: forget its state unless a request still waits, which
-// user space then counts as unanswered once it times out. Either side may be
+// user space then counts as unanswered once it times out; unconfirmed state goes at a
+// reset whatever waits (a spoofed request draws the server's RST). Either side may be
 // the client, so both orientations are tried.
 static __always_inline void on_close(struct __sk_buff *skb, struct segment *seg)
 {
@@ -447,6 +486,9 @@ static __always_inline void on_close(struct __sk_buff *skb, struct segment *seg)
         struct conn_state *st = http_conns.lookup(&key);
         if (st && st->head == st->tail)
             http_conns.delete(&key);
+        st = http_probation.lookup(&key);
+        if (st && (st->head == st->tail || (seg->tcp_flags & TCP_RST)))
+            http_probation.delete(&key);
     }
 }
 
@@ -493,6 +535,13 @@ static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
         return TC_ACT_UNSPEC;
     if (!PORT_MATCH(seg.sport) && !PORT_MATCH(seg.dport))
         return TC_ACT_UNSPEC;
+    if ((seg.tcp_flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
+        // The server's SYN-ACK: the client is its destination.
+        struct conn_key key;
+        conn_key_of(&key, skb, &seg, 0);
+        http_handshakes.update(&key, &seg.seq);
+        return TC_ACT_UNSPEC;
+    }
     if (seg.payload_len)
         inspect_payload(skb, &seg, direction);
     // After the payload: a last response may travel with the FIN.

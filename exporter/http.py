@@ -9,7 +9,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,8 @@ METHODS = ("_OTHER", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH",
 ROLES = {1: "server", 2: "client"}
 OVERFLOW = "other"
 # Indexes of the program's `http_counters` array.
-H_UNMATCHED, H_QUEUE_FULL, H_SHORT, H_EVENTS_LOST, H_SERIES_OVERFLOW, H_CONNS_FULL = range(6)
+(H_UNMATCHED, H_QUEUE_FULL, H_SHORT, H_EVENTS_LOST, H_SERIES_OVERFLOW, H_CONNS_FULL,
+ H_UNCONFIRMED) = range(7)
 # conn_state: head, tail, two sequence numbers, role and flags, then the queue.
 STATE_HEAD = struct.Struct("<IIIIB7x")
 QLEN = 4
@@ -43,12 +44,19 @@ def port_match_macro(ports: tuple[int, ...]) -> str:
     return "PORT_MATCH(p)=(" + "||".join(f"(p)=={p}" for p in sorted(set(ports))) + ")"
 
 
+def probation_size(max_connections: int) -> int:
+    """Room for requests on connections whose handshake was not seen: a quarter of the
+    confirmed map's, as they are few but for those older than the exporter (or spoofed)."""
+    return max(16, max_connections // 4)
+
+
 def cflags(config: HttpConfig, emit_events: bool, emit_packets: bool) -> list[str]:
     return [
         f"-DNBUCKETS={len(config.buckets)}",
         "-D" + bucket_index_macro(config.buckets),
         "-D" + port_match_macro(config.ports),
         f"-DMAX_CONNS={config.max_connections}",
+        f"-DPROBATION_CONNS={probation_size(config.max_connections)}",
         f"-DMAX_SERIES={config.max_series + 2 * len(METHODS)}",
         f"-DROUTE_LABEL={int(config.route_label)}",
         f"-DEMIT_EVENTS={int(emit_events)}",
@@ -131,8 +139,13 @@ class HttpInspection:
         self._stats = self.bpf["http_stats"]
         self._conns = self.bpf["http_conns"]
         self._read_conns = BatchReader(self._conns)
+        self._probation = self.bpf["http_probation"]
+        self._read_probation = BatchReader(self._probation)
         self._pending_size = (ctypes.sizeof(self._conns.Leaf) - STATE_HEAD.size) // QLEN
         self.unanswered: Counter[tuple[str, str, str]] = Counter()  # (role, method, port)
+        # Requests on unconfirmed connections (handshake unseen) left unanswered: not in
+        # `unanswered`, whose ports anyone able to send a segment could choose.
+        self.unconfirmed_unanswered = 0
         self._live = 0
         self._insert_overflow_series()
 
@@ -163,6 +176,8 @@ class HttpInspection:
             truncated=int(counters.get(H_SHORT, 0)),
             queue_full=int(counters.get(H_QUEUE_FULL, 0)),
             connections_untracked=int(counters.get(H_CONNS_FULL, 0)),
+            requests_unconfirmed=int(counters.get(H_UNCONFIRMED, 0)),
+            unconfirmed_unanswered=self.unconfirmed_unanswered,
             events_lost=int(counters.get(H_EVENTS_LOST, 0)),
             series_overflow=int(counters.get(H_SERIES_OVERFLOW, 0)),
         )
@@ -172,18 +187,34 @@ class HttpInspection:
                                    self.config.max_series)]
 
     def _expire(self, now_ns: int | None = None) -> None:
-        """Requests still waiting after request_timeout count as unanswered, and their
-        connection's state is taken out of the map (a later request starts it anew); so is
-        the state of a connection with nothing waiting and no request for that long (its end
-        passed unseen, or it is idle) once the map is three quarters full, to make room for
-        new connections. Only then: between the removal and a later request a segment could
-        find no state, so idle state is left alone while there is room."""
+        """Requests still waiting after request_timeout count as unanswered (those past it
+        only; younger ones on the same connection keep waiting), and so does the state of a
+        connection with nothing waiting and no request for that long (its end passed unseen,
+        or it is idle) once the map is three quarters full, to make room for new connections.
+        Only then: a connection whose state is gone is confirmed again only by a response."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
         keys, values, count = self._read_conns(self._conns)
         self._live = count
-        now = time.monotonic_ns() if now_ns is None else now_ns
+        crowded = count * 4 >= self.config.max_connections * 3
+        for key, role, methods in self._expired(self._conns, keys, values, count, now, crowded):
+            _, server_port = CONN_KEY_PORTS.unpack(key)
+            for method in methods:
+                labels = (ROLES.get(role, OVERFLOW), METHODS[method % len(METHODS)],
+                          str(server_port))
+                if labels not in self.unanswered and len(self.unanswered) >= self.config.max_series:
+                    labels = (labels[0], labels[1], OVERFLOW)  # the same cap as the histograms
+                self.unanswered[labels] += 1
+        keys, values, count = self._read_probation(self._probation)
+        for _, _, methods in self._expired(self._probation, keys, values, count, now, True):
+            self.unconfirmed_unanswered += len(methods)
+
+    def _expired(self, table: Any, keys: bytes, values: bytes, count: int, now: int,
+                 crowded: bool) -> Iterator[tuple[bytes, int, list[int]]]:
+        """(key, role, methods of the requests past the timeout) per connection of a read
+        of `table`, whose state then keeps only the younger requests; idle state goes while
+        `crowded`."""
         timeout = int(self.config.request_timeout * 1e9)
         ksize, vsize, psize = CONN_KEY_PORTS.size, len(values) // max(count, 1), self._pending_size
-        crowded = count * 4 >= self.config.max_connections * 3
         for i in range(count):
             head, read_tail, _, _, _ = STATE_HEAD.unpack_from(values, i * vsize)
             if head == read_tail and not crowded:
@@ -195,22 +226,26 @@ class HttpInspection:
             if now - ts <= timeout:
                 continue
             key = keys[i * ksize:(i + 1) * ksize]
-            final = lookup_and_delete(self._conns, key)
+            final = lookup_and_delete(table, key)
             if final is None:
                 continue
             head, tail, _, _, role = STATE_HEAD.unpack_from(final)
-            if head == tail:
-                continue  # idle: nothing to count
-            if tail != read_tail and insert_if_absent(self._conns, key, final):
-                continue  # a request arrived since the read: not idle after all
-            _, server_port = CONN_KEY_PORTS.unpack(key)
-            for n in range(head, tail):
-                _, method = PENDING_HEAD.unpack_from(final, STATE_HEAD.size + (n % QLEN) * psize)
-                labels = (ROLES.get(role, OVERFLOW), METHODS[method % len(METHODS)],
-                          str(server_port))
-                if labels not in self.unanswered and len(self.unanswered) >= self.config.max_series:
-                    labels = (labels[0], labels[1], OVERFLOW)  # the same cap as the histograms
-                self.unanswered[labels] += 1
+            methods = []
+            while head != tail:
+                ts, method = PENDING_HEAD.unpack_from(final, STATE_HEAD.size
+                                                      + (head % QLEN) * psize)
+                if now - ts <= timeout:
+                    break  # requests are queued in order: the rest are younger
+                methods.append(method)
+                head += 1
+            if head != tail or tail != read_tail or not crowded:
+                # Requests still wait, one arrived since the read, or the connection is only
+                # quiet: it keeps its state, without the requests counted here.
+                state = bytearray(final)
+                STATE_HEAD.pack_into(state, 0, head, *STATE_HEAD.unpack_from(final)[1:])
+                insert_if_absent(table, key, bytes(state))
+            if methods:
+                yield key, role, methods
 
     def open_events(self, handle: Callable[[HttpEvent], None]) -> None:
         table = self.bpf["http_events"]

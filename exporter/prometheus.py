@@ -178,6 +178,15 @@ def http_metrics(http: HttpSnapshot) -> Iterator[Metric]:
                    "Requests not tracked because their connection found the connection map "
                    "full (http.max_connections).",
                    http.connections_untracked)
+    yield _counter("ebpf_net_exporter_http_unconfirmed_requests_total",
+                   "Requests on connections whose handshake the classifier did not see (older "
+                   "than the exporter, or spoofed segments, which TC sees before TCP checks "
+                   "them): held apart until the server answers, so that they cannot take real "
+                   "connections' places.", http.requests_unconfirmed)
+    yield _counter("ebpf_net_exporter_http_unconfirmed_unanswered_total",
+                   "Of those, requests no response came for within http.request_timeout: not "
+                   "in ebpf_net_http_requests_unanswered_total, whose labels a spoofer could "
+                   "choose.", http.unconfirmed_unanswered)
 
 
 def _cumulative(bounds: list[str], counts: tuple[int, ...]) -> list[tuple[str, float]]:

@@ -88,6 +88,8 @@ class HttpSnapshot:
     connections_untracked: int
     events_lost: int
     series_overflow: int
+    requests_unconfirmed: int = 0  # on connections whose handshake was not seen
+    unconfirmed_unanswered: int = 0  # of those, left unanswered past request_timeout
 
 
 @dataclass(frozen=True)

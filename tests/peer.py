@@ -12,6 +12,10 @@
     peer.py raw-vlan IFACE DST_MAC SRC DST DPORT SIZE COUNT TAGS
                                                COUNT raw UDP frames with TAGS VLAN tags
 
+    peer.py spoof SRC_NET DST PORT COUNT       COUNT TCP segments carrying "GET / HTTP/1.1"
+                                               from addresses in SRC_NET (a /24) that
+                                               never made a handshake, each its own flow
+
     peer.py http-script PORT STEPS             per connection, run STEPS (JSON) as a server
     peer.py http-client HOST PORT STEPS        connect and run STEPS (JSON) as a client
 
@@ -257,6 +261,34 @@ def fail(mode: str, host: str, port: int, count: int) -> None:
     print(json.dumps(outcomes), flush=True)
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def spoof(src_net: str, dst: str, port: int, count: int) -> None:
+    payload = b"GET /spoofed HTTP/1.1\r\nHost: x\r\n\r\n"
+    prefix = src_net.rsplit(".", 1)[0]
+    daddr = socket.inet_aton(dst)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        for i in range(count):
+            saddr = socket.inet_aton(f"{prefix}.{100 + i % 150}")
+            sport = 20000 + i
+            tcp = struct.pack("!HHIIBBHHH", sport, port, 1000 + i, 5000 + i, 5 << 4, 0x18,
+                              65535, 0, 0) + payload
+            pseudo = saddr + daddr + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+            tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), i & 0xFFFF, 0, 64,
+                             socket.IPPROTO_TCP, 0, saddr, daddr)
+            ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+            sock.sendto(ip + tcp, (dst, 0))
+    print(json.dumps({"sent": count}), flush=True)
+
+
 def main(argv: list[str]) -> None:
     _name_process()
     command, args = argv[0], argv[1:]
@@ -268,6 +300,8 @@ def main(argv: list[str]) -> None:
         http_script(int(args[0]), json.loads(args[1]))
     elif command == "http-client":
         http_client(args[0], int(args[1]), json.loads(args[2]))
+    elif command == "spoof":
+        spoof(args[0], args[1], int(args[2]), int(args[3]))
     elif command == "udp-echo":
         udp_echo([int(p) for p in args])
     elif command == "exchange":
