@@ -33,37 +33,62 @@ class _ElemAttr(ctypes.Structure):
 
 
 class BatchReader:
-    """Reads all entries of one bcc hash table into buffers kept between reads."""
+    """Reads all entries of one bcc hash table into buffers kept between reads.
+
+    A walk of a map that programs keep changing can meet more keys than the map holds at
+    any moment (a key inserted into a bucket not yet walked, after one evicted from a bucket
+    already walked), and the kernel refuses a call (ENOSPC) whose next bucket holds more
+    entries than the room left. So the read goes on until the kernel says the walk is done
+    (ENOENT), growing the buffers whenever they fill: a read that stopped at the map's size
+    would leave the last buckets' flows out, and they would look new at the next read.
+    """
 
     def __init__(self, table: Any) -> None:
         self.key_size, self.value_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
-        self.capacity = table.max_entries
-        self._keys = ctypes.create_string_buffer(self.key_size * self.capacity)
-        self._values = ctypes.create_string_buffer(self.value_size * self.capacity)
+        self.capacity = 0
+        self._keys = self._values = ctypes.create_string_buffer(0)
+        self._grow(table.max_entries + table.max_entries // 4 + 16, 0)
+
+    def _grow(self, capacity: int, kept: int) -> None:
+        keys = ctypes.create_string_buffer(self.key_size * capacity)
+        values = ctypes.create_string_buffer(self.value_size * capacity)
+        ctypes.memmove(keys, self._keys, self.key_size * kept)
+        ctypes.memmove(values, self._values, self.value_size * kept)
+        self._keys, self._values, self.capacity = keys, values, capacity
 
     def __call__(self, table: Any) -> tuple[bytes, bytes, int]:
         """(keys, values, count): the entries packed back to back."""
         from bcc.libbcc import lib
 
+        return self.read(table.map_fd, lib.bpf_lookup_batch)
+
+    def read(self, fd: int, lookup_batch: Any) -> tuple[bytes, bytes, int]:
+        """The walk, with libbpf's bpf_map_lookup_batch (or a stand-in) as `lookup_batch`."""
         ksize, vsize = self.key_size, self.value_size
         token = ctypes.c_uint32(0)
         count = ctypes.c_uint32(0)
-        total = 0
-        while total < self.capacity:
+        total, started = 0, False
+        while True:
+            if total == self.capacity:
+                self._grow(self.capacity * 2, total)
             count.value = self.capacity - total
-            res = lib.bpf_lookup_batch(table.map_fd, ctypes.byref(token) if total else None,
-                                       ctypes.byref(token),
-                                       ctypes.byref(self._keys, ksize * total),
-                                       ctypes.byref(self._values, vsize * total),
-                                       ctypes.byref(count))
-            err = ctypes.get_errno()
+            res = lookup_batch(fd, ctypes.byref(token) if started else None,
+                               ctypes.byref(token),
+                               ctypes.byref(self._keys, ksize * total),
+                               ctypes.byref(self._values, vsize * total),
+                               ctypes.byref(count))
+            err = ctypes.get_errno() if res != 0 else 0
+            started = True
+            if res != 0 and err == errno.ENOSPC:
+                # The next bucket is larger than the room left, and nothing was read: the
+                # token still names that bucket, so the same call is made with more room.
+                self._grow(self.capacity * 2, total)
+                continue
             total += count.value
             if res != 0:
                 if err == errno.ENOENT:
-                    break  # the whole map was read
+                    break  # the walk is done
                 raise OSError(err, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(err)}")
-            if count.value == 0:
-                break
         return (ctypes.string_at(self._keys, ksize * total),
                 ctypes.string_at(self._values, vsize * total), total)
 

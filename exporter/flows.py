@@ -43,6 +43,9 @@ DIR_RECEIVE, DIR_TRANSMIT = 0, 1
 F_NEW_FLOWS, F_UNPARSED, F_UNCOUNTED = 0, 1, 2
 # Handshakes remembered for flows taken out while idle, per address family (each ~150 bytes).
 REMEMBERED_SERVERS = 65536
+# A flow missing from a read is remembered for this many reads more: should it come back
+# with the same first-seen time, only its growth is counted, not all of it again.
+MISSING_READS = 3
 # Filters put back on one link at most this often within the window (seconds).
 RESTORE_LIMIT, RESTORE_WINDOW = 5, 60
 
@@ -107,6 +110,9 @@ class FlowTable:
         # key -> (first seen, packets, bytes, when they last grew) at the previous read
         self._seen: dict[bytes, tuple[int, int, int, int]] = {}
         self._servers: dict[bytes, int] = {}  # key -> server port, of flows taken out
+        # key -> (its entry in _seen, the read that missed it), oldest first
+        self._missing: dict[bytes, tuple[tuple[int, int, int, int], int]] = {}
+        self._reads = 0
         self.live = 0
         self.removed = 0  # entries taken out by us (idle flows, or what took their key)
         self.expired = 0  # of those, the idle flows themselves
@@ -118,12 +124,18 @@ class FlowTable:
         append = deltas.append
         previous, current = self._seen, {}
         pop = previous.pop
+        missing = self._missing
+        self._reads += 1
         idle: list[tuple[bytes, tuple[int, int, int, int, int]]] = []
         ksize, idle_ns, servers = self.key.size, self.idle_ns, self._servers
         key_list = [keys[i:i + ksize] for i in range(0, len(keys), ksize)]
         for key, (packets, nbytes, first, port, known), head in zip(
                 key_list, VALUE.iter_unpack(values), self.head.iter_unpack(keys), strict=True):
             seen = pop(key, None)
+            if seen is None and missing:
+                # Left out of a read (or evicted, when first-seen no longer matches).
+                gone = missing.pop(key, None)
+                seen = gone[0] if gone is not None else None
             if seen is not None and seen[0] == first:
                 dp, db = packets - seen[1], nbytes - seen[2]
                 if not (dp or db):
@@ -160,7 +172,22 @@ class FlowTable:
                         port or min(sport, dport)))
         self._seen = current
         self.live = len(current)
+        self._remember_missing(previous)
         return deltas
+
+    def _remember_missing(self, missed: dict[bytes, tuple[int, int, int, int]]) -> None:
+        """Flows the previous read had and this one did not: evicted, or left out of a walk
+        that met keys in an order the churn changed. Kept for MISSING_READS reads, at most as
+        many as the map holds, the oldest dropped first."""
+        missing, now = self._missing, self._reads
+        for key, seen in missed.items():
+            missing[key] = (seen, now)
+        limit = getattr(self.table, "max_entries", len(missing))
+        while missing:
+            key = next(iter(missing))
+            if now - missing[key][1] < MISSING_READS and len(missing) <= limit:
+                break
+            del missing[key]
 
     def _remember(self, key: bytes, port: int) -> None:
         servers = self._servers

@@ -7,7 +7,13 @@
     peer.py fail MODE HOST PORT COUNT          refused | timeout | abort connects
     peer.py exchange HOST PORT SEND REPLY      send SEND bytes, read the REPLY bytes back
     peer.py udp-echo PORT...                   echo every datagram
-    peer.py udp-send HOST PORT SIZE COUNT      COUNT datagrams of SIZE bytes, each echoed
+    peer.py udp-send HOST PORT SIZE COUNT [GAP]
+                                               COUNT datagrams of SIZE bytes, each echoed,
+                                               GAP seconds apart
+
+    peer.py udp-flood HOST FIRST_PORT PORTS SECONDS
+                                               one datagram to each of PORTS ports from
+                                               FIRST_PORT on, round and round: new flows
 
     peer.py raw-vlan IFACE DST_MAC SRC DST DPORT SIZE COUNT TAGS
                                                COUNT raw UDP frames with TAGS VLAN tags
@@ -106,7 +112,21 @@ def udp_echo(ports: list[int]) -> None:
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
-def udp_send(host: str, port: int, size: int, count: int) -> None:
+def udp_flood(host: str, first: int, ports: int, seconds: float) -> None:
+    sent = 0
+    deadline = time.monotonic() + seconds
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
+        while time.monotonic() < deadline:
+            for port in range(first, first + ports):
+                try:
+                    sock.sendto(b"f", (host, port))
+                    sent += 1
+                except ConnectionRefusedError:
+                    pass  # an ICMP port unreachable reported on this socket
+    print(json.dumps({"sent": sent}), flush=True)
+
+
+def udp_send(host: str, port: int, size: int, count: int, gap: float = 0.0) -> None:
     echoed = 0
     with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
         sock.settimeout(5)
@@ -114,6 +134,8 @@ def udp_send(host: str, port: int, size: int, count: int) -> None:
         for _ in range(count):
             sock.send(b"u" * size)
             echoed += len(sock.recv(65536)) == size
+            if gap:
+                time.sleep(gap)
         local = sock.getsockname()[1]
     print(json.dumps({"sent": count, "echoed": echoed, "local_port": local}), flush=True)
 
@@ -306,8 +328,11 @@ def main(argv: list[str]) -> None:
         udp_echo([int(p) for p in args])
     elif command == "exchange":
         exchange(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif command == "udp-flood":
+        udp_flood(args[0], int(args[1]), int(args[2]), float(args[3]))
     elif command == "udp-send":
-        udp_send(args[0], int(args[1]), int(args[2]), int(args[3]))
+        udp_send(args[0], int(args[1]), int(args[2]), int(args[3]),
+                 float(args[4]) if len(args) > 4 else 0.0)
     elif command == "raw-vlan":
         raw_vlan(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]), int(args[6]),
                  int(args[7]))
