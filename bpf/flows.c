@@ -67,7 +67,7 @@ BPF_ARRAY(flow_counters, u64, NF_COUNTERS);
 // The HTTP classifier, by direction, entered by tail call: one classifier run
 // per packet instead of two saves the second run's fixed cost and header
 // parsing (about 100 ns a packet under an HTTP load here).
-BPF_PROG_ARRAY(flows_next, 2);
+BPF_PROG_ARRAY(flows_next, 4);  // by direction, +2 on devices without a link-layer header
 #endif
 
 static __always_inline void count(int idx)
@@ -121,23 +121,24 @@ static __always_inline void add_packet(struct flow_val *val, u16 server, struct 
 
 // TCP segments go on to the HTTP classifier when it is chained; the tail call
 // does not return, and an empty slot falls through.
-static __always_inline void next_stage(struct __sk_buff *skb, u8 direction, u8 protocol)
+static __always_inline void next_stage(struct __sk_buff *skb, u8 direction, u8 protocol,
+                                       int l3_device)
 {
 #if CHAIN_HTTP
     if (protocol == IPPROTO_TCP)
-        flows_next.call(skb, direction);
+        flows_next.call(skb, direction + (l3_device ? 2 : 0));
 #endif
 }
 
 // No clock read per packet (it costs as much as the map update): user space
 // notices idle flows by their counters not moving. Direct packet access:
 // bpf_skb_load_bytes() costs about 40 ns a call here, several per packet.
-static __always_inline int account(struct __sk_buff *skb, u8 direction)
+static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_device)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
     u16 proto;
-    void *l3 = network_header(data, end, &proto);
+    void *l3 = network_header(skb, data, end, &proto, l3_device);
     if (!l3)
         return TC_ACT_UNSPEC;
 
@@ -175,7 +176,7 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
             add_packet(val, server, skb);
         else
             count(F_UNCOUNTED);
-        next_stage(skb, direction, key.protocol);
+        next_stage(skb, direction, key.protocol, l3_device);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
@@ -215,7 +216,7 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
             add_packet(val, server, skb);
         else
             count(F_UNCOUNTED);
-        next_stage(skb, direction, key.protocol);
+        next_stage(skb, direction, key.protocol, l3_device);
     }
     return TC_ACT_UNSPEC;
 
@@ -227,10 +228,20 @@ unparsed:
 
 int flows_ingress(struct __sk_buff *skb)
 {
-    return account(skb, DIR_RECEIVE);
+    return account(skb, DIR_RECEIVE, 0);
 }
 
 int flows_egress(struct __sk_buff *skb)
 {
-    return account(skb, DIR_TRANSMIT);
+    return account(skb, DIR_TRANSMIT, 0);
+}
+
+int flows_ingress_l3(struct __sk_buff *skb)
+{
+    return account(skb, DIR_RECEIVE, 1);
+}
+
+int flows_egress_l3(struct __sk_buff *skb)
+{
+    return account(skb, DIR_TRANSMIT, 1);
 }

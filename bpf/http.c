@@ -160,12 +160,12 @@ struct segment {
 };
 
 // The TCP segment's addresses, ports and where its payload starts.
-static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
+static __always_inline int parse(struct __sk_buff *skb, struct segment *seg, int l3_device)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
     u16 proto;
-    void *l3 = network_header(data, end, &proto);
+    void *l3 = network_header(skb, data, end, &proto, l3_device);
     if (!l3)
         return -1;
     void *l4;
@@ -528,10 +528,10 @@ static __always_inline void inspect_payload(struct __sk_buff *skb, struct segmen
     }
 }
 
-static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
+static __always_inline int inspect(struct __sk_buff *skb, u8 direction, int l3_device)
 {
     struct segment seg = {};
-    if (parse(skb, &seg) < 0)
+    if (parse(skb, &seg, l3_device) < 0)
         return TC_ACT_UNSPEC;
     if (!PORT_MATCH(seg.sport) && !PORT_MATCH(seg.dport))
         return TC_ACT_UNSPEC;
@@ -552,10 +552,20 @@ static __always_inline int inspect(struct __sk_buff *skb, u8 direction)
 
 int http_ingress(struct __sk_buff *skb)
 {
-    return inspect(skb, DIR_RECEIVE);
+    return inspect(skb, DIR_RECEIVE, 0);
 }
 
 int http_egress(struct __sk_buff *skb)
 {
-    return inspect(skb, DIR_TRANSMIT);
+    return inspect(skb, DIR_TRANSMIT, 0);
+}
+
+int http_ingress_l3(struct __sk_buff *skb)
+{
+    return inspect(skb, DIR_RECEIVE, 1);
+}
+
+int http_egress_l3(struct __sk_buff *skb)
+{
+    return inspect(skb, DIR_TRANSMIT, 1);
 }

@@ -45,7 +45,7 @@ struct tcp_hdr_ {
 
 // The network header after the Ethernet header and up to two VLAN tags left
 // in the frame (802.1Q, 802.1ad); its ethertype in *proto. NULL if cut short.
-static __always_inline void *network_header(void *data, void *end, u16 *proto)
+static __always_inline void *ethernet_payload(void *data, void *end, u16 *proto)
 {
     if (data + ETH_HLEN > end)
         return 0;
@@ -62,4 +62,24 @@ static __always_inline void *network_header(void *data, void *end, u16 *proto)
         l3 = vlan + 1;
     }
     return l3;
+}
+
+// The network header and its ethertype. Devices without a link-layer header (tun,
+// WireGuard, ipip, sit, GRE: L3_DEVICE) start at the IP header, whose protocol the kernel
+// keeps in skb->protocol; each program comes in both forms, and user space attaches the
+// one the device's type asks for.
+static __always_inline void *network_header(struct __sk_buff *skb, void *data, void *end,
+                                            u16 *proto, int l3_device)
+{
+    if (!l3_device)
+        return ethernet_payload(data, end, proto);
+    if (data + 1 > end)
+        return 0;
+    *proto = skb->protocol;
+    // The version nibble must agree, or this is not an IP header (framing we do not know).
+    u8 version = *(u8 *)data >> 4;
+    if ((*proto == htons(ETH_P_IP) && version != 4) ||
+        (*proto == htons(ETH_P_IPV6) && version != 6))
+        *proto = 0;
+    return data;
 }

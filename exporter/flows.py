@@ -24,7 +24,7 @@ from exporter.bpfmaps import BatchReader, lookup_and_delete
 from exporter.config import FlowsConfig
 from exporter.errors import SetupError
 from exporter.interfaces import link_exists
-from exporter.tc import TcFilters
+from exporter.tc import HOOKS, Classifiers, TcFilters, load_classifiers, starts_at_ip
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +212,7 @@ class FlowAccounting:
         self.config = config
         self.bpf = kernel.compile_program(PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}",
                                                     f"-DCHAIN_HTTP={int(chain_http)}"])
-        from bcc import BPF
-
-        self._programs = {"ingress": self.bpf.load_func(b"flows_ingress", BPF.SCHED_CLS),
-                          "egress": self.bpf.load_func(b"flows_egress", BPF.SCHED_CLS)}
+        self._programs = load_classifiers(self.bpf, "flows")
         self.tables: dict[str, FlowTable] = {}
         for name, key, head in (("flows4", KEY4, HEAD4), ("flows6", KEY6, HEAD6)):
             table = self.bpf[name]
@@ -228,15 +225,16 @@ class FlowAccounting:
         self._evicted = 0
         self._restored: dict[int, list[float]] = {}  # when filters were put back, per link
 
-    def chain(self, programs: dict[str, Any]) -> None:
-        """Run these classifiers ("ingress", "egress") after ours on every TCP segment, as
-        tail calls: one classifier run per packet instead of two."""
+    def chain(self, programs: Classifiers) -> None:
+        """Run these classifiers after ours on every TCP segment, as tail calls: one
+        classifier run per packet instead of two."""
         stages = self.bpf["flows_next"]
-        for hook, direction in (("ingress", DIR_RECEIVE), ("egress", DIR_TRANSMIT)):
-            stages[ctypes.c_int(direction)] = ctypes.c_int(programs[hook].fd)
+        for l3, hooks in programs.items():
+            for hook, direction in (("ingress", DIR_RECEIVE), ("egress", DIR_TRANSMIT)):
+                stages[ctypes.c_int(direction + 2 * l3)] = ctypes.c_int(hooks[hook].fd)
 
     def attach(self, ifindex: int, name: str) -> None:
-        self.filters.attach(ifindex, self._programs)
+        self.filters.attach(ifindex, self._programs[starts_at_ip(name)])
         self.names[ifindex] = name
         self.attached.add(ifindex)
         log.info("counting flows on %s", name)
@@ -245,7 +243,7 @@ class FlowAccounting:
         """Put our filters back if something else removed them (a tool flushing the
         interface's filters, or deleting its clsact qdisc); counting resumes. Against
         something that keeps removing them, it gives up for a while instead of fighting."""
-        if ifindex not in self.attached or self.filters.installed(ifindex, list(self._programs)):
+        if ifindex not in self.attached or self.filters.installed(ifindex, list(HOOKS)):
             return
         if not link_exists(ifindex):
             return  # the link is going, and its filters with it: its removal follows

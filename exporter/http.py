@@ -17,7 +17,7 @@ from exporter import kernel
 from exporter.bpfmaps import BatchReader, insert_if_absent, lookup_and_delete
 from exporter.config import HttpConfig
 from exporter.snapshot import HttpSeries, HttpSnapshot, MapUsage
-from exporter.tc import TcFilters
+from exporter.tc import Classifiers, TcFilters, load_classifiers, starts_at_ip
 from exporter.tcp_lifecycle import bucket_index_macro
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,7 @@ class HttpInspection:
                  emit_packets: bool = False) -> None:
         self.config = config
         self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, emit_packets))
-        from bcc import BPF
-
-        self.programs = {"ingress": self.bpf.load_func(b"http_ingress", BPF.SCHED_CLS),
-                         "egress": self.bpf.load_func(b"http_egress", BPF.SCHED_CLS)}
+        self.programs: Classifiers = load_classifiers(self.bpf, "http")
         self.filters = TcFilters(priority, TC_HANDLE)
         self.attached: set[int] = set()
         # True once the traffic classifier runs these programs by tail call: the kernel
@@ -157,7 +154,7 @@ class HttpInspection:
                 self._stats[key] = self._stats.Leaf()
 
     def attach(self, ifindex: int, name: str) -> None:
-        self.filters.attach(ifindex, self.programs)
+        self.filters.attach(ifindex, self.programs[starts_at_ip(name)])
         self.attached.add(ifindex)
 
     def read(self) -> tuple[HttpSnapshot, list[MapUsage]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -19,6 +20,28 @@ from pyroute2.netlink.exceptions import NetlinkError
 INGRESS = 0xFFFFFFF2  # ffff:fff2
 EGRESS = 0xFFFFFFF3  # ffff:fff3
 HOOKS = {"ingress": INGRESS, "egress": EGRESS}
+# Link types (linux/if_arp.h) whose packets start at the IP header, with no link-layer
+# header: tun and WireGuard (NONE), ipip (TUNNEL), ip6tnl (TUNNEL6), sit, GRE, ip6gre, raw IP.
+L3_LINK_TYPES = frozenset({65534, 768, 769, 776, 778, 823, 519})
+# Classifiers by whether they are for such links: {False: {hook: fn}, True: {hook: fn}}.
+Classifiers = dict[bool, dict[str, Any]]
+
+
+def starts_at_ip(name: str, sys_class_net: Path = Path("/sys/class/net")) -> bool:
+    """Whether the link's packets start at the IP header (an Ethernet header otherwise)."""
+    try:
+        return int((sys_class_net / name / "type").read_text()) in L3_LINK_TYPES
+    except (OSError, ValueError):
+        return False  # gone, or unreadable: its removal or an Ethernet framing follows
+
+
+def load_classifiers(bpf: Any, prefix: str) -> Classifiers:
+    """`prefix`_ingress/_egress, and their _l3 forms for links without a link-layer header."""
+    from bcc import BPF
+
+    return {l3: {hook: bpf.load_func(f"{prefix}_{hook}{'_l3' if l3 else ''}".encode(),
+                                     BPF.SCHED_CLS) for hook in HOOKS}
+            for l3 in (False, True)}
 
 
 class TcFilters:

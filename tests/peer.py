@@ -22,6 +22,10 @@
                                                from addresses in SRC_NET (a /24) that
                                                never made a handshake, each its own flow
 
+    peer.py tun-relay NAME NAME_B NETNS_B      tun devices NAME here and NAME_B in NETNS_B,
+                                               every packet of one written to the other:
+                                               a link with no link-layer header
+
     peer.py http-script PORT STEPS             per connection, run STEPS (JSON) as a server
     peer.py http-client HOST PORT STEPS        connect and run STEPS (JSON) as a client
 
@@ -311,10 +315,45 @@ def spoof(src_net: str, dst: str, port: int, count: int) -> None:
     print(json.dumps({"sent": count}), flush=True)
 
 
+def _open_tun(name: str) -> int:
+    import fcntl
+    import os
+
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    iff_tun, iff_no_pi, tunsetiff = 0x0001, 0x1000, 0x400454CA
+    fcntl.ioctl(fd, tunsetiff, struct.pack("16sH22x", name.encode(), iff_tun | iff_no_pi))
+    return fd
+
+
+def tun_relay(name: str, name_b: str, netns_b: str) -> None:
+    import os
+    import select
+
+    here = _open_tun(name)
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/run/netns/{netns_b}") as ns:
+        if libc.setns(ns.fileno(), 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), "setns")
+    there = _open_tun(name_b)
+    print(json.dumps({"ready": [name, name_b]}), flush=True)
+
+    def relay() -> None:
+        while True:
+            for fd in select.select([here, there], [], [])[0]:
+                packet = os.read(fd, 65536)
+                try:
+                    os.write(there if fd == here else here, packet)
+                except OSError:
+                    pass  # the other device is not up (yet): dropped, as a link would
+
+    threading.Thread(target=relay, daemon=True).start()
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
 def main(argv: list[str]) -> None:
     _name_process()
     command, args = argv[0], argv[1:]
-    if command in ("serve", "udp-echo", "http-script"):
+    if command in ("serve", "udp-echo", "http-script", "tun-relay"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     if command == "serve":
         serve(args)
@@ -322,6 +361,8 @@ def main(argv: list[str]) -> None:
         http_script(int(args[0]), json.loads(args[1]))
     elif command == "http-client":
         http_client(args[0], int(args[1]), json.loads(args[2]))
+    elif command == "tun-relay":
+        tun_relay(args[0], args[1], args[2])
     elif command == "spoof":
         spoof(args[0], args[1], int(args[2]), int(args[3]))
     elif command == "udp-echo":

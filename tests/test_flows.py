@@ -93,7 +93,8 @@ def tc_filters(interface: str, hook: str) -> list[str]:
 
 
 def chained_programs() -> dict[int, str]:
-    """The programs the traffic classifier tail-calls, by slot (0 receive, 1 transmit)."""
+    """The programs the traffic classifier tail-calls, by slot (0 receive, 1 transmit; 2 and
+    3 on links without a link-layer header)."""
     def bpftool(*args: str) -> Any:
         out = subprocess.run(["bpftool", *args, "-j"], check=True, capture_output=True,
                              text=True).stdout
@@ -112,7 +113,8 @@ def test_filters_are_ours_alone_and_at_our_priority(link: Hosts, exporter: Expor
         assert len(lines) == 1, lines
         assert "pref 9435" in lines[0]
         assert "handle 0x9435" in lines[0] and f"flows_{hook}" in lines[0]
-    assert chained_programs() == {0: "http_ingress", 1: "http_egress"}
+    assert chained_programs() == {0: "http_ingress", 1: "http_egress",
+                                  2: "http_ingress_l3", 3: "http_egress_l3"}
 
 
 @pytest.mark.parametrize("tags,port", [(1, 7981), (2, 7982)])
