@@ -92,9 +92,9 @@ def test_udp_and_tcp_on_a_tun_device_equal_a_capture(tun: Hosts, exporter: Expor
             flow(s, *k) == v for k, v in expected.items()) and flow(
             s, "receive", "tcp", 80) == capture.totals(tun.server_v4, "tcp", 80))
         for (direction, protocol, port), totals in expected.items():
-            src = (tun.client_v4, tun.client_v6) if direction == "transmit" else (
+            sources = (tun.client_v4, tun.client_v6) if direction == "transmit" else (
                 tun.server_v4, tun.server_v6)
-            captured = capture.totals(src[port == 7902], protocol, port)
+            captured = capture.totals(sources[port == 7902], protocol, port)
             assert captured == totals
             assert flow(s, direction, protocol, port) == captured
         for direction, src in (("transmit", tun.client_v4), ("receive", tun.server_v4)):
