@@ -122,6 +122,9 @@ struct http_packet {
 // without a trace. State goes at FIN or RST (on_close), or from user space once idle.
 BPF_HASH(http_conns, struct conn_key, struct conn_state, MAX_CONNS);
 BPF_TABLE("lru_hash", struct conn_key, struct conn_state, http_probation, PROBATION_CONNS);
+// Interfaces whose far side is a workload in another network namespace (a pod's host-side
+// veth), by ifindex: set by user space as it attaches (see role_of).
+BPF_HASH(http_workload_links, u32, u8, 65536);
 // SYN-ACKs seen, by connection: the server's initial sequence number. Twice the
 // connection map's size, as connections that never carry HTTP pass here too.
 BPF_TABLE("lru_hash", struct conn_key, u32, http_handshakes, 2 * MAX_CONNS);
@@ -329,6 +332,50 @@ static __always_inline void conn_key_of(struct conn_key *key, struct __sk_buff *
     }
 }
 
+// Whether the segment's near end (its destination as it arrives, its source as it
+// leaves) is a socket of the network namespace the exporter watches from.
+static __always_inline int near_end_is_local(struct __sk_buff *skb, struct segment *seg,
+                                             u8 direction)
+{
+    struct bpf_sock_tuple tuple = {};
+    int in = direction == DIR_RECEIVE;
+    struct bpf_sock *sk;
+    // The tuple as an arriving packet has it: remote source, local destination.
+    if (seg->family == 4) {
+        __builtin_memcpy(&tuple.ipv4.saddr, in ? seg->saddr : seg->daddr, 4);
+        __builtin_memcpy(&tuple.ipv4.daddr, in ? seg->daddr : seg->saddr, 4);
+        tuple.ipv4.sport = htons(in ? seg->sport : seg->dport);
+        tuple.ipv4.dport = htons(in ? seg->dport : seg->sport);
+        sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+    } else {
+        __builtin_memcpy(tuple.ipv6.saddr, in ? seg->saddr : seg->daddr, 16);
+        __builtin_memcpy(tuple.ipv6.daddr, in ? seg->daddr : seg->saddr, 16);
+        tuple.ipv6.sport = htons(in ? seg->sport : seg->dport);
+        tuple.ipv6.dport = htons(in ? seg->dport : seg->sport);
+        sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+    }
+    if (!sk)
+        return 0;
+    bpf_sk_release(sk);
+    return 1;
+}
+
+// Whose view a request's role is told from, or 0 to leave it to another interface:
+// - the near end is a socket here: this host's (it answered what arrived, asked what left);
+// - else, on an interface whose far side is a workload (a pod's host-side veth, marked by
+//   user space), that workload's: it asked what arrives from it, answered what goes to it;
+// - else the request only passes through (a node's uplink carrying a pod's traffic): the
+//   pod's interface counts it, so that it counts once.
+static __always_inline u8 role_of(struct __sk_buff *skb, struct segment *seg, u8 direction)
+{
+    if (near_end_is_local(skb, seg, direction))
+        return direction == DIR_RECEIVE ? ROLE_SERVER : ROLE_CLIENT;
+    u32 ifindex = skb->ifindex;
+    if (!http_workload_links.lookup(&ifindex))
+        return 0;
+    return direction == DIR_RECEIVE ? ROLE_CLIENT : ROLE_SERVER;
+}
+
 static __always_inline void on_request(struct __sk_buff *skb, struct segment *seg, u8 direction,
                                        int method, u32 skip)
 {
@@ -341,6 +388,9 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
         if (!fresh)
             return;
         __builtin_memset(fresh, 0, sizeof(*fresh));
+        fresh->role = role_of(skb, seg, direction);
+        if (!fresh->role)
+            return;  // passing through: counted where its workload is
         // HTTP/1.x servers speak only when asked, so a connection's first request still
         // acknowledges the SYN-ACK: its ack is the server's initial sequence + 1.
         u32 *isn = http_handshakes.lookup(&key);
@@ -366,7 +416,6 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
         return;  // a retransmission of the request we already have
     st->seen_req = 1;
     st->last_req_seq = seg->seq;
-    st->role = direction == DIR_RECEIVE ? ROLE_SERVER : ROLE_CLIENT;
     u32 tail = st->tail;
     if (tail - st->head >= QLEN) {
         count(H_QUEUE_FULL);
@@ -388,7 +437,7 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
 }
 
 static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct segment *seg,
-                                      int status)
+                                      u8 direction, int status)
 {
     struct conn_key key;
     conn_key_of(&key, skb, seg, 0);
@@ -397,8 +446,10 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
     if (!st)
         st = http_probation.lookup(&key);
     if (!st || st->head == st->tail) {
-        // Text like a status line with nothing asked: a body, or a request we missed.
-        count(H_UNMATCHED);
+        // Text like a status line with nothing asked: a body, or a request we missed,
+        // unless the connection only passes through here (see role_of).
+        if (st || role_of(skb, seg, direction))
+            count(H_UNMATCHED);
         return;
     }
     if (st->seen_resp && st->last_resp_seq == seg->seq)
@@ -521,7 +572,7 @@ static __always_inline void inspect_payload(struct __sk_buff *skb, struct segmen
     }
     int status = status_of(b);
     if (status) {
-        on_status(skb, skb, &seg, status);
+        on_status(skb, skb, &seg, direction, status);
 #if EMIT_PACKETS
         publish_packet(skb, &seg);
 #endif

@@ -75,7 +75,7 @@ class Agent:
         if http is not None and accounting is not None and self._wants_events():
             self._publish_events(http, accounting, event_log)
         if accounting is not None:
-            self._follow_interfaces(accounting)
+            self._follow_interfaces(accounting, http)
         collector.start()
         stack.callback(collector.stop)
         push = None
@@ -129,9 +129,19 @@ class Agent:
         pump.start()
         self._stack.callback(pump.stop)
 
-    def _follow_interfaces(self, accounting: FlowAccounting) -> None:
-        watcher = InterfaceWatcher(self.config.interfaces, accounting.attach, accounting.forget,
-                                   accounting.restore)
+    def _follow_interfaces(self, accounting: FlowAccounting,
+                           http: HttpInspection | None) -> None:
+        attach, forget = accounting.attach, accounting.forget
+        if http is not None:  # HTTP runs inside the traffic classifier: it only needs to know
+            def attach(ifindex: int, name: str) -> None:  # which links face workloads
+                accounting.attach(ifindex, name)
+                http.mark(ifindex, name)
+
+            def forget(ifindex: int, name: str) -> None:
+                accounting.forget(ifindex, name)
+                http.unmark(ifindex)
+
+        watcher = InterfaceWatcher(self.config.interfaces, attach, forget, accounting.restore)
         watcher.start()
         self._stack.callback(watcher.stop)
         for name in self.config.interfaces:

@@ -16,6 +16,7 @@ from typing import Any
 from exporter import kernel
 from exporter.bpfmaps import BatchReader, insert_if_absent, lookup_and_delete
 from exporter.config import HttpConfig
+from exporter.interfaces import faces_workload
 from exporter.snapshot import HttpSeries, HttpSnapshot, MapUsage
 from exporter.tc import Classifiers, TcFilters, load_classifiers, starts_at_ip
 from exporter.tcp_lifecycle import bucket_index_macro
@@ -156,6 +157,21 @@ class HttpInspection:
     def attach(self, ifindex: int, name: str) -> None:
         self.filters.attach(ifindex, self.programs[starts_at_ip(name)])
         self.attached.add(ifindex)
+        self.mark(ifindex, name)
+
+    def mark(self, ifindex: int, name: str) -> None:
+        """Tell the classifier whether a workload lies behind this link: requests that only
+        pass through other links are counted here, in the workload's roles (see role_of in
+        bpf/http.c)."""
+        links, key = self.bpf["http_workload_links"], ctypes.c_uint32(ifindex)
+        if faces_workload(ifindex):
+            links[key] = ctypes.c_uint8(1)
+            log.info("HTTP on %s is counted in the roles of the workload behind it", name)
+        else:
+            links.pop(key, None)
+
+    def unmark(self, ifindex: int) -> None:
+        self.bpf["http_workload_links"].pop(ctypes.c_uint32(ifindex), None)
 
     def read(self) -> tuple[HttpSnapshot, list[MapUsage]]:
         self._expire()

@@ -40,6 +40,27 @@ def link_index(name: str) -> int:
     return int(found[0])
 
 
+def faces_workload(index: int) -> bool:
+    """Whether a workload lies behind the link: its peer is in another network namespace
+    (a pod's host-side veth, or Calico's cali*, Cilium's lxc*), and no default route leaves
+    through it (a node whose uplink is a veth, or an exporter in a pod watching its own
+    eth0, is not facing a workload but the world)."""
+    try:
+        with IPRoute() as ipr:
+            link = ipr.link("get", index=index)[0]
+            if link.get_attr("IFLA_LINK_NETNSID") is None:
+                return False
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for route in ipr.get_default_routes(family=family):
+                    hops = [route.get_attr("RTA_OIF")]
+                    hops += [nh["oif"] for nh in route.get_attr("RTA_MULTIPATH") or ()]
+                    if index in hops:
+                        return False
+    except NetlinkError:
+        return False  # gone: its removal follows
+    return True
+
+
 def link_exists(index: int) -> bool:
     try:
         with IPRoute() as ipr:

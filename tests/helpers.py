@@ -163,13 +163,13 @@ class Exporter:
     def __init__(self, config: dict[str, Any], prefix: tuple[str, ...] = (),
                  args: tuple[str, ...] = (), url: str = "", headers: dict[str, str] | None = None,
                  context: ssl.SSLContext | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
         self.port = free_port()
-        self.url = url.format(port=self.port) if url else f"http://127.0.0.1:{self.port}/metrics"
+        self.url = url.format(port=self.port) if url else f"http://{host}:{self.port}/metrics"
         self.headers = headers or {}
         self.context = context
         self.scrapes = 0  # each is a TCP connection the exporter itself sees
-        config = {"listen": f"127.0.0.1:{self.port}", "interval": "100ms", **config}
+        config = {"listen": f"{host}:{self.port}", "interval": "100ms", **config}
         self.dir = tempfile.TemporaryDirectory()
         self.config_path = Path(self.dir.name) / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
