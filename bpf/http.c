@@ -277,7 +277,9 @@ static __always_inline struct stat_val *series(struct stat_key *key)
     struct stat_val *zero = zero_series.lookup(&first);
     if (!zero)
         return 0;
-    if (http_stats.insert(key, zero) != 0) {
+    // Another CPU may insert the same new series between the lookup and this insert: the
+    // insert fails, and the series is there.
+    if (http_stats.insert(key, zero) != 0 && !http_stats.lookup(key)) {
         // The series cap: keep role and method (few values), drop the rest.
         count(H_SERIES_OVERFLOW);
         u8 role = key->role, method = key->method;

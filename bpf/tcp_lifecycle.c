@@ -195,15 +195,20 @@ static __always_inline struct conn_val *series(struct conn_key *key)
     struct conn_val *zero = zero_series.lookup(&first);
     if (!zero)
         return 0;
-    if (conn_stats.insert(key, zero) != 0) {
-        // The series cap is reached: the overflow series (inserted by user
-        // space at start) absorbs the connection instead of losing it.
-        count(C_SERIES_OVERFLOW, 1);
-        u8 direction = key->direction;
-        __builtin_memset(key, 0, sizeof(*key));
-        key->direction = direction;
-        key->overflow = 1;
-    }
+    if (conn_stats.insert(key, zero) == 0)
+        return conn_stats.lookup(key);
+    // Another CPU may have inserted the same new series since the lookup (a burst of
+    // connections to a new port): the insert failed, and the series is there.
+    val = conn_stats.lookup(key);
+    if (val)
+        return val;
+    // The series cap is reached: the overflow series (inserted by user space at start)
+    // absorbs the connection instead of losing it.
+    count(C_SERIES_OVERFLOW, 1);
+    u8 direction = key->direction;
+    __builtin_memset(key, 0, sizeof(*key));
+    key->direction = direction;
+    key->overflow = 1;
     return conn_stats.lookup(key);
 }
 

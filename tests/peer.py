@@ -3,6 +3,8 @@
     peer.py serve PORT...                     accept; read to EOF; close
     peer.py connect HOST PORT HOLD COUNT       COUNT connections, each held HOLD s
     peer.py storm HOST PORT SECONDS            connect and close as fast as possible
+    peer.py burst HOST PORT COUNT HOLD         COUNT connections at once from as many
+                                               threads, half closed at once, half held HOLD s
     peer.py hold HOST PORT COUNT               hold COUNT connections until stdin closes
     peer.py fail MODE HOST PORT COUNT          refused | timeout | abort connects
     peer.py exchange HOST PORT SEND REPLY      send SEND bytes, read the REPLY bytes back
@@ -254,6 +256,24 @@ def storm(host: str, port: int, seconds: float) -> None:
     print(json.dumps({"made": made, "failed": failed}), flush=True)
 
 
+def burst(host: str, port: int, count: int, hold: float) -> None:
+    start = threading.Barrier(count)
+
+    def one(seconds: float) -> None:
+        start.wait()
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(b"x")
+            time.sleep(seconds)
+
+    threads = [threading.Thread(target=one, args=(hold if i % 2 else 0.0,))
+               for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"made": count}), flush=True)
+
+
 def hold(host: str, port: int, count: int) -> None:
     socks = [socket.create_connection((host, port)) for _ in range(count)]
     print(json.dumps({"open": count, "local_ports": [s.getsockname()[1] for s in socks]}),
@@ -381,6 +401,8 @@ def main(argv: list[str]) -> None:
         connect(args[0], int(args[1]), float(args[2]), int(args[3]))
     elif command == "storm":
         storm(args[0], int(args[1]), float(args[2]))
+    elif command == "burst":
+        burst(args[0], int(args[1]), int(args[2]), float(args[3]))
     elif command == "hold":
         hold(args[0], int(args[1]), int(args[2]))
     elif command == "fail":

@@ -90,3 +90,34 @@ def test_only_requests_past_the_timeout_count_as_unanswered(link: Hosts) -> None
         client.kill()
         server.terminate()
         assert exporter.stop() == 0, exporter.log()
+
+
+def test_bursts_of_requests_to_new_series_are_each_counted_once(link: Hosts) -> None:
+    # Twenty requests at once to a port and status not seen before: two CPUs could both find
+    # no series and both insert one; the second insert was taken for the series cap, so its
+    # request counted under server_port="other".
+    exporter = Exporter({"interfaces": [link.interface]})
+    servers = [Nginx(link.server_ns, port=port) for port in range(8091, 8096)]
+    try:
+        for server, port in zip(servers, range(8091, 8096), strict=True):
+            for path in ("ok.txt", "missing", "fail"):
+                subprocess.run(["hey", "-n", "40", "-c", "20", f"http://{link.server_v4}:"
+                                f"{port}/{path}"], check=True, capture_output=True, timeout=60)
+        expected = {(str(port), status): 40 for port in range(8091, 8096)
+                    for status in ("200", "404", "503")}
+
+        def counted(s: Samples) -> dict[tuple[str, str], float]:
+            return {(p, st): value(s, "http_client_request_duration_seconds_count",
+                                   http_request_method="GET", http_response_status_code=st,
+                                   server_port=p) for p, st in expected}
+
+        s = wait_for(exporter.scrape, lambda s: counted(s) == expected)
+        assert counted(s) == expected
+        for server in servers:
+            assert sorted(server.requests()) == sorted(
+                [("GET", "200")] * 40 + [("GET", "404")] * 40 + [("GET", "503")] * 40)
+        assert value(s, "ebpf_net_exporter_series_overflow_total", metric_group="http") == 0
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        for server in servers:
+            server.stop()
