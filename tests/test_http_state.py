@@ -99,7 +99,7 @@ def test_bursts_of_requests_to_new_series_are_each_counted_once(link: Hosts) -> 
     exporter = Exporter({"interfaces": [link.interface]})
     servers = [Nginx(link.server_ns, port=port) for port in range(8091, 8096)]
     try:
-        for server, port in zip(servers, range(8091, 8096), strict=True):
+        for port in range(8091, 8096):
             for path in ("ok.txt", "missing", "fail"):
                 subprocess.run(["hey", "-n", "40", "-c", "20", f"http://{link.server_v4}:"
                                 f"{port}/{path}"], check=True, capture_output=True, timeout=60)
