@@ -15,7 +15,8 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -44,9 +45,20 @@ TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3
 # would serve weaker TLS (or other headers) than its author asked for, so they are refused.
 UNSUPPORTED = {"tls_server_config": ("cipher_suites", "curve_preferences"),
                "http_server_config": ("headers",)}
-# A client that connects and stalls holds only its own thread, and each read or write of its
-# connection may wait this long.
+# Each read or write of a connection may wait this long.
 SOCKET_SECONDS = 10.0
+# A connection's TLS handshake and request head must have arrived this long after it was
+# accepted (or after its previous response, on a kept-alive connection), or the server
+# closes it: a client sending a byte now and then holds a place no longer than that.
+HEAD_SECONDS = 10.0
+# Connections open at once, each with its thread. Beyond it, the one that has waited longest
+# for its request head is closed to make room; if every one is being answered, the new one
+# is refused, so that scrapes in progress finish.
+MAX_CONNECTIONS = 64
+# bcrypt comparisons running at once: a flood of failed logins takes this many cores at most.
+CHECKS_AT_ONCE = 2
+# Passwords longer than this cannot be bcrypt's (it reads 72 bytes): refused, as wrong.
+BCRYPT_MAX_PASSWORD = 72
 
 
 @dataclass(frozen=True)
@@ -146,34 +158,59 @@ def _tls_context(web: WebConfig) -> ssl.SSLContext:
     return ctx
 
 
-def handler_class(registry: CollectorRegistry, users: Mapping[str, bytes]) -> type:
-    base: type = MetricsHandler.factory(registry)
+def authorizer(users: Mapping[str, bytes]) -> Callable[[str | None], bool]:
+    """Checks an Authorization header against the users' bcrypt hashes, as exporter-toolkit
+    does: any wrong, malformed or over-long credential is refused."""
     # bcrypt is slow by design: remember credentials that passed, as exporter-toolkit does.
     passed: set[bytes] = set()
     lock = threading.Lock()
+    checks = threading.BoundedSemaphore(CHECKS_AT_ONCE)
+    # An unknown user is compared against this, at the cost of the dearest configured hash,
+    # so that the time of a 401 does not tell which user names exist.
+    cost = max((int(h.split(b"$")[2]) for h in users.values()), default=4)
+    dummy = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=cost))
 
     def authorized(header: str | None) -> bool:
         if not header or not header.startswith("Basic "):
             return False
         try:
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(
+                ":")
         except ValueError:
             return False
-        hashed = users.get(user)
-        if hashed is None:
+        secret = password.encode()
+        if len(secret) > BCRYPT_MAX_PASSWORD:
             return False
-        token = hashlib.sha256(hashed + b"\0" + password.encode()).digest()
+        hashed = users.get(user)
+        token = hashlib.sha256((hashed or dummy) + b"\0" + secret).digest()
         with lock:
-            if any(hmac.compare_digest(token, t) for t in passed):
+            if hashed is not None and any(hmac.compare_digest(token, t) for t in passed):
                 return True
-        if not bcrypt.checkpw(password.encode(), hashed):
+        with checks:
+            try:
+                matched = bcrypt.checkpw(secret, hashed or dummy)
+            except ValueError:  # a hash bcrypt cannot read: no one logs in with it
+                matched = False
+        if not matched or hashed is None:
             return False
         with lock:
             passed.add(token)
         return True
 
+    return authorized
+
+
+def handler_class(registry: CollectorRegistry, users: Mapping[str, bytes]) -> type:
+    base: type = MetricsHandler.factory(registry)
+    authorized = authorizer(users)
+
     class Handler(base):  # type: ignore[misc]
+        def handle_one_request(self) -> None:
+            self.server.awaiting_head()
+            super().handle_one_request()
+
         def do_GET(self) -> None:
+            self.server.head_arrived()
             if users and not authorized(self.headers.get("Authorization")):
                 body = b"Unauthorized\n"
                 self.send_response(401)
@@ -191,9 +228,80 @@ def handler_class(registry: CollectorRegistry, users: Mapping[str, bytes]) -> ty
     return Handler
 
 
+class _Connection:
+    """One accepted connection: its socket (the TLS one, once wrapped), and since when it has
+    been waiting for its request head (None while a request is answered)."""
+
+    __slots__ = ("cut", "head_since", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.head_since: float | None = time.monotonic()
+        self.cut = False
+
+    def close_now(self) -> None:
+        """Wake its thread from a blocked read: the read ends, and with it the connection."""
+        self.cut = True
+        try:
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     tls: ssl.SSLContext | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._open: set[_Connection] = set()
+        self._current = threading.local()  # the connection a handler thread serves
+
+    @property
+    def connections(self) -> int:
+        return len(self._open)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            if len(self._open) >= MAX_CONNECTIONS:
+                waiting = [c for c in self._open if c.head_since is not None and not c.cut]
+                if not waiting:
+                    self.shutdown_request(request)  # every place answers a scrape
+                    return
+                min(waiting, key=lambda c: c.head_since or 0.0).close_now()
+            conn = _Connection(request)
+            self._open.add(conn)
+        threading.Thread(target=self._serve, args=(request, client_address, conn),
+                         daemon=True).start()
+
+    def _serve(self, request: Any, client_address: Any, conn: _Connection) -> None:
+        self._current.conn = conn
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            with self._lock:
+                self._open.discard(conn)
+            self.shutdown_request(request)
+
+    def service_actions(self) -> None:
+        """Run by serve_forever between accepts: close connections past the head deadline."""
+        now = time.monotonic()
+        with self._lock:
+            for conn in self._open:
+                if conn.head_since is not None and not conn.cut and (
+                        now - conn.head_since > HEAD_SECONDS):
+                    conn.close_now()
+
+    def awaiting_head(self) -> None:
+        conn: _Connection = self._current.conn
+        if conn.head_since is None:  # kept alive after a response: a new wait begins
+            conn.head_since = time.monotonic()
+
+    def head_arrived(self) -> None:
+        self._current.conn.head_since = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.tls is None:
@@ -207,6 +315,7 @@ class _Server(ThreadingHTTPServer):
             conn = self.tls.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return
+        self._current.conn.sock = conn
         try:
             super().finish_request(conn, client_address)
         finally:
