@@ -28,6 +28,10 @@ class Agent:
         self.config = config
         self.web = web
         self._stack = ExitStack()
+        # What holds TC filters, and the watcher that would put them back: taken off first.
+        self._watcher: InterfaceWatcher | None = None
+        self._classifiers: list[FlowAccounting | HttpInspection] = []
+        self._event_log: EventLog | None = None
         self._otlp: OtlpConfig | None = (
             (config.otlp or OtlpConfig()) if otlp.endpoint_configured(config.otlp) else None)
 
@@ -40,6 +44,13 @@ class Agent:
             raise
 
     def stop(self) -> None:
+        """Filters off every interface first, so that nothing of ours stays on the node's
+        interfaces should the rest outlast the grace period (a SIGKILL then loses nothing
+        that matters); then the rest, last started first, each step bounded."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        for part in self._classifiers:
+            part.detach_all()
         self._stack.close()
 
     def _start(self) -> None:
@@ -58,10 +69,12 @@ class Agent:
         if config.interfaces:
             accounting = FlowAccounting(config.flows, chain_http=config.http.enabled)
             stack.callback(accounting.close)
+            self._classifiers.append(accounting)
             if config.http.enabled:
                 http = HttpInspection(config.http, config.flows.tc_priority,
                                       emit_events=self._wants_events())
                 stack.callback(http.close)
+                self._classifiers.append(http)
                 # HTTP parsing runs inside the traffic classifier's run, by tail call.
                 accounting.chain(http.programs)
                 http.chained = True
@@ -92,6 +105,11 @@ class Agent:
         stack.callback(server.server_close)  # after shutdown (callbacks run last first)
         stack.callback(server.shutdown)
 
+    def reopen_logs(self) -> None:
+        """SIGHUP: the event log is opened again at its path (after logrotate moved it)."""
+        if self._event_log is not None:
+            self._event_log.reopen()
+
     def _wants_events(self) -> bool:
         return bool(self.config.http.events.output) or bool(self._otlp and self._otlp.logs)
 
@@ -107,6 +125,7 @@ class Agent:
                              f"({exc.strerror}). Name a writable file, or \"-\" for standard "
                              "output.") from None
         self._stack.callback(event_log.close)
+        self._event_log = event_log
         return event_log
 
     def _publish_events(self, http: HttpInspection, accounting: FlowAccounting,
@@ -143,6 +162,7 @@ class Agent:
 
         watcher = InterfaceWatcher(self.config.interfaces, attach, forget, accounting.restore)
         watcher.start()
+        self._watcher = watcher
         self._stack.callback(watcher.stop)
         for name in self.config.interfaces:
             if not any(c in name for c in "*?[") and name not in watcher.present.values():

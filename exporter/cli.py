@@ -103,7 +103,9 @@ def _period(text: str) -> float:
     return seconds
 
 
-def _stop_on_signals() -> threading.Event:
+def _stop_on_signals(hangup: bool = True) -> threading.Event:
+    """SIGTERM and SIGINT end the command; so does SIGHUP for the interactive tools, whose
+    terminal is gone (a closed SSH session), so that their filters come off."""
     stop = threading.Event()
 
     def handle(_signum: int, _frame: FrameType | None) -> None:
@@ -111,14 +113,17 @@ def _stop_on_signals() -> threading.Event:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    if hangup:
+        signal.signal(signal.SIGHUP, handle)
     return stop
 
 
 def run_serve(config: Config, web: WebConfig | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = _stop_on_signals()
+    stop = _stop_on_signals(hangup=False)
     agent = Agent(config, web)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.reopen_logs())
     try:
         agent.start()
         log.info("ebpf-net-exporter %s serving metrics on %s", __version__, config.listen)

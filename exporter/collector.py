@@ -55,10 +55,11 @@ class Collector:
         self.collect_once()
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Bounded: a read stuck in the kernel does not hold up the exporter's stop."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -290,6 +290,10 @@ class FlowAccounting:
         for table in self.tables.values():
             yield from table.read()
 
+    def detach_all(self) -> None:
+        """Off every interface, first thing at a stop (see Agent.stop)."""
+        self.filters.detach_all(self.attached)
+
     def close(self) -> None:
         self.filters.close_all(self.attached)
         self.bpf.cleanup()

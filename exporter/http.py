@@ -75,6 +75,12 @@ def text(raw: bytes, stop: bytes = b"") -> str:
     return raw[:end].decode("utf-8", "replace")
 
 
+def wall_time(ktime_ns: int) -> float:
+    """A kernel timestamp (CLOCK_MONOTONIC) as seconds since the epoch, with the clocks'
+    offset as it is now: a step of the wall clock (NTP) shows in the next event."""
+    return ktime_ns / 1e9 + (time.time() - time.monotonic())
+
+
 def address(family: int, raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.IPv6Address(raw[:16]) if family == 6 else ipaddress.IPv4Address(raw[:4])
 
@@ -262,13 +268,11 @@ class HttpInspection:
 
     def open_events(self, handle: Callable[[HttpEvent], None]) -> None:
         table = self.bpf["http_events"]
-        # ktime (CLOCK_MONOTONIC) to wall-clock time.
-        offset = time.time() - time.monotonic()
 
         def on_event(_ctx: Any, data: Any, _size: int) -> None:
             ev = table.event(data)
             handle(HttpEvent(
-                time=ev.ts_ns / 1e9 + offset,
+                time=wall_time(ev.ts_ns),
                 latency_ns=int(ev.latency_ns),
                 ifindex=int(ev.ifindex),
                 role=ROLES.get(ev.role, OVERFLOW),
@@ -295,6 +299,9 @@ class HttpInspection:
 
     def poll(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)
+
+    def detach_all(self) -> None:
+        self.filters.detach_all(self.attached)
 
     def close(self) -> None:
         self.filters.close_all(self.attached)

@@ -8,12 +8,17 @@ query string only when the configuration asks for it.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from exporter.http import HttpEvent
+
+log = logging.getLogger(__name__)
 
 REDACTED = "REDACTED"
 
@@ -49,20 +54,64 @@ def event_record(ev: HttpEvent, interface: str, include_query: bool,
     }
 
 
+# How often the file's path is checked for a rename (logrotate moves the file away, and
+# the exporter then opens a new one at the path).
+MOVED_CHECK_SECONDS = 1.0
+
+
 class EventLog:
-    """Appends each event to a file, or writes it to standard output for "-"."""
+    """Appends each event to a file, or writes it to standard output for "-". The file is
+    opened again at its path on reopen() (SIGHUP) and when it was moved or deleted, as
+    logrotate does without copytruncate."""
 
     def __init__(self, output: str, include_query: bool,
-                 interface_name: Callable[[int], str], redact: tuple[str, ...] = ()) -> None:
+                 interface_name: Callable[[int], str], redact: tuple[str, ...] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.include_query = include_query
         self.redact = redact
         self.interface_name = interface_name
-        self._out: TextIO = sys.stdout if output == "-" else open(output, "a", buffering=1)
+        self.path = output
         self._owned = output != "-"
+        self._out: TextIO = open(output, "a", buffering=1) if self._owned else sys.stdout
+        self._reopen = False
+        self._clock = clock
+        self._checked = clock()
+
+    def reopen(self) -> None:
+        """Ask for the file to be opened again at its path, before the next event (safe
+        from a signal handler: the writing thread does it)."""
+        self._reopen = True
+
+    def _moved(self) -> bool:
+        try:
+            here, open_ = os.stat(self.path), os.fstat(self._out.fileno())
+        except FileNotFoundError:
+            return True
+        return (here.st_dev, here.st_ino) != (open_.st_dev, open_.st_ino)
+
+    def _maybe_reopen(self) -> None:
+        now = self._clock()
+        if not self._reopen and now - self._checked < MOVED_CHECK_SECONDS:
+            return
+        self._checked = now
+        if not (self._reopen or self._moved()):
+            return
+        self._reopen = False
+        try:
+            fresh = open(self.path, "a", buffering=1)
+        except OSError as exc:
+            log.error("http.events.output: cannot open %s again (%s); still writing to the "
+                      "file that was open", self.path, exc.strerror)
+            return
+        self._out.close()
+        self._out = fresh
+        log.info("http.events.output: %s opened again", self.path)
 
     def __call__(self, ev: HttpEvent) -> None:
         record = event_record(ev, self.interface_name(ev.ifindex), self.include_query,
                               self.redact)
+        if self._owned:
+            self._maybe_reopen()
         self._out.write(json.dumps(record) + "\n")
         self._out.flush()
 

@@ -133,6 +133,8 @@ class InterfaceWatcher:
                 self._guarded(index, None, partial(self._tc_check, index))
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return  # stopped already (the agent stops it before its filters come off)
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)

@@ -186,9 +186,11 @@ class SnapshotMetricReader:
         self._thread.start()
 
     def stop(self) -> None:
+        """Bounded by STOP_SECONDS: an export in flight to an endpoint that never answers is
+        left to its daemon thread, so that a stop ends well inside a pod's grace period."""
         self._stop.set()
-        self._thread.join(self.timeout + 5)
-        self.exporter.shutdown()
+        self._thread.join(min(self.timeout, STOP_SECONDS))
+        _bounded(self.exporter.shutdown)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -380,7 +382,23 @@ class EventLogs:
             }))
 
     def close(self) -> None:
-        self.provider.shutdown()
+        # Shutting the provider down flushes the queue, for as long as an endpoint that never
+        # answers makes it wait: bounded like the metrics' stop.
+        _bounded(self.provider.shutdown)
+
+
+# How long a stop waits for OTLP exports in flight and the last flush of log records.
+STOP_SECONDS = 2.0
+
+
+def _bounded(step: Callable[[], object]) -> None:
+    """Run `step` in a daemon thread and wait for it STOP_SECONDS at most."""
+    thread = threading.Thread(target=step, name="otlp-stop", daemon=True)
+    thread.start()
+    thread.join(STOP_SECONDS)
+    if thread.is_alive():
+        log.warning("OTLP: the endpoint did not answer within %g s at stop; what was "
+                    "queued is dropped", STOP_SECONDS)
 
 
 def reader(config: OtlpConfig, snapshot: Callable[[], Snapshot]) -> SnapshotMetricReader:

@@ -9,6 +9,7 @@ nothing but a crashed instance's filters of ours) and it is empty.
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
 
 INGRESS = 0xFFFFFFF2  # ffff:fff2
 EGRESS = 0xFFFFFFF3  # ffff:fff3
@@ -91,11 +94,19 @@ class TcFilters:
                 self._created_qdisc.discard(ifindex)
                 self._attached.discard(ifindex)
 
+    def detach_all(self, ifindexes: set[int]) -> None:
+        """Remove our filters from every interface; one that fails (its link going, a
+        netlink error) is logged and does not keep the others'."""
+        for ifindex in list(ifindexes):
+            try:
+                self.detach(ifindex)
+            except Exception as exc:
+                log.warning("removing our filters from interface %d failed: %s", ifindex, exc)
+        ifindexes.clear()
+
     def close_all(self, ifindexes: set[int]) -> None:
         """On a clean stop: remove our filters from every interface, then the socket."""
-        for ifindex in list(ifindexes):
-            self.detach(ifindex)
-        ifindexes.clear()
+        self.detach_all(ifindexes)
         self.close()
 
     def close(self) -> None:
