@@ -11,6 +11,7 @@ import errno
 import hashlib
 import hmac
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -200,6 +201,47 @@ def authorizer(users: Mapping[str, bytes]) -> Callable[[str | None], bool]:
     return authorized
 
 
+class TlsFiles:
+    """The server's TLS context, built again when its certificate, key or client CA file
+    changes (cert-manager, a renewal job, a Secret's symlinks swapped), so that rotated
+    certificates are served without a restart. Checked at most once a second, as connections
+    arrive; a new set that does not load leaves the one loaded before in use, and says why."""
+
+    def __init__(self, web: WebConfig, context: ssl.SSLContext) -> None:
+        self.web = web
+        self.context = context
+        self._lock = threading.Lock()
+        self._stamp = self._stamps()
+        self._checked = time.monotonic()
+
+    def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
+        stamps = []
+        for path in (self.web.cert_file, self.web.key_file, self.web.client_ca_file):
+            try:
+                st = os.stat(path) if path else None
+            except OSError:
+                st = None
+            stamps.append((st.st_mtime_ns, st.st_size, st.st_ino) if st else None)
+        return tuple(stamps)
+
+    def current(self) -> ssl.SSLContext:
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return self.context
+        with self._lock:
+            self._checked = now
+            stamp = self._stamps()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self.context = _tls_context(self.web)
+                    log.info("TLS certificate files changed: loaded again")
+                except ConfigError as exc:
+                    log.error("TLS certificate files changed but do not load (%s); still "
+                              "serving the ones loaded before", exc)
+        return self.context
+
+
 def handler_class(registry: CollectorRegistry, users: Mapping[str, bytes]) -> type:
     base: type = MetricsHandler.factory(registry)
     authorized = authorizer(users)
@@ -250,7 +292,7 @@ class _Connection:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    tls: ssl.SSLContext | None = None
+    tls: TlsFiles | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -312,7 +354,7 @@ class _Server(ThreadingHTTPServer):
         # and the exporter's shutdown.
         request.settimeout(SOCKET_SECONDS)
         try:
-            conn = self.tls.wrap_socket(request, server_side=True)
+            conn = self.tls.current().wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return
         self._current.conn.sock = conn
@@ -348,7 +390,7 @@ def start_server(listen: ListenAddress, registry: CollectorRegistry,
                 raise
     assert server is not None
     if web.cert_file:
-        server.tls = web.tls or _tls_context(web)
+        server.tls = TlsFiles(web, web.tls or _tls_context(web))
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     return server, thread

@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 import yaml
 
-from tests.helpers import PYTHON, ROOT, Exporter, require_root
+from tests.helpers import PYTHON, ROOT, Exporter, require_root, until
 
 URL = "https://localhost:{port}/metrics"
 
@@ -166,3 +166,55 @@ def test_web_config_mistakes_exit_2_naming_the_key(tmp_path: Path, content: obje
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--web.config.file" in result.stderr and words in result.stderr, result.stderr
+
+
+def test_rotated_certificates_are_served_without_a_restart(pki: Path, tmp_path: Path) -> None:
+    # cert-manager or a renewal job replaces the files; they used to be read once, and
+    # scrapes failed once the old certificate expired.
+    require_root()
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ca2",
+            "-keyout", "ca2.key", "-out", "ca2.crt", cwd=tmp_path)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server2",
+            "-keyout", "server2.key", "-out", "server2.csr", cwd=tmp_path)
+    (tmp_path / "server2.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server2.csr", "-CA", "ca2.crt", "-CAkey", "ca2.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "server2.ext", "-out", "server2.crt",
+            cwd=tmp_path)
+    live_cert, live_key = tmp_path / "tls.crt", tmp_path / "tls.key"
+
+    def install(cert: Path, key: Path) -> None:
+        """As a Secret update does: new files renamed into place."""
+        for source, target in ((key, live_key), (cert, live_cert)):
+            staged = target.with_suffix(".new")
+            staged.write_bytes(source.read_bytes())
+            staged.replace(target)
+
+    install(pki / "server.crt", pki / "server.key")
+    config = tmp_path / "web.yml"
+    config.write_text(yaml.safe_dump({"tls_server_config": {
+        "cert_file": str(live_cert), "key_file": str(live_key)}}))
+    exporter = Exporter({}, args=("--web.config.file", str(config)), url=URL,
+                        context=client_context(pki))
+    try:
+        url = URL.format(port=exporter.port)
+        old, new = client_context(pki), client_context(tmp_path, ca="ca2.crt")
+        assert fetch(url, {}, old) == 200
+        install(tmp_path / "server2.crt", tmp_path / "server2.key")
+
+        def served_by(ctx: ssl.SSLContext) -> bool:
+            try:
+                return fetch(url, {}, ctx) == 200
+            except urllib.error.URLError:
+                return False
+
+        until(lambda: served_by(new))
+        assert served_by(new) and not served_by(old)
+        # A broken new file: the pair loaded before stays in use, and the log says why.
+        staged = live_cert.with_suffix(".new")
+        staged.write_text("not a certificate\n")
+        staged.replace(live_cert)
+        until(lambda: "do not load" in exporter.log())
+        assert served_by(new)
+        assert "still serving the ones loaded before" in exporter.log()
+    finally:
+        assert exporter.stop() == 0, exporter.log()
