@@ -34,6 +34,13 @@ class Agent:
         self._event_log: EventLog | None = None
         self._otlp: OtlpConfig | None = (
             (config.otlp or OtlpConfig()) if otlp.endpoint_configured(config.otlp) else None)
+        self._otlp_logs = bool(self._otlp and self._otlp.logs
+                               and otlp.logs_endpoint_configured(self._otlp))
+        if self._otlp and self._otlp.logs and not self._otlp_logs:
+            log.warning("OTLP: metrics only; HTTP events are not sent as log records, as no "
+                        "endpoint for them is named (set otlp.endpoint, "
+                        "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, or "
+                        "otlp.logs: false to say so)")
 
     def start(self) -> None:
         """Load, attach and serve; on failure, what was started is stopped again."""
@@ -111,7 +118,7 @@ class Agent:
             self._event_log.reopen()
 
     def _wants_events(self) -> bool:
-        return bool(self.config.http.events.output) or bool(self._otlp and self._otlp.logs)
+        return bool(self.config.http.events.output) or self._otlp_logs
 
     def _open_event_log(self, accounting: FlowAccounting | None) -> EventLog | None:
         events = self.config.http.events
@@ -133,7 +140,7 @@ class Agent:
         handlers: list[Callable[[HttpEvent], None]] = []
         if event_log is not None:
             handlers.append(event_log)
-        if self._otlp is not None and self._otlp.logs:
+        if self._otlp is not None and self._otlp_logs:
             records = otlp.EventLogs(self._otlp, otlp.resource(self._otlp),
                                      _interface_names(accounting))
             self._stack.callback(records.close)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
@@ -65,6 +65,15 @@ Attributes = dict[str, str | int]
 def endpoint_configured(config: OtlpConfig | None, env: Mapping[str, str] = os.environ) -> bool:
     return bool((config and config.endpoint) or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
                 or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
+def logs_endpoint_configured(config: OtlpConfig, env: Mapping[str, str] = os.environ) -> bool:
+    """Whether log records have somewhere to go that the user named: the configured endpoint,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT. A metrics-only endpoint
+    does not count: the SDK would send the records (client addresses, paths) to its default,
+    localhost:4318, which on a hostNetwork pod is whatever listens there."""
+    return bool(config.endpoint or env.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+                or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
 def _port(value: str) -> str | int:
@@ -262,8 +271,11 @@ class SnapshotMetricReader:
     def _histogram_point(self, name: str, p: Point, bounds: tuple[float, ...], start: int,
                          now_ns: int) -> HistogramDataPoint:
         q = self._delta(name, p) if self.delta else p
+        # min and max are unknown (the kernel buckets, it keeps no extremes): left unset, as
+        # OTLP's optional fields allow, rather than NaN marked present.
+        unknown = cast(float, None)
         return HistogramDataPoint(p.attributes, start, now_ns, int(q.value), q.total,
-                                  list(q.buckets), list(bounds), float("nan"), float("nan"))
+                                  list(q.buckets), list(bounds), unknown, unknown)
 
     def _delta(self, name: str, p: Point) -> Point:
         key = _series(name, p)
@@ -277,13 +289,15 @@ class SnapshotMetricReader:
 
 
 def resource(config: OtlpConfig) -> Resource:
-    # Resource.create also merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
-    attributes: dict[str, str] = {"service.name": "ebpf-net-exporter",
+    """Built-in attributes, then OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over them, as
+    the specification says, then the configuration's resource_attributes over those."""
+    from opentelemetry.sdk.resources import OTELResourceDetector
+
+    attributes: dict[str, Any] = {"service.name": "ebpf-net-exporter",
                                   "service.version": __version__,
                                   "host.name": socket.gethostname()}
+    attributes.update(OTELResourceDetector().detect().attributes)
     attributes.update(dict(config.resource_attributes))
-    if os.environ.get("OTEL_SERVICE_NAME"):
-        attributes.pop("service.name")
     return Resource.create(attributes)
 
 

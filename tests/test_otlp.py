@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -213,6 +214,51 @@ def test_grpc_protocol_carries_the_same_values(link: Hosts, nginx: Nginx) -> Non
         assert hist.count == value(samples, "http_client_request_duration_seconds_count",
                                    http_request_method="GET", http_response_status_code="404",
                                    server_port="80") == 3
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        receiver.stop()
+
+
+def test_with_only_a_metrics_endpoint_log_records_stay_home(link: Hosts, nginx: Nginx) -> None:
+    # The SDK's log exporter, given no endpoint, sent each HTTP event (client address, path)
+    # to localhost:4318: on a hostNetwork pod, whatever listens there.
+    receiver = Receiver()
+    default = socket.create_server(("127.0.0.1", 4318))
+    default.settimeout(0.5)
+    exporter = Exporter(
+        {"interfaces": [link.interface], "interval": "200ms", "otlp": {"interval": "500ms"}},
+        env={"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{receiver.endpoint}/v1/metrics"})
+    try:
+        traffic(link)
+        deadline = time.monotonic() + 20
+        while not receiver.metrics and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert receiver.metrics, "no OTLP metrics export arrived"
+        time.sleep(2)  # two batch periods of the log processor
+        with pytest.raises(TimeoutError):
+            default.accept()
+        assert receiver.logs == []
+        assert "not sent as log records" in exporter.log()
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        default.close()
+        receiver.stop()
+
+
+def test_grpc_over_plaintext_with_an_http_scheme(link: Hosts, nginx: Nginx) -> None:
+    # A bare host:port means TLS for gRPC; http:// is plaintext, as the specification allows.
+    from tests.otlp_receiver import GrpcReceiver
+
+    receiver = GrpcReceiver()
+    exporter = Exporter({"interfaces": [link.interface], "interval": "200ms",
+                         "otlp": {"endpoint": f"http://{receiver.endpoint}",
+                                  "protocol": "grpc", "interval": "500ms", "logs": False}})
+    try:
+        traffic(link)
+        deadline = time.monotonic() + 20
+        while not receiver.metrics and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert receiver.metrics, exporter.log()
     finally:
         assert exporter.stop() == 0, exporter.log()
         receiver.stop()

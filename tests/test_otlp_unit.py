@@ -10,7 +10,13 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExpor
 
 from exporter.config import OtlpConfig
 from exporter.errors import ConfigError
-from exporter.otlp import SnapshotMetricReader, endpoint_configured, reader, resource
+from exporter.otlp import (
+    SnapshotMetricReader,
+    endpoint_configured,
+    logs_endpoint_configured,
+    reader,
+    resource,
+)
 from exporter.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
 
 
@@ -161,3 +167,39 @@ def test_a_cumulative_series_that_begins_anew_gets_a_new_start_time() -> None:
     assert opened[1].start_time_unix_nano == opened[0].time_unix_nano
     assert opened[2].start_time_unix_nano == opened[0].time_unix_nano
     assert [p.start_time_unix_nano for p in hist] == [p.start_time_unix_nano for p in opened]
+
+
+def test_histogram_min_and_max_are_left_unset() -> None:
+    # They were NaN, marked present: a receiver took NaN for the extremes.
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    rec = Recorder()
+    r = SnapshotMetricReader(lambda: snapshot(5, (1, 2, 1)), rec, resource(OtlpConfig()), 1, 1,
+                             delta=False)
+    r.export_once()
+    request = encode_metrics(rec.exports[0])  # type: ignore[arg-type]
+    hist = next(m for m in request.resource_metrics[0].scope_metrics[0].metrics
+                if m.name == "ebpf_net.tcp.connection.duration")
+    point = hist.histogram.data_points[0]
+    assert point.count == 4
+    assert not point.HasField("min") and not point.HasField("max")
+
+
+def test_otel_resource_attributes_win_over_the_built_in_ones() -> None:
+    env = {"OTEL_RESOURCE_ATTRIBUTES": "host.name=node-7,service.name=netx,zone=b"}
+    with mock.patch.dict(os.environ, env):
+        attrs = dict(resource(OtlpConfig(resource_attributes=(("zone", "a"),))).attributes)
+    assert (attrs["host.name"], attrs["service.name"]) == ("node-7", "netx")
+    assert attrs["zone"] == "a"  # the configuration's own, over the environment's
+
+
+def test_log_records_go_only_where_an_endpoint_for_them_is_named() -> None:
+    # With only a metrics endpoint, the SDK sent log records (client addresses and paths)
+    # to its default localhost:4318.
+    metrics_only = {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4318/v1/metrics"}
+    assert endpoint_configured(None, metrics_only)
+    assert not logs_endpoint_configured(OtlpConfig(), metrics_only)
+    assert logs_endpoint_configured(OtlpConfig(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c"})
+    assert logs_endpoint_configured(
+        OtlpConfig(), {"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://c:4318/v1/logs"})
+    assert logs_endpoint_configured(OtlpConfig(endpoint="http://c:4318"), {})
