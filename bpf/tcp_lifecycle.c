@@ -11,9 +11,7 @@
 //   LABEL_DIRECTION, LABEL_SERVER_PORT, LABEL_PEER, LABEL_PROCESS   0 or 1
 //   PEER_MASK4, PEER_MASK6       byte masks aggregating peer addresses
 //   EMIT_EVENTS                  1 to publish each closed connection (log)
-//   USE_KPROBE                   1 on kernels without sock:inet_sock_set_state
 
-#include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
 #include <uapi/linux/in.h>
 
@@ -338,17 +336,11 @@ static __always_inline void on_error_report(s32 error, struct tuple *t)
 
 static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, struct tuple *t)
 {
-#if !USE_KPROBE
     // An error reported just before this CLOSE is this socket's.
     int zero = 0;
     struct pair_slot *early = take_pair(early_error.lookup(&zero), t->family, t->dport,
                                         t->daddr);
-#endif
     if (!info->established) {
-#if USE_KPROBE
-        count_failure(info);
-        forget(sk);
-#else
         // Counted when the socket is destroyed (tcp:tcp_destroy_sock), when the reason,
         // if the kernel reports one after this transition, has arrived.
         info->failed = 1;
@@ -356,7 +348,6 @@ static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, 
             info->error = early->error;
         else
             fill_pair(failed_close.lookup(&zero), sk, 0, t->family, t->dport, t->daddr);
-#endif
         return;
     }
 
@@ -411,7 +402,6 @@ static __always_inline void on_state(void *ctx, u64 sk, int oldstate, int newsta
         on_close(ctx, sk, info, t);
 }
 
-#if !USE_KPROBE
 struct addrs {
     u8 s4[4];
     u8 d4[4];
@@ -505,37 +495,3 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
     forget(sk);
     return 0;
 }
-#else
-// Fallback for kernels older than 4.16, which lack the tracepoint. It needs
-// struct sock, so it is only correct with the running kernel's own headers;
-// the exporter refuses to choose it with the fallback header tree.
-#include <net/sock.h>
-
-int kprobe__tcp_set_state(struct pt_regs *ctx, struct sock *sk, int state)
-{
-    u8 oldstate = 0;
-    u16 family = 0, sport = 0, dport = 0;
-    u8 s4[4], d4[4], s6[16], d6[16];
-    bpf_probe_read_kernel(&oldstate, 1, (void *)&sk->__sk_common.skc_state);
-    if (oldstate == state)
-        return 0;
-    bpf_probe_read_kernel(&family, 2, &sk->__sk_common.skc_family);
-    bpf_probe_read_kernel(&sport, 2, &sk->__sk_common.skc_num);
-    bpf_probe_read_kernel(&dport, 2, &sk->__sk_common.skc_dport);
-    bpf_probe_read_kernel(s4, 4, &sk->__sk_common.skc_rcv_saddr);
-    bpf_probe_read_kernel(d4, 4, &sk->__sk_common.skc_daddr);
-    bpf_probe_read_kernel(s6, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-    bpf_probe_read_kernel(d6, 16, &sk->__sk_common.skc_v6_daddr);
-    struct tuple t = {};
-    u8 fam = fill_tuple(&t, family, sport, ntohs(dport), s4, d4, s6, d6);
-    if (state == S_CLOSE) {
-        // Here sk_err is already set when the socket closes.
-        u64 key = (u64)sk;
-        struct sock_info *info = socks.lookup(&key);
-        if (info)
-            bpf_probe_read_kernel(&info->error, sizeof(info->error), &sk->sk_err);
-    }
-    on_state(ctx, (u64)sk, oldstate, state, &t, fam);
-    return 0;
-}
-#endif

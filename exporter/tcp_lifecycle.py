@@ -34,18 +34,19 @@ class CloseEvent:
     direction: str
 
 
-def choose_attach_mode(exists: Callable[[str, str], bool], fallback_headers: bool) -> str:
-    """"tracepoint" where the kernel has sock:inet_sock_set_state (4.16+), else "kprobe"."""
-    if exists("sock", "inet_sock_set_state") and exists("tcp", "tcp_destroy_sock"):
-        return "tracepoint"
-    if fallback_headers:
+# What the program attaches to (Linux 4.16+; 5.15+ is required for the last).
+TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_destroy_sock"),
+               ("sock", "inet_sk_error_report"))
+
+
+def check_tracepoints(exists: Callable[[str, str], bool]) -> None:
+    missing = [f"{category}:{event}" for category, event in TRACEPOINTS
+               if not exists(category, event)]
+    if missing:
         raise SetupError(
-            "This kernel lacks the sock:inet_sock_set_state tracepoint (added in Linux 4.16), "
-            "so connection tracking must use a kprobe on tcp_set_state, which reads struct "
-            "sock and needs this kernel's own headers, not the fallback tree. Install the "
-            "headers package for this kernel, or run on Linux 4.16 or newer."
-        )
-    return "kprobe"
+            f"This kernel's tracefs lacks the tracepoint(s) {', '.join(missing)}, which "
+            "connection tracking attaches to (Linux 5.15 and newer have them all). Run on a "
+            "kernel built with them, and check that tracefs is the running kernel's.")
 
 
 def bucket_index_macro(bounds: tuple[float, ...]) -> str:
@@ -61,7 +62,7 @@ def prefix_mask(length: int, size: int) -> str:
     return "{" + ",".join(str(b) for b in mask.to_bytes(size, "big")) + "}"
 
 
-def cflags(config: ConnectionsConfig, emit_events: bool, mode: str) -> list[str]:
+def cflags(config: ConnectionsConfig, emit_events: bool) -> list[str]:
     labels = set(config.labels)
     return [
         f"-DNBUCKETS={len(config.buckets)}",
@@ -76,7 +77,6 @@ def cflags(config: ConnectionsConfig, emit_events: bool, mode: str) -> list[str]
         f"-DPEER_MASK4={prefix_mask(config.peer_prefix_ipv4, 4)}",
         f"-DPEER_MASK6={prefix_mask(config.peer_prefix_ipv6, 16)}",
         f"-DEMIT_EVENTS={int(emit_events)}",
-        f"-DUSE_KPROBE={int(mode == 'kprobe')}",
     ]
 
 
@@ -123,11 +123,10 @@ class TcpLifecycle:
         self.config = config
         kernel.check_privileges()
         root = kernel.tracefs_root()
-        self.mode = choose_attach_mode(lambda c, e: kernel.tracepoint_exists(root, c, e),
-                                       kernel.headers_are_fallback())
-        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, self.mode))
-        # TRACEPOINT_PROBE and kprobe__ functions attach themselves on load.
-        log.info("tcp lifecycle attached (%s)", self.mode)
+        check_tracepoints(lambda c, e: kernel.tracepoint_exists(root, c, e))
+        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events))
+        # TRACEPOINT_PROBE functions attach themselves on load.
+        log.info("tcp lifecycle attached")
         self._stats = self.bpf["conn_stats"]
         self._counters = self.bpf["counters"]
         self._insert_overflow_series()

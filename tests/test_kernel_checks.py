@@ -11,7 +11,7 @@ import yaml
 
 from exporter import kernel
 from exporter.errors import SetupError
-from exporter.tcp_lifecycle import choose_attach_mode
+from exporter.tcp_lifecycle import TRACEPOINTS, check_tracepoints
 from tests.helpers import PYTHON, ROOT, require_root
 
 
@@ -106,20 +106,14 @@ def test_tracefs_is_mounted_when_it_is_not(tmp_path: Path) -> None:
 def test_the_running_kernel_has_the_tracepoints_we_use() -> None:
     require_root()
     root = kernel.tracefs_root()
-    for category, event in (("sock", "inet_sock_set_state"), ("sock", "inet_sk_error_report"),
-                            ("tcp", "tcp_destroy_sock")):
+    check_tracepoints(lambda c, e: kernel.tracepoint_exists(root, c, e))
+    for category, event in TRACEPOINTS:
         assert kernel.tracepoint_exists(root, category, event), (category, event)
 
 
-def test_attach_mode_prefers_the_tracepoint() -> None:
-    assert choose_attach_mode(lambda c, e: True, fallback_headers=True) == "tracepoint"
-    assert choose_attach_mode(lambda c, e: True, fallback_headers=False) == "tracepoint"
-
-
-def test_attach_mode_falls_back_to_kprobe_only_with_matching_headers() -> None:
-    assert choose_attach_mode(lambda c, e: False, fallback_headers=False) == "kprobe"
-    with pytest.raises(SetupError, match="own headers"):
-        choose_attach_mode(lambda c, e: False, fallback_headers=True)
+def test_missing_tracepoints_stop_the_start_naming_them() -> None:
+    with pytest.raises(SetupError, match="sock:inet_sk_error_report"):
+        check_tracepoints(lambda c, e: e != "inet_sk_error_report")
 
 
 def test_fallback_headers_are_marked_by_setup() -> None:
@@ -129,22 +123,6 @@ def test_fallback_headers_are_marked_by_setup() -> None:
     # This machine has no headers of its own: `make setup` linked the marked 6.1 tree.
     if build.resolve().name.startswith("linux-headers-6.1.0-"):
         assert kernel.headers_are_fallback(build)
-
-
-def test_kprobe_fallback_program_passes_the_verifier() -> None:
-    # Only the attach may fail here (this kernel has CONFIG_KPROBES off); a compile or
-    # verifier failure would mean the fallback is broken for the kernels that need it.
-    require_root()
-    from exporter.config import ConnectionsConfig
-    from exporter.tcp_lifecycle import PROGRAM, cflags
-
-    try:
-        bpf = kernel.compile_program(PROGRAM, cflags(ConnectionsConfig(), False, "kprobe"))
-    except SetupError as exc:
-        assert "Failed to attach BPF program b'kprobe__tcp_set_state'" in str(exc), str(exc)
-    else:
-        assert bpf.num_open_kprobes() == 1
-        bpf.cleanup()
 
 
 def test_the_images_merged_header_tree_compiles_every_program(tmp_path: Path) -> None:

@@ -39,10 +39,10 @@ def test_prefix_masks() -> None:
 
 def test_cflags_switch_labels_and_size_maps() -> None:
     flags = cflags(ConnectionsConfig(labels=("server_port",), max_tracked=100, max_series=7),
-                   emit_events=False, mode="tracepoint")
+                   emit_events=False)
     assert "-DLABEL_DIRECTION=0" in flags and "-DLABEL_SERVER_PORT=1" in flags
     assert "-DMAX_SOCKS=100" in flags and "-DMAX_SERIES=10" in flags
-    assert "-DUSE_KPROBE=0" in flags and "-DEMIT_EVENTS=0" in flags
+    assert "-DEMIT_EVENTS=0" in flags
 
 
 class Key(ctypes.Structure):
