@@ -13,7 +13,7 @@ from exporter.config import Config, OtlpConfig
 from exporter.errors import SetupError
 from exporter.flow_series import FlowMetrics
 from exporter.flows import FlowAccounting
-from exporter.http import EventPump, HttpEvent, HttpInspection
+from exporter.http import HttpEvent, HttpInspection, event_pump
 from exporter.http_events import EventLog
 from exporter.interfaces import InterfaceWatcher
 from exporter.prometheus import serve
@@ -151,7 +151,7 @@ class Agent:
                 handle(ev)
 
         http.open_events(dispatch)
-        pump = EventPump(http)
+        pump = event_pump(http)
         pump.start()
         self._stack.callback(pump.stop)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from typing import Protocol, TypeVar
@@ -11,6 +10,7 @@ from typing import Protocol, TypeVar
 from exporter import bpfstats
 from exporter.flow_series import FlowMetrics
 from exporter.http import HttpInspection
+from exporter.periodic import Periodic
 from exporter.snapshot import MapUsage, ProgramRun, Snapshot
 from exporter.tcp_lifecycle import TcpLifecycle
 
@@ -43,8 +43,7 @@ class Collector:
         self._cycles = 0
         self._cycle_seconds = 0.0
         self._snapshot = Snapshot(timestamp=time.time(), connections=None)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
+        self._worker = Periodic("collector", interval, self.collect_once)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -53,17 +52,10 @@ class Collector:
 
     def start(self) -> None:
         self.collect_once()
-        self._thread.start()
+        self._worker.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Bounded: a read stuck in the kernel does not hold up the exporter's stop."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.collect_once()
+    def stop(self) -> None:
+        self._worker.stop()
 
     def collect_once(self) -> None:
         started = time.monotonic()

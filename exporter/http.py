@@ -6,7 +6,6 @@ import ctypes
 import ipaddress
 import logging
 import struct
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from exporter import kernel
 from exporter.bpfmaps import BatchReader, insert_if_absent, lookup_and_delete
 from exporter.config import HttpConfig
 from exporter.interfaces import faces_workload
+from exporter.periodic import Periodic
 from exporter.snapshot import HttpSeries, HttpSnapshot, MapUsage
 from exporter.tc import Classifiers, TcFilters, load_classifiers, starts_at_ip
 from exporter.tcp_lifecycle import bucket_index_macro
@@ -308,21 +308,6 @@ class HttpInspection:
         self.bpf.cleanup()
 
 
-class EventPump:
+def event_pump(inspection: HttpInspection) -> Periodic:
     """Polls the events ring buffer in its own thread until stopped."""
-
-    def __init__(self, inspection: HttpInspection) -> None:
-        self.inspection = inspection
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="http-events", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.inspection.poll(200)
+    return Periodic("http-events", 0, lambda: inspection.poll(200))

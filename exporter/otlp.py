@@ -44,6 +44,7 @@ from exporter import __version__
 from exporter.config import OtlpConfig
 from exporter.errors import ConfigError
 from exporter.http import HttpEvent
+from exporter.periodic import Periodic
 from exporter.snapshot import FAILURE_REASONS, Snapshot
 
 log = logging.getLogger(__name__)
@@ -188,22 +189,16 @@ class SnapshotMetricReader:
         self._next_starts: dict[SeriesKey, tuple[int, float]] = {}
         self._built_ns = 0
         self._failing = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="otlp-metrics", daemon=True)
+        self._worker = Periodic("otlp-metrics", interval, self.export_once)
 
     def start(self) -> None:
-        self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
         """Bounded by STOP_SECONDS: an export in flight to an endpoint that never answers is
         left to its daemon thread, so that a stop ends well inside a pod's grace period."""
-        self._stop.set()
-        self._thread.join(min(self.timeout, STOP_SECONDS))
+        self._worker.stop(min(self.timeout, STOP_SECONDS))
         _bounded(self.exporter.shutdown)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.export_once()
 
     def export_once(self) -> bool:
         now_ns = time.time_ns()
