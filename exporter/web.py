@@ -300,10 +300,6 @@ class _Server(ThreadingHTTPServer):
         self._open: set[_Connection] = set()
         self._current = threading.local()  # the connection a handler thread serves
 
-    @property
-    def connections(self) -> int:
-        return len(self._open)
-
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:
             if len(self._open) >= MAX_CONNECTIONS:
