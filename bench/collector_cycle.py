@@ -14,9 +14,9 @@ import ctypes
 import statistics
 import time
 
-from exporter.config import FlowsConfig
-from exporter.flow_series import FlowMetrics
-from exporter.flows import FlowAccounting
+from exporter.config.schema import FlowsConfig
+from exporter.flows.loader import FlowAccounting
+from exporter.flows.series import FlowMetrics
 
 
 def fill(table: object, flows: int, round_: int) -> None:

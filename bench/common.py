@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.bpfmaps import NR_BPF
+from exporter.host.bpfmaps import NR_BPF
 from tests.helpers import Hosts
 
 # The traffic classifier; HTTP parsing runs inside its runs, by tail call.
@@ -137,7 +137,7 @@ def reference_cost(link: Hosts, load: Callable[[], object], name: str) -> float:
     """The same load through one of the reference classifiers, alone on the interface."""
     from bcc import BPF
 
-    from exporter.tc import TcFilters
+    from exporter.host.tc import TcFilters
 
     bpf = BPF(text=REFERENCES[name])
     fn = bpf.load_func(name.encode(), BPF.SCHED_CLS)

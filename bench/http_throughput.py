@@ -59,8 +59,8 @@ def warm_costs() -> tuple[float, float, float]:
     for a request, its matched response, and an empty classifier on the same frames."""
     from bcc import BPF
 
-    from exporter.config import parse_config
-    from exporter.http import HttpInspection
+    from exporter.config.schema import parse_config
+    from exporter.http.loader import HttpInspection
 
     inspection = HttpInspection(parse_config({}).http, priority=9437)
     # Test runs come from the loopback device, and no socket of this host owns their

@@ -1,12 +1,12 @@
 // Per-flow packets and bytes, counted by TC classifiers on clsact ingress and
-// egress. Reads only __sk_buff fields and packet bytes (see tcp_lifecycle.c
+// egress. Reads only __sk_buff fields and packet bytes (see connections.c
 // for why that rule matters), and never changes the packet's fate: it
 // returns TC_ACT_UNSPEC so the next filter (Cilium, a user's rules) still runs.
 //
 // IPv4 and IPv6 flows live in separate maps: hashing the 20-byte IPv4 key
 // instead of a 44-byte common one saves about a fifth of the per-packet cost.
 //
-// Compile-time parameters (#defined by exporter/flows.py): MAX_FLOWS, and
+// Compile-time parameters (#defined by exporter/flows/loader.py): MAX_FLOWS, and
 // CHAIN_HTTP, 1 when the HTTP classifier (bpf/http.c) runs after this one.
 
 #include "packet.h"

@@ -3,7 +3,7 @@
 // request-to-response latency bucketed in the kernel and each final status
 // line published as an event. Reads only __sk_buff fields and packet bytes.
 //
-// Compile-time parameters (#defined by exporter/http.py):
+// Compile-time parameters (#defined by exporter/http/loader.py):
 //   NBUCKETS, BUCKET_INDEX(ns)   latency histogram bounds
 //   PORT_MATCH(port)             1 for ports to inspect (1 for all: by content)
 //   MAX_CONNS, MAX_SERIES        map bounds
@@ -210,7 +210,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg, int
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 
-// Method codes, in the order exporter/http.py names them.
+// Method codes, in the order exporter/http/loader.py names them.
 #define M_GET 1
 #define M_POST 2
 #define M_PUT 3

@@ -7,18 +7,20 @@ import os
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from exporter import bpfstats, otlp, privileges
-from exporter.collector import Collector
-from exporter.config import Config, OtlpConfig
+from exporter.collector.collector import Collector
+from exporter.config.schema import Config, OtlpConfig
+from exporter.connections.loader import TcpLifecycle
 from exporter.errors import SetupError
-from exporter.flow_series import FlowMetrics
-from exporter.flows import FlowAccounting
-from exporter.http import HttpEvent, HttpInspection, event_pump
-from exporter.http_events import EventLog
-from exporter.interfaces import InterfaceWatcher
-from exporter.prometheus import serve
-from exporter.tcp_lifecycle import TcpLifecycle
-from exporter.web import WebConfig
+from exporter.flows.loader import FlowAccounting
+from exporter.flows.series import FlowMetrics
+from exporter.host import bpfstats, privileges
+from exporter.host.links import InterfaceWatcher
+from exporter.http.loader import HttpInspection, event_pump
+from exporter.model.events import HttpEvent
+from exporter.sinks.jsonlines import EventLog
+from exporter.sinks.otlp import metrics as otlp
+from exporter.sinks.prometheus import serve
+from exporter.sinks.web.server import WebConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,18 +14,18 @@ from types import FrameType
 
 from exporter import __version__
 from exporter.agent import Agent
-from exporter.config import Config, load_config
-from exporter.connlog import print_connection
-from exporter.durations import parse_duration
+from exporter.config.durations import parse_duration
+from exporter.config.schema import Config, load_config
+from exporter.connections.loader import TcpLifecycle
+from exporter.connections.tool import print_connection
 from exporter.errors import ConfigError, SetupError
-from exporter.flows import FlowAccounting
-from exporter.flowtrack import TC_HANDLE as TRACK_TC_HANDLE
-from exporter.flowtrack import TrackedFlow, print_report
-from exporter.http import HttpInspection
-from exporter.httpinspect import print_packet
-from exporter.interfaces import link_exists, link_index
-from exporter.tcp_lifecycle import TcpLifecycle
-from exporter.web import WebConfig, load_web_config
+from exporter.flows.loader import FlowAccounting
+from exporter.flows.tool import TC_HANDLE as TRACK_TC_HANDLE
+from exporter.flows.tool import TrackedFlow, print_report
+from exporter.host.links import link_exists, link_index
+from exporter.http.loader import HttpInspection
+from exporter.http.tool import print_packet
+from exporter.sinks.web.server import WebConfig, load_web_config
 
 log = logging.getLogger("ebpf-net-exporter")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collector import Collector
-from exporter.snapshot import MapUsage
+from exporter.collector.collector import Collector
+from exporter.model.snapshot import MapUsage
 
 
 class Source:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import (
+from exporter.config.durations import parse_duration
+from exporter.config.schema import (
     AddressGroup,
     Config,
     ConnectionsConfig,
@@ -21,7 +22,6 @@ from exporter.config import (
     load_config,
     parse_config,
 )
-from exporter.durations import parse_duration
 from exporter.errors import ConfigError
 from tests.helpers import PYTHON, ROOT
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 
-from exporter.connlog import format_connection, human_duration
-from exporter.tcp_lifecycle import CloseEvent
+from exporter.connections.tool import format_connection, human_duration
+from exporter.model.events import CloseEvent
 from tests.helpers import PYTHON, ROOT, Hosts, require_root
 
 BLOCK = re.compile(

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import load_config
-from exporter.prometheus import _format_bound
+from exporter.config.schema import load_config
+from exporter.sinks.prometheus import _format_bound
 from tests.helpers import ROOT
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter import tc
-from exporter.http import HttpEvent, wall_time
-from exporter.http_events import MOVED_CHECK_SECONDS, EventLog
+from exporter.host import tc
+from exporter.http.loader import wall_time
+from exporter.model.events import HttpEvent
+from exporter.sinks.jsonlines import MOVED_CHECK_SECONDS, EventLog
 from tests.helpers import Exporter, Hosts, Nginx, make_host_link, require_root, until
 
 

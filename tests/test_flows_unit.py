@@ -7,10 +7,8 @@ import errno
 import ipaddress
 from typing import Any
 
-from exporter.bpfmaps import BatchReader
-from exporter.config import AddressGroup, FlowsConfig
-from exporter.flow_series import FlowMetrics, FlowSeriesBuilder
-from exporter.flows import (
+from exporter.config.schema import AddressGroup, FlowsConfig
+from exporter.flows.loader import (
     HEAD4,
     HEAD6,
     KEY4,
@@ -22,6 +20,8 @@ from exporter.flows import (
     decode_key,
     evicted,
 )
+from exporter.flows.series import FlowMetrics, FlowSeriesBuilder
+from exporter.host.bpfmaps import BatchReader
 
 SEC = 1_000_000_000
 

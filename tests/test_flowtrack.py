@@ -11,8 +11,8 @@ from datetime import datetime
 
 import pytest
 
-from exporter.flows import FlowKey
-from exporter.flowtrack import TrackedFlow, format_report
+from exporter.flows.loader import FlowKey
+from exporter.flows.tool import TrackedFlow, format_report
 from tests.helpers import (
     PYTHON,
     ROOT,

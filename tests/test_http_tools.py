@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from exporter.config import HttpConfig, HttpEventsConfig
-from exporter.http import HttpEvent, HttpPacket, cflags, decode_series, port_match_macro, text
-from exporter.http_events import event_record, redact_query
-from exporter.httpinspect import format_packet
+from exporter.config.schema import HttpConfig, HttpEventsConfig
+from exporter.http.loader import cflags, decode_series, port_match_macro, text
+from exporter.http.tool import format_packet
+from exporter.model.events import HttpEvent, HttpPacket
+from exporter.sinks.jsonlines import event_record, redact_query
 from tests.helpers import PYTHON, ROOT, Hosts, Nginx, make_host_link, require_root
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from exporter.interfaces import SO_RCVBUFFORCE, InterfaceWatcher
+from exporter.host.links import SO_RCVBUFFORCE, InterfaceWatcher
 from tests.helpers import ip, require_root, until
 
 
@@ -71,7 +71,7 @@ def test_a_real_overflow_of_link_events_is_caught_up_with(caplog: pytest.LogCapt
         watcher._events.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 0)
         burst = [f"link add {name} type veth peer name entrq{i}" for i, name in enumerate(names)]
         burst += [f"link del {name}" for name in names[::2]]
-        with caplog.at_level(logging.WARNING, logger="exporter.interfaces"):
+        with caplog.at_level(logging.WARNING, logger="exporter.host.links"):
             subprocess.run(["ip", "-batch", "-"], input="\n".join(burst) + "\n", text=True,
                            check=True)
             until(lambda: added == set(names[1::2]), timeout=20)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import kernel
+from exporter.connections.loader import TRACEPOINTS, check_tracepoints
 from exporter.errors import SetupError
-from exporter.tcp_lifecycle import TRACEPOINTS, check_tracepoints
+from exporter.host import kernel
 from tests.helpers import PYTHON, ROOT, require_root
 
 
@@ -138,10 +138,10 @@ def test_the_images_merged_header_tree_compiles_every_program(tmp_path: Path) ->
     subprocess.run([str(ROOT / "scripts" / "merge-headers.sh"), str(tree), str(merged)],
                    check=True)
     program = (
-        "from exporter.config import Config\n"
-        "from exporter.flows import FlowAccounting\n"
-        "from exporter.http import HttpInspection\n"
-        "from exporter.tcp_lifecycle import TcpLifecycle\n"
+        "from exporter.config.schema import Config\n"
+        "from exporter.flows.loader import FlowAccounting\n"
+        "from exporter.http.loader import HttpInspection\n"
+        "from exporter.connections.loader import TcpLifecycle\n"
         "c = Config()\n"
         "for part in (FlowAccounting(c.flows), HttpInspection(c.http, 9441),\n"
         "             TcpLifecycle(c.connections)):\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter import kernel
+from exporter.host import kernel
 from tests.helpers import (
     Exporter,
     assert_udp_counted,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import MAX_BUCKETS
+from exporter.config.schema import MAX_BUCKETS
 from tests.helpers import Exporter, Hosts, Nginx, make_host_link, require_root, value, wait_for
 
 # 64 increasing bounds from 1 ms to about 37 hours.

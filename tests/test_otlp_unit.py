@@ -8,16 +8,16 @@ from unittest import mock
 import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExportResult
 
-from exporter.config import OtlpConfig
+from exporter.config.schema import OtlpConfig
 from exporter.errors import ConfigError
-from exporter.otlp import (
+from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
+from exporter.sinks.otlp.metrics import (
     SnapshotMetricReader,
     endpoint_configured,
     logs_endpoint_configured,
     reader,
     resource,
 )
-from exporter.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
 
 
 def snapshot(opened: int, buckets: tuple[int, int, int]) -> Snapshot:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.kernel import TEST_DEFINES
+from exporter.host.kernel import TEST_DEFINES
 from tests.helpers import Exporter, Hosts, Samples, require_root, value, wait_for
 
 PORT = 7611

@@ -6,10 +6,10 @@ import ctypes
 import subprocess
 from pathlib import Path
 
-from exporter.config import ConnectionsConfig
-from exporter.prometheus import connection_metrics
-from exporter.snapshot import ConnectionSeries, ConnectionsSnapshot
-from exporter.tcp_lifecycle import bucket_index_macro, cflags, decode_series, prefix_mask
+from exporter.config.schema import ConnectionsConfig
+from exporter.connections.loader import bucket_index_macro, cflags, decode_series, prefix_mask
+from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot
+from exporter.sinks.prometheus import connection_metrics
 
 
 def test_bucket_index_is_inclusive_like_prometheus_le(tmp_path: Path) -> None:

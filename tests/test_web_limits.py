@@ -12,7 +12,7 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter import web
+from exporter.sinks.web import server as web
 from tests.helpers import Exporter, require_root
 from tests.test_web import URL, basic, client_context, fetch, pki  # noqa: F401
 

@@ -13,7 +13,7 @@ import os
 import struct
 from collections.abc import Iterable
 
-from exporter.bpfmaps import NR_BPF
+from exporter.host.bpfmaps import NR_BPF
 
 _BPF_ENABLE_STATS = 32
 _BPF_STATS_RUN_TIME = 0

@@ -5,7 +5,7 @@
 // (their layout comes from tracefs at compile time), never kernel-internal
 // struct layouts. That is what lets the 6.1 fallback headers serve any kernel.
 //
-// Compile-time parameters (#defined by exporter/tcp_lifecycle.py):
+// Compile-time parameters (#defined by exporter/connections/loader.py):
 //   NBUCKETS, BUCKET_INDEX(ns)  histogram bounds, as an unrolled comparison
 //   MAX_SOCKS, MAX_SERIES        map bounds
 //   LABEL_DIRECTION, LABEL_SERVER_PORT, LABEL_PEER, LABEL_PROCESS   0 or 1

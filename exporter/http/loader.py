@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import logging
 import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from exporter import kernel
-from exporter.bpfmaps import BatchReader, insert_if_absent, lookup_and_delete
-from exporter.config import HttpConfig
-from exporter.interfaces import faces_workload
-from exporter.periodic import Periodic
-from exporter.snapshot import HttpSeries, HttpSnapshot, MapUsage
-from exporter.tc import Classifiers, TcFilters, load_classifiers, starts_at_ip
-from exporter.tcp_lifecycle import bucket_index_macro
+from exporter.collector.periodic import Periodic
+from exporter.config.schema import HttpConfig
+from exporter.connections.loader import bucket_index_macro
+from exporter.host import kernel
+from exporter.host.bpfmaps import BatchReader, insert_if_absent, lookup_and_delete
+from exporter.host.links import faces_workload
+from exporter.host.tc import Classifiers, TcFilters, load_classifiers, starts_at_ip
+from exporter.model.addresses import address
+from exporter.model.events import HttpEvent, HttpPacket
+from exporter.model.snapshot import HttpSeries, HttpSnapshot, MapUsage
 
 log = logging.getLogger(__name__)
 
@@ -79,35 +79,6 @@ def wall_time(ktime_ns: int) -> float:
     """A kernel timestamp (CLOCK_MONOTONIC) as seconds since the epoch, with the clocks'
     offset as it is now: a step of the wall clock (NTP) shows in the next event."""
     return ktime_ns / 1e9 + (time.time() - time.monotonic())
-
-
-def address(family: int, raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    return ipaddress.IPv6Address(raw[:16]) if family == 6 else ipaddress.IPv4Address(raw[:4])
-
-
-@dataclass(frozen=True)
-class HttpEvent:
-    """One final status line matched to its request."""
-
-    time: float  # seconds since the epoch
-    latency_ns: int
-    ifindex: int
-    role: str
-    method: str
-    path: str
-    status: int
-    reason: str
-    client: ipaddress.IPv4Address | ipaddress.IPv6Address
-    client_port: int
-    server: ipaddress.IPv4Address | ipaddress.IPv6Address
-    server_port: int
-
-
-@dataclass(frozen=True)
-class HttpPacket:
-    length: int
-    header_length: int
-    data: bytes
 
 
 def decode_series(key: Any, value: Any, config: HttpConfig) -> HttpSeries | None:
@@ -280,9 +251,9 @@ class HttpInspection:
                 path=text(bytes(ev.path), b" "),
                 status=int(ev.status),
                 reason=text(bytes(ev.reason)),
-                client=address(ev.family, bytes(ev.client)),
+                client=address(bytes(ev.client), ev.family == 6),
                 client_port=int(ev.client_port),
-                server=address(ev.family, bytes(ev.server)),
+                server=address(bytes(ev.server), ev.family == 6),
                 server_port=int(ev.server_port),
             ))
 

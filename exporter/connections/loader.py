@@ -1,37 +1,27 @@
-"""Loads bpf/tcp_lifecycle.c, attaches it and decodes its maps into snapshots."""
+"""Loads bpf/connections.c, attaches it and decodes its maps into snapshots."""
 
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from exporter import kernel
-from exporter.config import ConnectionsConfig
+from exporter.config.schema import ConnectionsConfig
 from exporter.errors import SetupError
-from exporter.snapshot import ConnectionSeries, ConnectionsSnapshot, MapUsage
+from exporter.host import kernel
+from exporter.model.addresses import address
+from exporter.model.events import CloseEvent
+from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot, MapUsage
 
 log = logging.getLogger(__name__)
 
-PROGRAM = "tcp_lifecycle.c"
+PROGRAM = "connections.c"
 DIRECTIONS = {1: "inbound", 2: "outbound"}
 AF_INET, AF_INET6 = 2, 10
 # Indexes of the program's `counters` array.
 C_SOCKS_TRACKED, C_SOCKS_FULL, C_SERIES_OVERFLOW, C_EVENTS_LOST = range(4)
 OVERFLOW = "other"
-
-
-@dataclass(frozen=True)
-class CloseEvent:
-    duration_ns: int
-    local: ipaddress.IPv4Address | ipaddress.IPv6Address
-    local_port: int
-    remote: ipaddress.IPv4Address | ipaddress.IPv6Address
-    remote_port: int
-    direction: str
 
 
 # What the program attaches to (Linux 4.16+; 5.15+ is required for the last).
@@ -80,12 +70,6 @@ def cflags(config: ConnectionsConfig, emit_events: bool) -> list[str]:
     ]
 
 
-def address(family: int, raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    if family == AF_INET6:
-        return ipaddress.IPv6Address(raw[:16])
-    return ipaddress.IPv4Address(raw[:4])
-
-
 def decode_series(key: Any, value: Any, config: ConnectionsConfig) -> ConnectionSeries | None:
     """One conn_stats entry as labels and counts; None for an unused overflow series."""
     overflow = bool(key.overflow)
@@ -101,7 +85,7 @@ def decode_series(key: Any, value: Any, config: ConnectionsConfig) -> Connection
             text = str(key.server_port)
         elif name == "peer_address":
             prefix = config.peer_prefix_ipv4 if key.family == AF_INET else config.peer_prefix_ipv6
-            text = f"{address(key.family, bytes(key.peer))}/{prefix}"
+            text = f"{address(bytes(key.peer), key.family == AF_INET6)}/{prefix}"
         else:
             text = bytes(key.comm).split(b"\0", 1)[0].decode("utf-8", "replace")
         labels.append((name, text))
@@ -165,9 +149,9 @@ class TcpLifecycle:
             ev = table.event(data)
             handle(CloseEvent(
                 duration_ns=int(ev.duration_ns),
-                local=address(ev.family, bytes(ev.laddr)),
+                local=address(bytes(ev.laddr), ev.family == AF_INET6),
                 local_port=int(ev.lport),
-                remote=address(ev.family, bytes(ev.raddr)),
+                remote=address(bytes(ev.raddr), ev.family == AF_INET6),
                 remote_port=int(ev.rport),
                 direction=DIRECTIONS.get(ev.direction, "unknown"),
             ))

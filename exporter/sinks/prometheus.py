@@ -17,16 +17,16 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.collector import SOURCES
-from exporter.config import ListenAddress
-from exporter.snapshot import (
+from exporter.collector.collector import SOURCES
+from exporter.config.schema import ListenAddress
+from exporter.model.snapshot import (
     FAILURE_REASONS,
     ConnectionsSnapshot,
     FlowsSnapshot,
     HttpSnapshot,
     Snapshot,
 )
-from exporter.web import WebConfig, start_server
+from exporter.sinks.web.server import WebConfig, start_server
 
 
 class SnapshotCollector(Collector):

@@ -41,11 +41,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter import __version__
-from exporter.config import OtlpConfig
+from exporter.collector.periodic import Periodic
+from exporter.config.schema import OtlpConfig
 from exporter.errors import ConfigError
-from exporter.http import HttpEvent
-from exporter.periodic import Periodic
-from exporter.snapshot import FAILURE_REASONS, Snapshot
+from exporter.model.events import HttpEvent
+from exporter.model.snapshot import FAILURE_REASONS, Snapshot
 
 log = logging.getLogger(__name__)
 

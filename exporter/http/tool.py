@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from exporter.http import HttpPacket
+from exporter.model.events import HttpPacket
 
 
 def format_packet(packet: HttpPacket) -> str:

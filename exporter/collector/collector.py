@@ -7,12 +7,12 @@ import time
 from collections import Counter
 from typing import Protocol, TypeVar
 
-from exporter import bpfstats
-from exporter.flow_series import FlowMetrics
-from exporter.http import HttpInspection
-from exporter.periodic import Periodic
-from exporter.snapshot import MapUsage, ProgramRun, Snapshot
-from exporter.tcp_lifecycle import TcpLifecycle
+from exporter.collector.periodic import Periodic
+from exporter.connections.loader import TcpLifecycle
+from exporter.flows.series import FlowMetrics
+from exporter.host import bpfstats
+from exporter.http.loader import HttpInspection
+from exporter.model.snapshot import MapUsage, ProgramRun, Snapshot
 
 SOURCES = ("tcp_lifecycle", "flows", "http", "bpf_stats")
 T = TypeVar("T")

@@ -10,8 +10,8 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable
 
-from exporter.config import FlowsConfig
-from exporter.flows import (
+from exporter.config.schema import FlowsConfig
+from exporter.flows.loader import (
     D_BYTES,
     D_KEY,
     D_PACKETS,
@@ -22,7 +22,7 @@ from exporter.flows import (
     decode_key,
     map_size,
 )
-from exporter.snapshot import FlowSeries, FlowsSnapshot, MapUsage
+from exporter.model.snapshot import FlowSeries, FlowsSnapshot, MapUsage
 
 OVERFLOW = "other"
 MEMO_LIMIT = 100_000

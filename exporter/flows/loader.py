@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from exporter import kernel
-from exporter.bpfmaps import BatchReader, lookup_and_delete
-from exporter.config import FlowsConfig
+from exporter.config.schema import FlowsConfig
 from exporter.errors import SetupError
-from exporter.interfaces import link_exists
-from exporter.tc import HOOKS, Classifiers, TcFilters, load_classifiers, starts_at_ip
+from exporter.host import kernel
+from exporter.host.bpfmaps import BatchReader, lookup_and_delete
+from exporter.host.links import link_exists
+from exporter.host.tc import HOOKS, Classifiers, TcFilters, load_classifiers, starts_at_ip
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class FlowAccounting:
         for name, key, head in (("flows4", KEY4, HEAD4), ("flows6", KEY6, HEAD6)):
             table = self.bpf[name]
             if (ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)) != (key.size, VALUE.size):
-                raise SetupError("bpf/flows.c and exporter/flows.py disagree on the flow layout")
+                raise SetupError("bpf/flows.c and exporter/flows/loader.py disagree on the flow layout")
             self.tables[name] = FlowTable(table, config.idle_timeout, key, head)
         self.filters = TcFilters(config.tc_priority, tc_handle)
         self.names: dict[int, str] = {}  # kept after a link goes, for its last flows

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from exporter.endpoint import endpoint
-from exporter.flows import FlowDelta, FlowKey, decode_key
+from exporter.flows.loader import FlowDelta, FlowKey, decode_key
+from exporter.model.addresses import endpoint
 
 # Our filters' handle for this tool: a running exporter's are 0x9435, and `track` beside it
 # must neither take them over nor remove them when it ends.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from exporter.endpoint import endpoint
-from exporter.tcp_lifecycle import CloseEvent
+from exporter.model.addresses import endpoint
+from exporter.model.events import CloseEvent
 
 
 def human_duration(ns: int) -> str:

@@ -28,7 +28,7 @@ import yaml
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.config import ListenAddress
+from exporter.config.schema import ListenAddress
 from exporter.errors import ConfigError
 
 log = logging.getLogger(__name__)

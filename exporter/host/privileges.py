@@ -13,7 +13,7 @@ import errno
 import logging
 from pathlib import Path
 
-from exporter import kernel
+from exporter.host import kernel
 
 log = logging.getLogger(__name__)
 

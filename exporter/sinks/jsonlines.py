@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from exporter.http import HttpEvent
+from exporter.model.events import HttpEvent
 
 log = logging.getLogger(__name__)
 

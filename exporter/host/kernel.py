@@ -89,7 +89,7 @@ def headers_are_fallback(build: Path | None = None) -> bool:
 
 def program_dir() -> Path:
     # A checkout keeps bpf/ beside the package; an installed wheel maps it to exporter.bpf.
-    beside = Path(__file__).resolve().parent.parent / "bpf"
+    beside = Path(__file__).resolve().parents[2] / "bpf"
     if beside.is_dir():
         return beside
     return Path(str(resources.files("exporter.bpf")))
@@ -114,7 +114,7 @@ def check_kernel_version(release: str | None = None) -> None:
 
 
 def check_architecture(machine: str | None = None, bits: int | None = None) -> None:
-    from exporter.bpfmaps import BPF_SYSCALL, WORD_BITS
+    from exporter.host.bpfmaps import BPF_SYSCALL, WORD_BITS
 
     machine = machine or platform.machine()
     bits = bits or struct.calcsize("P") * 8
@@ -146,7 +146,7 @@ def compile_program(name: str, cflags: Sequence[str]) -> Any:
     test_defines = [f"-D{d}" for d in os.environ.get(TEST_DEFINES, "").split()]
     try:
         return BPF(text=program_source(name).encode(),
-                   cflags=[f"-I{program_dir()}", *cflags, *test_defines])
+                   cflags=[f"-I{program_dir() / 'include'}", *cflags, *test_defines])
     except Exception as exc:
         raise SetupError(
             f"The BPF program {name} failed to compile or load: {exc}. The compiler or "

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from exporter.durations import parse_duration
+from exporter.config.durations import parse_duration
 from exporter.errors import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -1,0 +1,1 @@
+"""The configuration: its schema (frozen, typed objects) and the parser that fills them."""

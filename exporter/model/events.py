@@ -1,0 +1,47 @@
+"""Events the programs publish one by one (ring buffers), decoded: what the tools print and
+the event sinks (JSON lines, OTLP log records) write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.model.addresses import IPAddress
+
+
+@dataclass(frozen=True)
+class CloseEvent:
+    """An established TCP connection reached CLOSE."""
+
+    duration_ns: int
+    local: IPAddress
+    local_port: int
+    remote: IPAddress
+    remote_port: int
+    direction: str
+
+
+@dataclass(frozen=True)
+class HttpEvent:
+    """One final status line matched to its request."""
+
+    time: float  # seconds since the epoch
+    latency_ns: int
+    ifindex: int
+    role: str
+    method: str
+    path: str
+    status: int
+    reason: str
+    client: IPAddress
+    client_port: int
+    server: IPAddress
+    server_port: int
+
+
+@dataclass(frozen=True)
+class HttpPacket:
+    """One HTTP packet as it passed (the `http` tool)."""
+
+    length: int
+    header_length: int
+    data: bytes
