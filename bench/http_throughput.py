@@ -59,7 +59,7 @@ def warm_costs() -> tuple[float, float, float]:
     for a request, its matched response, and an empty classifier on the same frames."""
     from bcc import BPF
 
-    from exporter.config.schema import parse_config
+    from exporter.config.load import parse_config
     from exporter.http.loader import HttpInspection
 
     inspection = HttpInspection(parse_config({}).http, priority=9437)

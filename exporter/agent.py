@@ -18,7 +18,9 @@ from exporter.host.links import InterfaceWatcher
 from exporter.http.loader import HttpInspection, event_pump
 from exporter.model.events import HttpEvent
 from exporter.sinks.jsonlines import EventLog
-from exporter.sinks.otlp import metrics as otlp
+from exporter.sinks.otlp import logs as otlp_logs
+from exporter.sinks.otlp import metrics as otlp_metrics
+from exporter.sinks.otlp import setup as otlp
 from exporter.sinks.prometheus import serve
 from exporter.sinks.web.server import WebConfig
 
@@ -85,29 +87,29 @@ class Agent:
                 stack.callback(http.close)
                 self._classifiers.append(http)
                 # HTTP parsing runs inside the traffic classifier's run, by tail call.
-                accounting.chain(http.programs)
-                http.chained = True
+                http.chain_behind(accounting.chain)
         # Files are opened while root can still read and write anyone's.
         event_log = self._open_event_log(accounting) if http is not None else None
         # Everything that needs more than CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN is done;
         # no thread has started yet, so all of them inherit the smaller set.
         privileges.keep_only()
+        # Made before the collector, whose snapshots carry its results; started after it.
+        push = (otlp_metrics.reader(self._otlp, lambda: collector.snapshot)
+                if self._otlp is not None else None)
         collector = Collector(config.interval, connections,
-                              FlowMetrics(accounting) if accounting else None, http)
+                              FlowMetrics(accounting) if accounting else None, http,
+                              push.results.copy if push else None)
         if http is not None and accounting is not None and self._wants_events():
             self._publish_events(http, accounting, event_log)
         if accounting is not None:
             self._follow_interfaces(accounting, http)
         collector.start()
         stack.callback(collector.stop)
-        push = None
-        if self._otlp is not None:
-            push = otlp.reader(self._otlp, lambda: collector.snapshot)
+        if push is not None:
             push.start()
             stack.callback(push.stop)
         try:
-            server, _thread = serve(config.listen, lambda: collector.snapshot,
-                                    push.results.copy if push else None, self.web)
+            server, _thread = serve(config.listen, lambda: collector.snapshot, self.web)
         except OSError as exc:
             raise SetupError(f"cannot listen on {config.listen}: {exc.strerror}. Choose another "
                              "address with --web.listen-address or `listen` in the file.") from None
@@ -143,7 +145,7 @@ class Agent:
         if event_log is not None:
             handlers.append(event_log)
         if self._otlp is not None and self._otlp_logs:
-            records = otlp.EventLogs(self._otlp, otlp.resource(self._otlp),
+            records = otlp_logs.EventLogs(self._otlp, otlp.resource(self._otlp),
                                      _interface_names(accounting))
             self._stack.callback(records.close)
             handlers.append(records)

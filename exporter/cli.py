@@ -15,7 +15,8 @@ from types import FrameType
 from exporter import __version__
 from exporter.agent import Agent
 from exporter.config.durations import parse_duration
-from exporter.config.schema import Config, load_config
+from exporter.config.load import load_config
+from exporter.config.schema import Config
 from exporter.connections.loader import TcpLifecycle
 from exporter.connections.tool import print_connection
 from exporter.errors import ConfigError, SetupError

@@ -12,10 +12,12 @@ class Source:
     """Stands in for a BPF program's reader; fails when told to."""
 
     def __init__(self, name: str) -> None:
-        self.bpf = object()  # no loaded programs
         self.name = name
         self.fail = False
         self.reads = 0
+
+    def loaded_programs(self) -> list[tuple[str, int]]:
+        return []
 
     def read(self) -> tuple[Any, list[MapUsage]]:
         if self.fail:
@@ -26,7 +28,7 @@ class Source:
 
 def test_a_failed_read_keeps_the_last_good_one_and_its_map_usage() -> None:
     connections = Source("tcp_sockets")
-    collector = Collector(1.0, connections)  # type: ignore[arg-type]
+    collector = Collector(1.0, connections)
     collector.collect_once()
     connections.fail = True
     collector.collect_once()

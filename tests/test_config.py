@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from exporter.config.durations import parse_duration
+from exporter.config.load import load_config, parse_config
 from exporter.config.schema import (
     AddressGroup,
     Config,
@@ -19,8 +20,7 @@ from exporter.config.schema import (
     HttpEventsConfig,
     ListenAddress,
     OtlpConfig,
-    load_config,
-    parse_config,
+    OtlpTlsConfig,
 )
 from exporter.errors import ConfigError
 from tests.helpers import PYTHON, ROOT
@@ -52,7 +52,8 @@ def test_values_are_parsed_into_typed_objects() -> None:
                                   "resource_attributes": {"k8s.cluster.name": "c1"},
                                   "temporality": "delta"}}).otlp == OtlpConfig(
         endpoint="https://collector:4318", protocol="grpc", headers=(("api-key", "k"),),
-        interval=30.0, ca_file="/ca.pem", resource_attributes=(("k8s.cluster.name", "c1"),),
+        interval=30.0, tls=OtlpTlsConfig(ca_file="/ca.pem"),
+        resource_attributes=(("k8s.cluster.name", "c1"),),
         temporality="delta")
     assert config.connections == ConnectionsConfig(
         buckets=(1.0, 2.5), labels=("server_port", "process"), peer_prefix_ipv4=16,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config.schema import load_config
-from exporter.sinks.prometheus import _format_bound
+from exporter.config.load import load_config
+from exporter.sinks.prometheus import format_bound
 from tests.helpers import ROOT
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -64,11 +64,11 @@ def test_rule_tests_use_the_bucket_layout_the_shipped_config_exposes() -> None:
                 seen.setdefault((name, test["name"] + labels), set()).add(le.group(1))
     assert {name for name, _ in seen} == set(layouts)
     for (name, group), les in seen.items():
-        assert les == {_format_bound(b) for b in layouts[name]} | {"+Inf"}, group
+        assert les == {format_bound(b) for b in layouts[name]} | {"+Inf"}, group
     rules = yaml.safe_load((RULES / "rules.yml").read_text())
     alert = next(r for g in rules["groups"] for r in g["rules"]
                  if r.get("alert") == "EbpfNetLongLivedConnections")
-    top = _format_bound(config.connections.buckets[-1])
+    top = format_bound(config.connections.buckets[-1])
     assert f'le="{top}"' in alert["expr"] and top == "3600.0"
 
 

@@ -11,13 +11,8 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExpor
 from exporter.config.schema import OtlpConfig
 from exporter.errors import ConfigError
 from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
-from exporter.sinks.otlp.metrics import (
-    SnapshotMetricReader,
-    endpoint_configured,
-    logs_endpoint_configured,
-    reader,
-    resource,
-)
+from exporter.sinks.otlp.metrics import SnapshotMetricReader, reader
+from exporter.sinks.otlp.setup import endpoint_configured, logs_endpoint_configured, resource
 
 
 def snapshot(opened: int, buckets: tuple[int, int, int]) -> Snapshot:

@@ -6,10 +6,17 @@ import ctypes
 import subprocess
 from pathlib import Path
 
+from prometheus_client.core import Metric
+
 from exporter.config.schema import ConnectionsConfig
 from exporter.connections.loader import bucket_index_macro, cflags, decode_series, prefix_mask
-from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot
-from exporter.sinks.prometheus import connection_metrics
+from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
+from exporter.sinks.prometheus import SnapshotCollector
+
+
+def connection_metrics(conns: ConnectionsSnapshot) -> list[Metric]:
+    """The families a scrape renders from a snapshot holding only these connections."""
+    return list(SnapshotCollector(lambda: Snapshot(timestamp=0.0, connections=conns)).collect())
 
 
 def test_bucket_index_is_inclusive_like_prometheus_le(tmp_path: Path) -> None:

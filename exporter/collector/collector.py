@@ -5,37 +5,47 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from exporter.collector.periodic import Periodic
-from exporter.connections.loader import TcpLifecycle
-from exporter.flows.series import FlowMetrics
 from exporter.host import bpfstats
-from exporter.http.loader import HttpInspection
-from exporter.model.snapshot import MapUsage, ProgramRun, Snapshot
+from exporter.model.snapshot import (
+    ConnectionsSnapshot,
+    FlowsSnapshot,
+    HttpSnapshot,
+    MapUsage,
+    ProgramRun,
+    Snapshot,
+)
 
-SOURCES = ("tcp_lifecycle", "flows", "http", "bpf_stats")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-
-
-class Source(Protocol[T_co]):
-    def read(self) -> tuple[T_co, list[MapUsage]]: ...
 
 log = logging.getLogger(__name__)
 
 
+class Source(Protocol[T_co]):
+    """What a concern gives the collector: its part of the snapshot with the usage of its
+    bounded maps, and the programs whose run time the kernel's statistics measure."""
+
+    def read(self) -> tuple[T_co, list[MapUsage]]: ...
+
+    def loaded_programs(self) -> Iterable[tuple[str, int]]: ...
+
+
 class Collector:
-    def __init__(self, interval: float, connections: TcpLifecycle | None,
-                 flows: FlowMetrics | None = None, http: HttpInspection | None = None) -> None:
+    def __init__(self, interval: float, connections: Source[ConnectionsSnapshot] | None,
+                 flows: Source[FlowsSnapshot] | None = None,
+                 http: Source[HttpSnapshot] | None = None,
+                 otlp_results: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.interval = interval
         self.connections = connections
         self.flows = flows
         self.http = http
-        loaded = [connections.bpf if connections else None,
-                  flows.accounting.bpf if flows else None,
-                  http.bpf if http and not http.chained else None]
-        self._programs = [p for bpf in loaded if bpf is not None for p in bpfstats.programs(bpf)]
+        self._otlp_results = otlp_results
+        self._programs = [p for source in (connections, flows, http) if source is not None
+                          for p in source.loaded_programs()]
         self._errors: Counter[str] = Counter()
         # Each source's map usage at its last good read: a failed read keeps serving it, or
         # the map-full alerts' `for:` would restart.
@@ -75,6 +85,7 @@ class Collector:
             cycles=self._cycles,
             cycle_seconds_sum=self._cycle_seconds,
             errors=dict(self._errors),
+            otlp_exports=dict(self._otlp_results()) if self._otlp_results else None,
         )
 
     def _program_runs(self) -> tuple[ProgramRun, ...]:

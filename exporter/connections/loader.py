@@ -9,7 +9,7 @@ from typing import Any
 
 from exporter.config.schema import ConnectionsConfig
 from exporter.errors import SetupError
-from exporter.host import kernel
+from exporter.host import bpfstats, kernel
 from exporter.model.addresses import address
 from exporter.model.events import CloseEvent
 from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot, MapUsage
@@ -160,6 +160,9 @@ class TcpLifecycle:
 
     def poll_events(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)
+
+    def loaded_programs(self) -> list[tuple[str, int]]:
+        return list(bpfstats.programs(self.bpf))
 
     def close(self) -> None:
         self.bpf.cleanup()

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from exporter.config.schema import FlowsConfig
 from exporter.errors import SetupError
-from exporter.host import kernel
+from exporter.host import bpfstats, kernel
 from exporter.host.bpfmaps import BatchReader, lookup_and_delete
 from exporter.host.links import link_exists
 from exporter.host.tc import HOOKS, Classifiers, TcFilters, load_classifiers, starts_at_ip
@@ -289,6 +289,9 @@ class FlowAccounting:
     def deltas(self) -> Iterator[FlowDelta]:
         for table in self.tables.values():
             yield from table.read()
+
+    def loaded_programs(self) -> list[tuple[str, int]]:
+        return list(bpfstats.programs(self.bpf))
 
     def detach_all(self) -> None:
         """Off every interface, first thing at a stop (see Agent.stop)."""

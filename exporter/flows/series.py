@@ -159,6 +159,9 @@ class FlowMetrics:
                         self.accounting.names.pop(ifindex, None)
                 del self._retired[name]
 
+    def loaded_programs(self) -> list[tuple[str, int]]:
+        return self.accounting.loaded_programs()
+
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
         self._drop_gone()
         new_flows, unparsed, uncounted = self.accounting.counters()  # before the maps

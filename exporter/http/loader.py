@@ -13,7 +13,7 @@ from typing import Any
 from exporter.collector.periodic import Periodic
 from exporter.config.schema import HttpConfig
 from exporter.connections.loader import bucket_index_macro
-from exporter.host import kernel
+from exporter.host import bpfstats, kernel
 from exporter.host.bpfmaps import BatchReader, insert_if_absent, lookup_and_delete
 from exporter.host.links import faces_workload
 from exporter.host.tc import Classifiers, TcFilters, load_classifiers, starts_at_ip
@@ -270,6 +270,15 @@ class HttpInspection:
 
     def poll(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)
+
+    def chain_behind(self, chain: Callable[[Classifiers], None]) -> None:
+        """Run inside another classifier's run, entered by tail call (`chain` installs our
+        classifiers there): the kernel then counts our run time in that one's statistics."""
+        chain(self.programs)
+        self.chained = True
+
+    def loaded_programs(self) -> list[tuple[str, int]]:
+        return [] if self.chained else list(bpfstats.programs(self.bpf))
 
     def detach_all(self) -> None:
         self.filters.detach_all(self.attached)

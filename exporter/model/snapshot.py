@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 FAILURE_REASONS = ("refused", "timeout", "reset", "other")
+# What the collector reads, each a `source` of its errors.
+SOURCES = ("tcp_lifecycle", "flows", "http", "bpf_stats")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class ConnectionSeries:
     # Established connections whose close the kernel never reported (skipped runs),
     # learned when a new socket reused the address: gone, but not in `closed`.
     closes_unseen: int = 0
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(value for _, value in self.labels)
 
     @property
     def active(self) -> int:
@@ -111,3 +117,4 @@ class Snapshot:
     cycles: int = 0
     cycle_seconds_sum: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    otlp_exports: dict[str, int] | None = None  # by result, while OTLP push is on

@@ -1,0 +1,66 @@
+"""The connection lifecycle's metrics, read from its part of the snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from exporter.model.metric import Kind, Metric, Point, Reading, of_part, scalar
+from exporter.model.snapshot import FAILURE_REASONS, ConnectionSeries, ConnectionsSnapshot, Snapshot
+
+CONNECTION = "{connection}"
+
+
+def _part(snap: Snapshot) -> ConnectionsSnapshot | None:
+    return snap.connections
+
+
+def _per_series(value: Callable[[ConnectionSeries], float]) -> Callable[[Snapshot], Reading | None]:
+    return of_part(_part, lambda conns: Reading(
+        conns.label_names, [Point(s.values, value(s)) for s in conns.series]))
+
+
+_failures = of_part(_part, lambda conns: Reading((*conns.label_names, "reason"), [
+    Point((*s.values, reason), count) for s in conns.series
+    for reason, count in zip(FAILURE_REASONS, s.failures, strict=True)]))
+
+_durations = of_part(_part, lambda conns: Reading(conns.label_names, [
+    Point(s.values, sum(s.duration_buckets), s.duration_buckets, s.duration_sum_ns / 1e9)
+    for s in conns.series], conns.bucket_bounds))
+
+
+METRICS = (
+    Metric("ebpf_net_tcp_connections_opened_total", "ebpf_net.tcp.connections.opened",
+           Kind.COUNTER, CONNECTION,
+           "TCP connections that reached ESTABLISHED since the exporter started.",
+           _per_series(lambda s: s.opened)),
+    Metric("ebpf_net_tcp_connections_closed_total", "ebpf_net.tcp.connections.closed",
+           Kind.COUNTER, CONNECTION,
+           "Established TCP connections that reached CLOSE since the exporter started.",
+           _per_series(lambda s: s.closed)),
+    Metric("ebpf_net_tcp_connections_active", "ebpf_net.tcp.connections.active",
+           Kind.UPDOWN, CONNECTION,
+           "TCP connections established since the exporter started and not yet closed "
+           "(opened minus closed, minus closes found unseen).",
+           _per_series(lambda s: s.active)),
+    Metric("ebpf_net_tcp_connect_failures_total", "ebpf_net.tcp.connect.failures",
+           Kind.COUNTER, CONNECTION,
+           "TCP connections that closed before ESTABLISHED, by the error the kernel reported "
+           "(refused: RST to SYN; timeout: no answer; reset; other: aborted or another error).",
+           _failures),
+    Metric("ebpf_net_tcp_connection_duration_seconds", "ebpf_net.tcp.connection.duration",
+           Kind.HISTOGRAM, "s",
+           "Lifetime of established TCP connections, from SYN sent or received to CLOSE, "
+           "bucketed in the kernel.",
+           _durations),
+    Metric("ebpf_net_exporter_tcp_unseen_closes_total", "ebpf_net_exporter.tcp.unseen_closes",
+           Kind.COUNTER, CONNECTION,
+           "Established connections that closed while the kernel skipped the exporter's "
+           "tracepoint runs (see ebpf_net_exporter_bpf_program_missed_runs_total), found when "
+           "a new socket reused the address; in no closed count or duration.",
+           _per_series(lambda s: s.closes_unseen)),
+    Metric("ebpf_net_exporter_tcp_untracked_connections_total",
+           "ebpf_net_exporter.tcp.untracked_connections", Kind.COUNTER, CONNECTION,
+           "Connections not tracked because the socket map was full "
+           "(raise connections.max_tracked).",
+           scalar(_part, lambda c: c.tracking_full)),
+)

@@ -1,0 +1,48 @@
+"""Every label name, once: its OpenTelemetry attribute, and which labels configuration may
+switch on for each concern."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str  # the Prometheus label
+    attribute: str  # the OpenTelemetry attribute (semantic conventions where they exist)
+    numeric: bool = False  # OTLP carries it as an integer when the value is one
+
+    def otlp_value(self, value: str) -> str | int:
+        return int(value) if self.numeric and value.isdigit() else value
+
+
+LABELS = {label.name: label for label in (
+    Label("direction", "direction"),
+    Label("server_port", "server.port", numeric=True),
+    Label("peer_address", "network.peer.address"),
+    Label("process", "process.executable.name"),
+    Label("interface", "network.interface.name"),
+    Label("network_io_direction", "network.io.direction"),
+    Label("protocol", "network.transport"),
+    Label("reason", "error.type"),
+    Label("role", "role"),
+    Label("http_request_method", "http.request.method"),
+    Label("http_response_status_code", "http.response.status_code", numeric=True),
+    Label("http_route", "http.route"),
+    # The exporter's own metrics.
+    Label("map", "map"),
+    Label("program", "program"),
+    Label("ring", "ring"),
+    Label("metric_group", "metric_group"),
+    Label("source", "source"),
+    Label("result", "result"),
+    Label("version", "version"),
+)}
+
+# What the configuration's `labels` lists may hold, per concern.
+CONNECTION_LABELS = ("direction", "server_port", "peer_address", "process")
+DEFAULT_CONNECTION_LABELS = ("direction", "server_port")
+FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port", "peer_address")
+DEFAULT_FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port")
+HTTP_LABELS = ("http_request_method", "http_response_status_code", "server_port")
+HTTP_ROUTE_LABEL = "http_route"
