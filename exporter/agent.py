@@ -22,7 +22,7 @@ from exporter.sinks.otlp import logs as otlp_logs
 from exporter.sinks.otlp import metrics as otlp_metrics
 from exporter.sinks.otlp import setup as otlp
 from exporter.sinks.prometheus import serve
-from exporter.sinks.web.server import WebConfig
+from exporter.sinks.web.config import WebConfig
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from exporter.flows.tool import TrackedFlow, print_report
 from exporter.host.links import link_exists, link_index
 from exporter.http.loader import HttpInspection
 from exporter.http.tool import print_packet
-from exporter.sinks.web.server import WebConfig, load_web_config
+from exporter.sinks.web.config import WebConfig, load_web_config
 
 log = logging.getLogger("ebpf-net-exporter")
 

@@ -12,6 +12,7 @@ import bcrypt
 import pytest
 import yaml
 
+from exporter.sinks.web import auth
 from exporter.sinks.web import server as web
 from tests.helpers import Exporter, require_root
 from tests.test_web import URL, basic, client_context, fetch, pki  # noqa: F401
@@ -124,7 +125,7 @@ HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(5))
 
 
 def test_an_unknown_user_costs_the_same_comparison_as_a_known_one(checks: Checks) -> None:
-    authorized = web.authorizer({"alice": HASH})
+    authorized = auth.authorizer({"alice": HASH})
     assert not authorized(header("alice", "wrong"))
     assert not authorized(header("mallory", "wrong"))
     assert len(checks.calls) == 2
@@ -136,7 +137,7 @@ def test_an_unknown_user_costs_the_same_comparison_as_a_known_one(checks: Checks
 
 def test_over_long_and_malformed_credentials_are_refused_without_an_error(
         checks: Checks) -> None:
-    authorized = web.authorizer({"alice": HASH})
+    authorized = auth.authorizer({"alice": HASH})
     assert not authorized(header("alice", "x" * 100))  # bcrypt >= 5 raised on these
     assert not authorized("Basic !!!not-base64")
     assert not authorized("Bearer abc")
@@ -145,14 +146,14 @@ def test_over_long_and_malformed_credentials_are_refused_without_an_error(
 
 
 def test_comparisons_are_bounded_and_successes_cached(checks: Checks) -> None:
-    authorized = web.authorizer({"alice": HASH})
+    authorized = auth.authorizer({"alice": HASH})
     attempts = [threading.Thread(target=authorized, args=(header("alice", f"guess{i}"),))
                 for i in range(12)]
     for attempt in attempts:
         attempt.start()
     for attempt in attempts:
         attempt.join()
-    assert len(checks.calls) == 12 and checks.most <= web.CHECKS_AT_ONCE
+    assert len(checks.calls) == 12 and checks.most <= auth.CHECKS_AT_ONCE
     checks.calls.clear()
     assert authorized(header("alice", "s3cret")) and authorized(header("alice", "s3cret"))
     assert len(checks.calls) == 1

@@ -22,7 +22,8 @@ from exporter.config.schema import ListenAddress
 from exporter.model import metric
 from exporter.model.metric import Kind, Reading
 from exporter.model.snapshot import Snapshot
-from exporter.sinks.web.server import WebConfig, start_server
+from exporter.sinks.web.config import WebConfig
+from exporter.sinks.web.server import start_server
 
 
 class SnapshotCollector(Collector):
