@@ -6,26 +6,19 @@ import argparse
 import logging
 import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from exporter import __version__
 from exporter.agent import Agent
 from exporter.config.durations import parse_duration
 from exporter.config.load import load_config
 from exporter.config.schema import Config
-from exporter.connections.loader import TcpLifecycle
-from exporter.connections.tool import print_connection
+from exporter.connections.tool import run_log
 from exporter.errors import ConfigError, SetupError
-from exporter.flows.loader import FlowAccounting
-from exporter.flows.tool import TC_HANDLE as TRACK_TC_HANDLE
-from exporter.flows.tool import TrackedFlow, print_report
-from exporter.host.links import link_exists, link_index
-from exporter.http.loader import HttpInspection
-from exporter.http.tool import print_packet
+from exporter.flows.tool import run_track
+from exporter.http.tool import run_http
+from exporter.signals import stop_on_signals
 from exporter.sinks.web.config import WebConfig, load_web_config
 
 log = logging.getLogger("ebpf-net-exporter")
@@ -104,25 +97,10 @@ def _period(text: str) -> float:
     return seconds
 
 
-def _stop_on_signals(hangup: bool = True) -> threading.Event:
-    """SIGTERM and SIGINT end the command; so does SIGHUP for the interactive tools, whose
-    terminal is gone (a closed SSH session), so that their filters come off."""
-    stop = threading.Event()
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    if hangup:
-        signal.signal(signal.SIGHUP, handle)
-    return stop
-
-
 def run_serve(config: Config, web: WebConfig | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = _stop_on_signals(hangup=False)
+    stop = stop_on_signals(hangup=False)
     agent = Agent(config, web)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.reopen_logs())
     try:
@@ -131,59 +109,4 @@ def run_serve(config: Config, web: WebConfig | None = None) -> int:
         stop.wait()
     finally:
         agent.stop()
-    return 0
-
-
-def run_http(config: Config, interface: str) -> int:
-    index = link_index(interface)
-    stop = _stop_on_signals()
-    inspection = HttpInspection(config.http, config.flows.tc_priority, emit_packets=True)
-    try:
-        inspection.open_packets(print_packet)
-        inspection.attach(index, interface)
-        print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
-        checked = time.monotonic()
-        while not stop.is_set():
-            inspection.poll(200)
-            if time.monotonic() - checked >= 1:  # poll() returns early under traffic
-                check_still_there(index, interface)
-                checked = time.monotonic()
-    finally:
-        inspection.close()
-    return 0
-
-
-def check_still_there(index: int, interface: str) -> None:
-    """The tools watch one interface: once it is gone there is nothing left to show."""
-    if not link_exists(index):
-        raise SetupError(f"interface {interface} is gone (deleted, or moved to another network "
-                         "namespace); start again on an interface that `ip link` lists.")
-
-
-def run_track(config: Config, interface: str, period: float, table: bool) -> int:
-    index = link_index(interface)
-    stop = _stop_on_signals()
-    accounting = FlowAccounting(config.flows, tc_handle=TRACK_TC_HANDLE)
-    try:
-        accounting.attach(index, interface)
-        print(f"Tracking connections on {interface} every {period:g} s... Ctrl-C to end.",
-              file=sys.stderr, flush=True)
-        while not stop.wait(period):
-            print_report([TrackedFlow.of(d) for d in accounting.deltas()], table)
-            check_still_there(index, interface)
-    finally:
-        accounting.close()
-    return 0
-
-
-def run_log(config: Config) -> int:
-    stop = _stop_on_signals()
-    connections = TcpLifecycle(config.connections, emit_events=True)
-    try:
-        connections.open_events(print_connection)
-        print("Tracing TCP connections... Ctrl-C to end.", file=sys.stderr, flush=True)
-        while not stop.is_set():
-            connections.poll_events(200)
-    finally:
-        connections.close()
     return 0

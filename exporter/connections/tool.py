@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from exporter.config.schema import Config
+from exporter.connections.loader import TcpLifecycle
 from exporter.model.addresses import endpoint
 from exporter.model.events import CloseEvent
+from exporter.signals import stop_on_signals
 
 
 def human_duration(ns: int) -> str:
@@ -30,3 +33,16 @@ def format_connection(ev: CloseEvent) -> str:
 def print_connection(ev: CloseEvent, out: TextIO = sys.stdout) -> None:
     out.write(format_connection(ev) + "\n")
     out.flush()
+
+
+def run_log(config: Config) -> int:
+    stop = stop_on_signals()
+    connections = TcpLifecycle(config.connections, emit_events=True)
+    try:
+        connections.open_events(print_connection)
+        print("Tracing TCP connections... Ctrl-C to end.", file=sys.stderr, flush=True)
+        while not stop.is_set():
+            connections.poll_events(200)
+    finally:
+        connections.close()
+    return 0

@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from exporter.flows.loader import FlowDelta, FlowKey, decode_key
+from exporter.config.schema import Config
+from exporter.flows.loader import FlowAccounting, FlowDelta, FlowKey, decode_key
+from exporter.host.links import check_still_there, link_index
 from exporter.model.addresses import endpoint
+from exporter.signals import stop_on_signals
 
 # Our filters' handle for this tool: a running exporter's are 0x9435, and `track` beside it
 # must neither take them over nor remove them when it ends.
@@ -71,3 +74,19 @@ def print_report(flows: Sequence[TrackedFlow], table: bool, out: TextIO = sys.st
     when = datetime.now()
     out.write(format_table(when, flows) if table else format_report(when, flows))
     out.flush()
+
+
+def run_track(config: Config, interface: str, period: float, table: bool) -> int:
+    index = link_index(interface)
+    stop = stop_on_signals()
+    accounting = FlowAccounting(config.flows, tc_handle=TC_HANDLE)
+    try:
+        accounting.attach(index, interface)
+        print(f"Tracking connections on {interface} every {period:g} s... Ctrl-C to end.",
+              file=sys.stderr, flush=True)
+        while not stop.wait(period):
+            print_report([TrackedFlow.of(d) for d in accounting.deltas()], table)
+            check_still_there(index, interface)
+    finally:
+        accounting.close()
+    return 0

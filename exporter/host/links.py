@@ -61,6 +61,13 @@ def faces_workload(index: int) -> bool:
     return True
 
 
+def check_still_there(index: int, interface: str) -> None:
+    """The tools watch one interface: once it is gone there is nothing left to show."""
+    if not link_exists(index):
+        raise SetupError(f"interface {interface} is gone (deleted, or moved to another network "
+                         "namespace); start again on an interface that `ip link` lists.")
+
+
 def link_exists(index: int) -> bool:
     try:
         with IPRoute() as ipr:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import TextIO
 
+from exporter.config.schema import Config
+from exporter.host.links import check_still_there, link_index
+from exporter.http.loader import HttpInspection
 from exporter.model.events import HttpPacket
+from exporter.signals import stop_on_signals
 
 
 def format_packet(packet: HttpPacket) -> str:
@@ -19,3 +24,22 @@ def format_packet(packet: HttpPacket) -> str:
 def print_packet(packet: HttpPacket, out: TextIO = sys.stdout) -> None:
     out.write(format_packet(packet) + "\n")
     out.flush()
+
+
+def run_http(config: Config, interface: str) -> int:
+    index = link_index(interface)
+    stop = stop_on_signals()
+    inspection = HttpInspection(config.http, config.flows.tc_priority, emit_packets=True)
+    try:
+        inspection.open_packets(print_packet)
+        inspection.attach(index, interface)
+        print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
+        checked = time.monotonic()
+        while not stop.is_set():
+            inspection.poll(200)
+            if time.monotonic() - checked >= 1:  # poll() returns early under traffic
+                check_still_there(index, interface)
+                checked = time.monotonic()
+    finally:
+        inspection.close()
+    return 0
