@@ -130,7 +130,7 @@ class Agent:
             return None
         try:
             event_log = EventLog(events.output, events.include_query,
-                                 _interface_names(accounting), events.redact_query_params)
+                                 accounting.interface_name, events.redact_query_params)
         except OSError as exc:
             raise SetupError(f"http.events.output: cannot open {events.output} for appending "
                              f"({exc.strerror}). Name a writable file, or \"-\" for standard "
@@ -146,7 +146,7 @@ class Agent:
             handlers.append(event_log)
         if self._otlp is not None and self._otlp_logs:
             records = otlp_logs.EventLogs(self._otlp, otlp.resource(self._otlp),
-                                     _interface_names(accounting))
+                                     accounting.interface_name)
             self._stack.callback(records.close)
             handlers.append(records)
 
@@ -179,12 +179,3 @@ class Agent:
             if not any(c in name for c in "*?[") and name not in watcher.present.values():
                 log.warning("interface %s does not exist (yet); it is counted once it appears. "
                             "`ip link` lists the interfaces of this namespace.", name)
-
-
-def _interface_names(accounting: FlowAccounting) -> Callable[[int], str]:
-    names = accounting.names
-
-    def interface_name(index: int) -> str:
-        return names.get(index, str(index))
-
-    return interface_name

@@ -202,6 +202,9 @@ class FakeAccounting:
         self.tables: dict[str, Any] = {}
         self.pending: list[FlowDelta] = []
 
+    def interface_name(self, ifindex: int) -> str:
+        return self.names.get(ifindex, str(ifindex))
+
     def deltas(self) -> list[FlowDelta]:
         out, self.pending = self.pending, []
         return out

@@ -233,6 +233,10 @@ class FlowAccounting:
             for hook, direction in (("ingress", DIR_RECEIVE), ("egress", DIR_TRANSMIT)):
                 stages[ctypes.c_int(direction + 2 * l3)] = ctypes.c_int(hooks[hook].fd)
 
+    def interface_name(self, ifindex: int) -> str:
+        """The name a link had when attached (kept after it goes, for its last flows)."""
+        return self.names.get(ifindex, str(ifindex))
+
     def attach(self, ifindex: int, name: str) -> None:
         self.filters.attach(ifindex, self._programs[starts_at_ip(name)])
         self.names[ifindex] = name

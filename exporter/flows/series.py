@@ -126,13 +126,10 @@ class FlowMetrics:
     def __init__(self, accounting: FlowAccounting, keep_gone: float = KEEP_GONE_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.accounting = accounting
-        self.builder = FlowSeriesBuilder(accounting.config, self._name)
+        self.builder = FlowSeriesBuilder(accounting.config, accounting.interface_name)
         self.keep_gone, self.clock = keep_gone, clock
         self._names: dict[int, str] = {}
         self._retired: dict[str, float] = {}  # names no attached link has, and since when
-
-    def _name(self, ifindex: int) -> str:
-        return self.accounting.names.get(ifindex, str(ifindex))
 
     def _drop_gone(self) -> None:
         """Names no attached link has (renamed away from, or gone) retire; once retired for
