@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.host.bpfmaps import NR_BPF
-from tests.helpers import Hosts
+from tests.support.exporter_process import Exporter
+from tests.support.namespaces import Hosts
 
 # The traffic classifier; HTTP parsing runs inside its runs, by tail call.
 CLASSIFIERS = ("flows_ingress", "flows_egress")
@@ -121,8 +122,6 @@ def cost_per_run(names: tuple[str, ...], before: RunTotals) -> float:
 def exporter_cost(interface: str, load: Callable[[], object], http: bool = True) -> float:
     """The traffic classifier's ns per run (HTTP parsing included when on) under `load`,
     with a fresh exporter attached to `interface`."""
-    from tests.helpers import Exporter
-
     before = run_totals(CLASSIFIERS)
     exporter = Exporter({"interfaces": [interface], "interval": "5s",
                          "http": {"enabled": http}})
@@ -191,8 +190,6 @@ def compare_with_exporter(interface: str, rounds: int, seconds: int,
                           load: Callable[[], float]) -> Comparison:
     """`load` (which runs for `seconds` and returns units per second) alternately without
     and with an exporter attached to `interface`, started afresh for each round."""
-    from tests.helpers import Exporter
-
     base_cpu: list[float] = []
     added_cpu: list[float] = []
     costs: list[float] = []

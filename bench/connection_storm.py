@@ -17,7 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import Exporter, Nginx, make_hosts, value
+from tests.support.exporter_process import Exporter
+from tests.support.namespaces import in_namespace, make_hosts
+from tests.support.nginx import Nginx
+from tests.support.scrapes import value
 
 
 def main() -> None:
@@ -32,7 +35,7 @@ def main() -> None:
     for ns, setting in ((link.client_ns, "net.ipv4.ip_local_port_range=1024 65535"),
                         (link.client_ns, "net.ipv4.tcp_tw_reuse=1"),
                         (link.server_ns, "net.ipv4.tcp_max_tw_buckets=0")):
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", setting], check=True)
+        subprocess.run([*in_namespace(ns), "sysctl", "-qw", setting], check=True)
     nginx = Nginx(link.server_ns)
     exporter = Exporter({"interval": "1s"})
     try:
@@ -40,7 +43,7 @@ def main() -> None:
         started = time.monotonic()
         wrk = ["wrk", "-t", "1", "-c", "16", "-d", f"{args.seconds}s", "-H", "Connection: close",
                f"http://{link.server_v4}/ok.txt"]
-        procs = [subprocess.Popen(["ip", "netns", "exec", link.client_ns, *wrk],
+        procs = [subprocess.Popen([*in_namespace(link.client_ns), *wrk],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for _ in range(args.processes)]
         while any(p.poll() is None for p in procs):

@@ -32,7 +32,7 @@ from bench.common import (
     reference_cost,
     rounds_arguments,
 )
-from tests.helpers import Hosts, make_host_link
+from tests.support.namespaces import Hosts, in_namespace, make_host_link
 
 SMALL_UDP = ("-u", "-b", "0", "-l", "64")
 SMALL_RUNS = 10
@@ -52,7 +52,7 @@ def main() -> None:
     restore_stats = enable_bpf_stats()
     links = make_host_link("b1", 61)
     link = next(links)
-    server = subprocess.Popen(["ip", "netns", "exec", link.server_ns, "iperf3", "-s"],
+    server = subprocess.Popen([*in_namespace(link.server_ns), "iperf3", "-s"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1)

@@ -36,7 +36,8 @@ from bench.common import (
     tcp_frame,
     test_run_ns,
 )
-from tests.helpers import Hosts, Nginx, make_host_link
+from tests.support.namespaces import Hosts, make_host_link
+from tests.support.nginx import Nginx
 
 
 def hey(link: Hosts, seconds: int, cpus: str | None = None) -> float:

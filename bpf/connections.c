@@ -15,6 +15,9 @@
 #include <linux/socket.h>
 #include <uapi/linux/in.h>
 
+#include "connections.h"  // directions, failure reasons, counter indexes: shared with the loader
+#include "counters.h"
+
 #define S_ESTABLISHED 1
 #define S_SYN_SENT 2
 #define S_SYN_RECV 3
@@ -35,22 +38,6 @@
 #ifndef TEST_SKIP_ESTABLISHED
 #define TEST_SKIP_ESTABLISHED 0
 #endif
-
-#define DIR_INBOUND 1
-#define DIR_OUTBOUND 2
-
-#define FAIL_REFUSED 0
-#define FAIL_TIMEOUT 1
-#define FAIL_RESET 2
-#define FAIL_OTHER 3
-#define NFAIL 4
-
-// Indexes into `counters`: self-metrics the program keeps about itself.
-#define C_SOCKS_TRACKED 0
-#define C_SOCKS_FULL 1
-#define C_SERIES_OVERFLOW 2
-#define C_EVENTS_LOST 3
-#define NCOUNTERS 4
 
 struct conn_key {
     u8 direction;
@@ -134,13 +121,6 @@ BPF_ARRAY(counters, u64, NCOUNTERS);
 BPF_RINGBUF_OUTPUT(close_events, 64);
 #endif
 
-static __always_inline void count(int idx, s64 delta)
-{
-    u64 *c = counters.lookup(&idx);
-    if (c)
-        __sync_fetch_and_add(c, delta);
-}
-
 // Normalises the socket's addresses: IPv4-mapped IPv6 becomes IPv4, so the
 // same peer aggregates the same way whichever socket family carried it.
 static __always_inline u8 fill_tuple(struct tuple *t, u16 family, u16 sport, u16 dport,
@@ -202,7 +182,7 @@ static __always_inline struct conn_val *series(struct conn_key *key)
         return val;
     // The series cap is reached: the overflow series (inserted by user space at start)
     // absorbs the connection instead of losing it.
-    count(C_SERIES_OVERFLOW, 1);
+    count(counters.lookup(&(int){C_SERIES_OVERFLOW}), 1);
     u8 direction = key->direction;
     __builtin_memset(key, 0, sizeof(*key));
     key->direction = direction;
@@ -262,9 +242,9 @@ static __always_inline void on_birth(u64 sk, u8 direction, struct tuple *t, u8 f
         bpf_get_current_comm(&info.key.comm, sizeof(info.key.comm));
 #endif
     if (socks.insert(&sk, &info) == 0) {
-        count(C_SOCKS_TRACKED, 1);
+        count(counters.lookup(&(int){C_SOCKS_TRACKED}), 1);
     } else if (socks.update(&sk, &info) != 0) {
-        count(C_SOCKS_FULL, 1);
+        count(counters.lookup(&(int){C_SOCKS_FULL}), 1);
     }
     // update() succeeding means the address was reused by a new socket
     // whose CLOSE we never saw; the tracked count is unchanged.
@@ -283,7 +263,7 @@ static __always_inline void on_established(struct sock_info *info)
 static __always_inline void forget(u64 sk)
 {
     if (socks.delete(&sk) == 0)
-        count(C_SOCKS_TRACKED, -1);
+        count(counters.lookup(&(int){C_SOCKS_TRACKED}), -1);
 }
 
 // The slot if it was filled for this remote address and port within the window; emptied,
@@ -372,7 +352,7 @@ static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, 
         ev->direction = info->key.direction;
         close_events.ringbuf_submit(ev, 0);
     } else {
-        count(C_EVENTS_LOST, 1);
+        count(counters.lookup(&(int){C_EVENTS_LOST}), 1);
     }
 #endif
     forget(sk);

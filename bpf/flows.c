@@ -9,23 +9,13 @@
 // Compile-time parameters (#defined by exporter/flows/loader.py): MAX_FLOWS, and
 // CHAIN_HTTP, 1 when the HTTP classifier (bpf/http.c) runs after this one.
 
-#include "packet.h"
-
-#define DIR_RECEIVE 0
-#define DIR_TRANSMIT 1
-
-// Indexes into `flow_counters`.
-#define F_NEW_FLOWS 0   // entries inserted; with the live count, gives evictions
-#define F_UNPARSED 1    // IP packets whose transport header could not be read or reached
-#define F_UNCOUNTED 2   // packets of a new flow the full map found no room for
-#define NF_COUNTERS 3
+#include "packet.h"    // also the directions, shared with the loader and bpf/http.c
+#include "flows.h"     // counter indexes: shared with the loader
+#include "counters.h"
 
 // IPv6 extension headers that may stand between the fixed header and TCP or UDP:
 // hop-by-hop, routing, fragment, authentication, destination options.
 #define IS_IPV6_EXTENSION(h) ((h) == 0 || (h) == 43 || (h) == 44 || (h) == 51 || (h) == 60)
-
-#define TCP_SYN 0x02
-#define TCP_ACK 0x10
 
 struct flow_key4 {
     u32 ifindex;
@@ -69,13 +59,6 @@ BPF_ARRAY(flow_counters, u64, NF_COUNTERS);
 // parsing (about 100 ns a packet under an HTTP load here).
 BPF_PROG_ARRAY(flows_next, 4);  // by direction, +2 on devices without a link-layer header
 #endif
-
-static __always_inline void count(int idx)
-{
-    u64 *c = flow_counters.lookup(&idx);
-    if (c)
-        __sync_fetch_and_add(c, 1);
-}
 
 // Reads the ports into the key; returns the TCP flags byte (0 for UDP), or -1
 // when the ports are beyond the linear data.
@@ -130,6 +113,41 @@ static __always_inline void next_stage(struct __sk_buff *skb, u8 direction, u8 p
 #endif
 }
 
+// flows4 (a flow_key4 at `key`) or flows6 (a flow_key6), by family: `ipv6` is a constant
+// once inlined, and only that map's call remains. (bcc rewrites a map's calls where they are
+// written, so a map cannot be a parameter, nor a macro's argument.)
+static __always_inline struct flow_val *flow_lookup(void *key, int ipv6)
+{
+    return ipv6 ? flows6.lookup(key) : flows4.lookup(key);
+}
+
+static __always_inline int flow_insert(void *key, struct flow_val *val, int ipv6)
+{
+    return ipv6 ? flows6.insert(key, val) : flows4.insert(key, val);
+}
+
+// The packet counted in its flow's entry: looked up, else inserted with the server port the
+// handshake named (a new flow, counted) and looked up again, as another CPU may have
+// inserted it first or the full map found no room; a packet no entry took is counted as
+// uncounted. Then the segment goes on to the HTTP classifier, if chained.
+static __always_inline void count_packet(struct __sk_buff *skb, void *key, int ipv6,
+                                         u16 server, u8 direction, u8 protocol, int l3_device)
+{
+    struct flow_val *val = flow_lookup(key, ipv6);
+    if (!val) {
+        struct flow_val fresh;
+        start_flow(&fresh, server);
+        if (flow_insert(key, &fresh, ipv6) == 0)
+            count(flow_counters.lookup(&(int){F_NEW_FLOWS}), 1);
+        val = flow_lookup(key, ipv6);
+    }
+    if (val)
+        add_packet(val, server, skb);
+    else
+        count(flow_counters.lookup(&(int){F_UNCOUNTED}), 1);
+    next_stage(skb, direction, protocol, l3_device);
+}
+
 // No clock read per packet (it costs as much as the map update): user space
 // notices idle flows by their counters not moving. Direct packet access:
 // bpf_skb_load_bytes() costs about 40 ns a call here, several per packet.
@@ -163,20 +181,8 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
             if (flags < 0)
                 goto unparsed;
         }
-        u16 server = server_from_handshake(flags, key.sport, key.dport);
-        struct flow_val *val = flows4.lookup(&key);
-        if (!val) {
-            struct flow_val fresh;
-            start_flow(&fresh, server);
-            if (flows4.insert(&key, &fresh) == 0)
-                count(F_NEW_FLOWS);
-            val = flows4.lookup(&key);
-        }
-        if (val)
-            add_packet(val, server, skb);
-        else
-            count(F_UNCOUNTED);
-        next_stage(skb, direction, key.protocol, l3_device);
+        count_packet(skb, &key, 0, server_from_handshake(flags, key.sport, key.dport),
+                     direction, key.protocol, l3_device);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
@@ -203,26 +209,14 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
         int flags = ports(ip6 + 1, end, key.protocol, &key.sport, &key.dport);
         if (flags < 0)
             goto unparsed;
-        u16 server = server_from_handshake(flags, key.sport, key.dport);
-        struct flow_val *val = flows6.lookup(&key);
-        if (!val) {
-            struct flow_val fresh;
-            start_flow(&fresh, server);
-            if (flows6.insert(&key, &fresh) == 0)
-                count(F_NEW_FLOWS);
-            val = flows6.lookup(&key);
-        }
-        if (val)
-            add_packet(val, server, skb);
-        else
-            count(F_UNCOUNTED);
-        next_stage(skb, direction, key.protocol, l3_device);
+        count_packet(skb, &key, 1, server_from_handshake(flags, key.sport, key.dport),
+                     direction, key.protocol, l3_device);
     }
     return TC_ACT_UNSPEC;
 
     // Out of the common path's straight line (a forward jump only on this rare path).
 unparsed:
-    count(F_UNPARSED);
+    count(flow_counters.lookup(&(int){F_UNPARSED}), 1);
     return TC_ACT_UNSPEC;
 }
 

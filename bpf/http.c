@@ -11,28 +11,9 @@
 //   EMIT_EVENTS                  1 to publish each matched status line
 //   EMIT_PACKETS                 1 to publish each HTTP packet (the `http` tool)
 
-#include "packet.h"
-
-#define DIR_RECEIVE 0
-#define DIR_TRANSMIT 1
-#define ROLE_SERVER 1  // the request arrived: this side answers
-#define ROLE_CLIENT 2  // the request left: this side asked
-
-#define QLEN 4         // outstanding requests per connection (pipelining)
-#define PATH_LEN 64
-#define REASON_LEN 32
-#define ROUTE_LEN 32
-#define PACKET_LEN 1024
-
-// Indexes into `http_counters`.
-#define H_UNMATCHED 0     // a status line with no request outstanding
-#define H_QUEUE_FULL 1    // a request beyond QLEN outstanding: not tracked
-#define H_SHORT 2         // looked like a request/status line but was cut short
-#define H_EVENTS_LOST 3
-#define H_SERIES_OVERFLOW 4
-#define H_CONNS_FULL 5
-#define H_UNCONFIRMED 6   // requests on connections whose handshake was not seen
-#define NH_COUNTERS 7
+#include "packet.h"    // also the directions, shared with the loader and bpf/flows.c
+#include "http.h"      // roles, QLEN and lengths, counter indexes, method codes: shared
+#include "counters.h"
 
 struct conn_key {
     u32 ifindex;
@@ -142,13 +123,6 @@ BPF_RINGBUF_OUTPUT(http_events, 256);
 BPF_RINGBUF_OUTPUT(http_packets, 1024);
 #endif
 
-static __always_inline void count(int idx)
-{
-    u64 *c = http_counters.lookup(&idx);
-    if (c)
-        __sync_fetch_and_add(c, 1);
-}
-
 struct segment {
     u8 family;
     u8 tcp_flags;
@@ -204,22 +178,6 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg, int
     seg->payload_len = off < skb->len ? skb->len - off : 0;
     return 0;
 }
-
-#define TCP_FIN 0x01
-#define TCP_SYN 0x02
-#define TCP_RST 0x04
-#define TCP_ACK 0x10
-
-// Method codes, in the order exporter/http/loader.py names them.
-#define M_GET 1
-#define M_POST 2
-#define M_PUT 3
-#define M_DELETE 4
-#define M_HEAD 5
-#define M_OPTIONS 6
-#define M_PATCH 7
-#define M_CONNECT 8
-#define M_TRACE 9
 
 // Compares the first bytes with a literal; unrolled, so it compiles to
 // immediate compares (__builtin_memcmp would become a call the kernel lacks).
@@ -281,7 +239,7 @@ static __always_inline struct stat_val *series(struct stat_key *key)
     // insert fails, and the series is there.
     if (http_stats.insert(key, zero) != 0 && !http_stats.lookup(key)) {
         // The series cap: keep role and method (few values), drop the rest.
-        count(H_SERIES_OVERFLOW);
+        count(http_counters.lookup(&(int){H_SERIES_OVERFLOW}), 1);
         u8 role = key->role, method = key->method;
         __builtin_memset(key, 0, sizeof(*key));
         key->role = role;
@@ -298,7 +256,7 @@ static __always_inline void publish_packet(struct __sk_buff *skb, struct segment
 {
     struct http_packet *p = http_packets.ringbuf_reserve(sizeof(struct http_packet));
     if (!p) {
-        count(H_EVENTS_LOST);
+        count(http_counters.lookup(&(int){H_EVENTS_LOST}), 1);
         return;
     }
     u32 n = skb->len;
@@ -398,7 +356,7 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
         u32 *isn = http_handshakes.lookup(&key);
         if (isn && seg->ack == *isn + 1) {
             if (http_conns.insert(&key, fresh) != 0 && !http_conns.lookup(&key)) {
-                count(H_CONNS_FULL);
+                count(http_counters.lookup(&(int){H_CONNS_FULL}), 1);
                 return;
             }
             http_handshakes.delete(&key);
@@ -406,7 +364,7 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
         } else {
             st = http_probation.lookup(&key);
             if (!st) {
-                count(H_UNCONFIRMED);
+                count(http_counters.lookup(&(int){H_UNCONFIRMED}), 1);
                 http_probation.update(&key, fresh);
                 st = http_probation.lookup(&key);
             }
@@ -420,7 +378,7 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
     st->last_req_seq = seg->seq;
     u32 tail = st->tail;
     if (tail - st->head >= QLEN) {
-        count(H_QUEUE_FULL);
+        count(http_counters.lookup(&(int){H_QUEUE_FULL}), 1);
         return;
     }
     struct pending *p = &st->q[tail & (QLEN - 1)];
@@ -451,7 +409,7 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
         // Text like a status line with nothing asked: a body, or a request we missed,
         // unless the connection only passes through here (see role_of).
         if (st || role_of(skb, seg, direction))
-            count(H_UNMATCHED);
+            count(http_counters.lookup(&(int){H_UNMATCHED}), 1);
         return;
     }
     if (st->seen_resp && st->last_resp_seq == seg->seq)
@@ -495,7 +453,7 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
 #if EMIT_EVENTS
     struct http_event *ev = http_events.ringbuf_reserve(sizeof(struct http_event));
     if (!ev) {
-        count(H_EVENTS_LOST);
+        count(http_counters.lookup(&(int){H_EVENTS_LOST}), 1);
         goto answered;
     }
     ev->ts_ns = now;
@@ -557,7 +515,7 @@ static __always_inline void inspect_payload(struct __sk_buff *skb, struct segmen
             if (IS(b, 0, "HTTP") || method_of(b, &skip) ||
                 IS(b, 0, "POST") || IS(b, 0, "HEAD") || IS(b, 0, "DELE") ||
                 IS(b, 0, "OPTI") || IS(b, 0, "PATC") || IS(b, 0, "CONN") || IS(b, 0, "TRAC"))
-                count(H_SHORT);
+                count(http_counters.lookup(&(int){H_SHORT}), 1);
         }
         return;
     }

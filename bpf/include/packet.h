@@ -7,6 +7,19 @@
 #include <uapi/linux/in.h>
 #include <uapi/linux/pkt_cls.h>
 
+// The hook a classifier runs on, for bpf/flows.c and bpf/http.c and their loaders (which
+// read these `#define NAME <integer>` lines through exporter/host/contract.py and name the
+// directions after what follows DIR_, in lower case); also the index of the HTTP
+// classifier flows.c tail-calls, +2 on devices without a link-layer header.
+#define DIR_RECEIVE 0   // ingress
+#define DIR_TRANSMIT 1  // egress
+
+// TCP header flags (tcp_hdr_.flags).
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
 struct vlan_hdr_ {
     u16 tci;
     u16 proto;

@@ -9,18 +9,23 @@ from typing import Any
 
 from exporter.config.schema import ConnectionsConfig
 from exporter.errors import SetupError
-from exporter.host import bpfstats, kernel
+from exporter.host import bpfstats, contract, kernel
 from exporter.model.addresses import address
 from exporter.model.events import CloseEvent
-from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot, MapUsage
+from exporter.model.snapshot import FAILURE_REASONS, ConnectionSeries, ConnectionsSnapshot, MapUsage
 
 log = logging.getLogger(__name__)
 
 PROGRAM = "connections.c"
-DIRECTIONS = {1: "inbound", 2: "outbound"}
+HEADER = "connections.h"  # what the program and this loader share (see exporter/host/contract.py)
+DIRECTIONS = {code: name.lower()
+              for code, name in enumerate(contract.names(HEADER, "DIR_", first=1), start=1)}
 AF_INET, AF_INET6 = 2, 10
 # Indexes of the program's `counters` array.
-C_SOCKS_TRACKED, C_SOCKS_FULL, C_SERIES_OVERFLOW, C_EVENTS_LOST = range(4)
+C_SOCKS_TRACKED = contract.value(HEADER, "C_SOCKS_TRACKED")
+C_SOCKS_FULL = contract.value(HEADER, "C_SOCKS_FULL")
+C_SERIES_OVERFLOW = contract.value(HEADER, "C_SERIES_OVERFLOW")
+C_EVENTS_LOST = contract.value(HEADER, "C_EVENTS_LOST")
 OVERFLOW = "other"
 
 
@@ -37,6 +42,29 @@ def check_tracepoints(exists: Callable[[str, str], bool]) -> None:
             f"This kernel's tracefs lacks the tracepoint(s) {', '.join(missing)}, which "
             "connection tracking attaches to (Linux 5.15 and newer have them all). Run on a "
             "kernel built with them, and check that tracefs is the running kernel's.")
+
+
+def check_failure_reasons() -> None:
+    """The program's failure reasons (FAIL_*, indexes into conn_val.failures) must be the
+    snapshot's FAILURE_REASONS, in that order."""
+    reasons = tuple(name.lower() for name in contract.names(HEADER, "FAIL_"))
+    if reasons != FAILURE_REASONS:
+        raise SetupError(f"bpf/include/{HEADER} and exporter/model/snapshot.py disagree on the "
+                         f"failure reasons: FAIL_* names {reasons}, FAILURE_REASONS "
+                         f"{FAILURE_REASONS}")
+
+
+def check_layouts(bpf: Any, config: ConnectionsConfig) -> None:
+    """What read() takes from the compiled program's conn_stats entries, by bcc's types:
+    the arrays' lengths are the failure reasons and the buckets (the labels' fields are read
+    by name, and a missing one would fail here too)."""
+    key, leaf = bpf["conn_stats"].Key, bpf["conn_stats"].Leaf
+    contract.check_fields(key, ("direction", "family", "overflow", "server_port", "peer", "comm"),
+                          PROGRAM, __name__)
+    contract.check_fields(leaf, ("opened", "closed", "closes_unseen", "duration_sum_ns"),
+                          PROGRAM, __name__)
+    contract.check_lengths(leaf, {"failures": len(FAILURE_REASONS),
+                                  "buckets": len(config.buckets) + 1}, PROGRAM, __name__)
 
 
 def bucket_index_macro(bounds: tuple[float, ...]) -> str:
@@ -108,7 +136,9 @@ class TcpLifecycle:
         kernel.check_privileges()
         root = kernel.tracefs_root()
         check_tracepoints(lambda c, e: kernel.tracepoint_exists(root, c, e))
+        check_failure_reasons()
         self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events))
+        check_layouts(self.bpf, config)
         # TRACEPOINT_PROBE functions attach themselves on load.
         log.info("tcp lifecycle attached")
         self._stats = self.bpf["conn_stats"]

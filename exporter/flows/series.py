@@ -11,17 +11,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from exporter.config.schema import FlowsConfig
-from exporter.flows.loader import (
-    D_BYTES,
-    D_KEY,
-    D_PACKETS,
-    DIRECTIONS,
-    PROTOCOLS,
-    FlowAccounting,
-    FlowDelta,
-    decode_key,
-    map_size,
-)
+from exporter.flows.loader import FlowAccounting, map_size
+from exporter.flows.table import D_BYTES, D_KEY, D_PACKETS, DIRECTIONS, PROTOCOLS, FlowDelta, decode_key
 from exporter.model.snapshot import FlowSeries, FlowsSnapshot, MapUsage
 
 OVERFLOW = "other"

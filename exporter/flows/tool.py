@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import TextIO
 
 from exporter.config.schema import Config
-from exporter.flows.loader import FlowAccounting, FlowDelta, FlowKey, decode_key
+from exporter.flows.loader import FlowAccounting
+from exporter.flows.table import FlowDelta, FlowKey, decode_key
 from exporter.host.links import check_still_there, link_index
 from exporter.model.addresses import endpoint
 from exporter.signals import stop_on_signals

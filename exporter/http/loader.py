@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import struct
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from exporter.collector.periodic import Periodic
 from exporter.config.schema import HttpConfig
 from exporter.connections.loader import bucket_index_macro
-from exporter.host import bpfstats, kernel
-from exporter.host.bpfmaps import BatchReader, insert_if_absent, lookup_and_delete
+from exporter.host import bpfstats, contract, kernel
 from exporter.host.links import faces_workload
 from exporter.host.tc import Classifiers, TcFilters, load_classifiers, starts_at_ip
+from exporter.http.codes import HEADER, METHODS, OVERFLOW, ROLES
+from exporter.http.expiry import Expiry
 from exporter.model.addresses import address
 from exporter.model.events import HttpEvent, HttpPacket
 from exporter.model.snapshot import HttpSeries, HttpSnapshot, MapUsage
@@ -25,18 +24,14 @@ log = logging.getLogger(__name__)
 
 PROGRAM = "http.c"
 TC_HANDLE = 0x9436
-METHODS = ("_OTHER", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT",
-           "TRACE")
-ROLES = {1: "server", 2: "client"}
-OVERFLOW = "other"
-# Indexes of the program's `http_counters` array.
-(H_UNMATCHED, H_QUEUE_FULL, H_SHORT, H_EVENTS_LOST, H_SERIES_OVERFLOW, H_CONNS_FULL,
- H_UNCONFIRMED) = range(7)
-# conn_state: head, tail, two sequence numbers, role and flags, then the queue.
-STATE_HEAD = struct.Struct("<IIIIB7x")
-QLEN = 4
-PENDING_HEAD = struct.Struct("<QB7x")
-CONN_KEY_PORTS = struct.Struct("<40xHH")
+# Indexes of the program's `http_counters` array (bpf/include/http.h).
+H_UNMATCHED = contract.value(HEADER, "H_UNMATCHED")
+H_QUEUE_FULL = contract.value(HEADER, "H_QUEUE_FULL")
+H_SHORT = contract.value(HEADER, "H_SHORT")
+H_EVENTS_LOST = contract.value(HEADER, "H_EVENTS_LOST")
+H_SERIES_OVERFLOW = contract.value(HEADER, "H_SERIES_OVERFLOW")
+H_CONNS_FULL = contract.value(HEADER, "H_CONNS_FULL")
+H_UNCONFIRMED = contract.value(HEADER, "H_UNCONFIRMED")
 
 
 def port_match_macro(ports: tuple[int, ...]) -> str:
@@ -112,16 +107,8 @@ class HttpInspection:
         # then counts their run time in the traffic classifier's statistics.
         self.chained = False
         self._stats = self.bpf["http_stats"]
-        self._conns = self.bpf["http_conns"]
-        self._read_conns = BatchReader(self._conns)
-        self._probation = self.bpf["http_probation"]
-        self._read_probation = BatchReader(self._probation)
-        self._pending_size = (ctypes.sizeof(self._conns.Leaf) - STATE_HEAD.size) // QLEN
-        self.unanswered: Counter[tuple[str, str, str]] = Counter()  # (role, method, port)
-        # Requests on unconfirmed connections (handshake unseen) left unanswered: not in
-        # `unanswered`, whose ports anyone able to send a segment could choose.
-        self.unconfirmed_unanswered = 0
-        self._live = 0
+        # The connection maps' layouts come from the compiled program's types.
+        self.expiry = Expiry(self.bpf["http_conns"], self.bpf["http_probation"], config)
         self._insert_overflow_series()
 
     def _insert_overflow_series(self) -> None:
@@ -151,7 +138,8 @@ class HttpInspection:
         self.bpf["http_workload_links"].pop(ctypes.c_uint32(ifindex), None)
 
     def read(self) -> tuple[HttpSnapshot, list[MapUsage]]:
-        self._expire()
+        expiry = self.expiry
+        expiry.run()
         counters = dict(self.bpf["http_counters"].items_lookup_batch())
         entries = list(self._stats.items_lookup_batch())
         series = tuple(s for s in (decode_series(k, v, self.config) for k, v in entries)
@@ -161,81 +149,20 @@ class HttpInspection:
             route_label=self.config.route_label,
             series=series,
             unanswered=tuple((role, method, port, n)
-                             for (role, method, port), n in sorted(self.unanswered.items())),
+                             for (role, method, port), n in sorted(expiry.unanswered.items())),
             unmatched_responses=int(counters.get(H_UNMATCHED, 0)),
             truncated=int(counters.get(H_SHORT, 0)),
             queue_full=int(counters.get(H_QUEUE_FULL, 0)),
             connections_untracked=int(counters.get(H_CONNS_FULL, 0)),
             requests_unconfirmed=int(counters.get(H_UNCONFIRMED, 0)),
-            unconfirmed_unanswered=self.unconfirmed_unanswered,
+            unconfirmed_unanswered=expiry.unconfirmed_unanswered,
             events_lost=int(counters.get(H_EVENTS_LOST, 0)),
             series_overflow=int(counters.get(H_SERIES_OVERFLOW, 0)),
         )
         overflow_series = len(ROLES) * len(METHODS)
-        return snapshot, [MapUsage("http_connections", self._live, self.config.max_connections),
+        return snapshot, [MapUsage("http_connections", expiry.live, self.config.max_connections),
                           MapUsage("http_series", len(entries) - overflow_series,
                                    self.config.max_series)]
-
-    def _expire(self, now_ns: int | None = None) -> None:
-        """Requests still waiting after request_timeout count as unanswered (those past it
-        only; younger ones on the same connection keep waiting), and so does the state of a
-        connection with nothing waiting and no request for that long (its end passed unseen,
-        or it is idle) once the map is three quarters full, to make room for new connections.
-        Only then: a connection whose state is gone is confirmed again only by a response."""
-        now = time.monotonic_ns() if now_ns is None else now_ns
-        keys, values, count = self._read_conns(self._conns)
-        self._live = count
-        crowded = count * 4 >= self.config.max_connections * 3
-        for key, role, methods in self._expired(self._conns, keys, values, count, now, crowded):
-            _, server_port = CONN_KEY_PORTS.unpack(key)
-            for method in methods:
-                labels = (ROLES.get(role, OVERFLOW), METHODS[method % len(METHODS)],
-                          str(server_port))
-                if labels not in self.unanswered and len(self.unanswered) >= self.config.max_series:
-                    labels = (labels[0], labels[1], OVERFLOW)  # the same cap as the histograms
-                self.unanswered[labels] += 1
-        keys, values, count = self._read_probation(self._probation)
-        for _, _, methods in self._expired(self._probation, keys, values, count, now, True):
-            self.unconfirmed_unanswered += len(methods)
-
-    def _expired(self, table: Any, keys: bytes, values: bytes, count: int, now: int,
-                 crowded: bool) -> Iterator[tuple[bytes, int, list[int]]]:
-        """(key, role, methods of the requests past the timeout) per connection of a read
-        of `table`, whose state then keeps only the younger requests; idle state goes while
-        `crowded`."""
-        timeout = int(self.config.request_timeout * 1e9)
-        ksize, vsize, psize = CONN_KEY_PORTS.size, len(values) // max(count, 1), self._pending_size
-        for i in range(count):
-            head, read_tail, _, _, _ = STATE_HEAD.unpack_from(values, i * vsize)
-            if head == read_tail and not crowded:
-                continue
-            # The oldest request waiting, or the last one asked if none waits.
-            slot = head if head != read_tail else read_tail - 1
-            ts, _ = PENDING_HEAD.unpack_from(values, i * vsize + STATE_HEAD.size
-                                             + (slot % QLEN) * psize)
-            if now - ts <= timeout:
-                continue
-            key = keys[i * ksize:(i + 1) * ksize]
-            final = lookup_and_delete(table, key)
-            if final is None:
-                continue
-            head, tail, _, _, role = STATE_HEAD.unpack_from(final)
-            methods = []
-            while head != tail:
-                ts, method = PENDING_HEAD.unpack_from(final, STATE_HEAD.size
-                                                      + (head % QLEN) * psize)
-                if now - ts <= timeout:
-                    break  # requests are queued in order: the rest are younger
-                methods.append(method)
-                head += 1
-            if head != tail or tail != read_tail or not crowded:
-                # Requests still wait, one arrived since the read, or the connection is only
-                # quiet: it keeps its state, without the requests counted here.
-                state = bytearray(final)
-                STATE_HEAD.pack_into(state, 0, head, *STATE_HEAD.unpack_from(final)[1:])
-                insert_if_absent(table, key, bytes(state))
-            if methods:
-                yield key, role, methods
 
     def open_events(self, handle: Callable[[HttpEvent], None]) -> None:
         table = self.bpf["http_events"]

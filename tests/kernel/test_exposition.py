@@ -1,0 +1,57 @@
+"""The exposition's contract: every metric family with its label keys, under connections,
+flows and HTTP traffic, equal to the checked-in list. A change of a name or a label key
+(the metric names are a contract) shows here; a new metric is added to the list on purpose."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.exporter_process import Exporter
+from tests.support.namespaces import in_namespace, make_host_link, require_root
+from tests.support.nginx import Nginx
+from tests.support.scrapes import until
+
+CONTRACT = Path(__file__).resolve().parent / "exposition.json"
+
+
+def exposition_under_traffic() -> dict[str, list[str]]:
+    """{sample name: sorted label keys} of a scrape after a connection, flows and HTTP."""
+    links = make_host_link("ex", 94)
+    link = next(links)
+    nginx, here = Nginx(link.server_ns), Nginx("", port=8085)
+    exporter = Exporter({"interfaces": [link.interface], "bpf_stats": True,
+                         "http": {"request_timeout": "1s"}})
+    try:
+        for path in ("ok.txt", "missing"):  # this host asks
+            subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{link.server_v4}/{path}"],
+                           check=True, timeout=30)
+        subprocess.run([*in_namespace(link.server_ns), "curl", "-s", "-o", "/dev/null",
+                        f"http://{link.client_v4}:8085/ok.txt"], check=True, timeout=30)
+        # A request nobody answers, for the unanswered counter.
+        link.start(link.server_ns, "http-script", "8086", json.dumps([{"sleep": 5}]))
+        link.run("", "http-client", link.server_v4, "8086",
+                 json.dumps([{"send": "GET / HTTP/1.1\r\nHost: x\r\n\r\n"}, {"sleep": 2}]))
+        until(lambda: all(name in exporter.scrape_text() for name in (
+            "http_client_request_duration_seconds_count{",
+            "http_server_request_duration_seconds_count{",
+            "ebpf_net_http_requests_unanswered_total{")))
+        found: dict[str, set[str]] = {}
+        for family in text_string_to_metric_families(exporter.scrape_text()):
+            for sample in family.samples:
+                found.setdefault(sample.name, set()).update(sample.labels)
+        return {name: sorted(keys) for name, keys in sorted(found.items())}
+    finally:
+        exporter.stop()
+        nginx.stop()
+        here.stop()
+        for _ in links:
+            pass
+
+
+def test_the_exposition_has_exactly_the_contracted_names_and_label_keys() -> None:
+    require_root()
+    assert exposition_under_traffic() == json.loads(CONTRACT.read_text())
