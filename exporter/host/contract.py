@@ -71,7 +71,7 @@ def field_type(ctype: Any, field: str) -> Any:
     for entry in ctype._fields_:
         if entry[0] == field:
             return entry[1]
-    raise AttributeError(field)
+    raise AttributeError(f"it has no field {field}")
 
 
 def _code(ftype: Any) -> tuple[str, int]:
@@ -96,10 +96,11 @@ def layout(ctype: Any, fields: Sequence[str], end: int | None = None) -> struct.
     skipped, as are those after the last up to `end` (by default, the structure's size)."""
     fmt, at = "<", 0
     for field in fields:
+        ftype = field_type(ctype, field)
         offset = getattr(ctype, field).offset
         if offset < at:
             raise ValueError(f"{field} is not after the fields before it in {ctype.__name__}")
-        code, size = _code(field_type(ctype, field))
+        code, size = _code(ftype)
         fmt += (f"{offset - at}x" if offset > at else "") + code
         at = offset + size
     end = ctypes.sizeof(ctype) if end is None else end

@@ -46,6 +46,12 @@ class StateLayout:
             pending=contract.layout(queue._type_, ("ts", "method")),
         )
 
+    def formats(self) -> tuple[object, ...]:
+        """What the layout is, comparable (a struct.Struct equals only itself)."""
+        return tuple(v.format if isinstance(v, struct.Struct) else v
+                     for v in (self.key_size, self.ports, self.head, self.queue, self.qlen,
+                               self.slot, self.pending))
+
 
 class Expiry:
     """Counts the requests of the connection maps (`conns`, confirmed, and `probation`)
@@ -55,7 +61,7 @@ class Expiry:
     def __init__(self, conns: Any, probation: Any, config: HttpConfig) -> None:
         self.conns, self.probation, self.config = conns, probation, config
         self.layout = StateLayout.of(conns)
-        if StateLayout.of(probation) != self.layout:
+        if StateLayout.of(probation).formats() != self.layout.formats():
             raise SetupError("bpf/http.c: http_conns and http_probation differ in their types, "
                              "which exporter/http/expiry.py reads alike")
         self._read_conns = BatchReader(conns)
