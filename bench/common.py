@@ -284,13 +284,14 @@ _BPF_PROG_TEST_RUN = 10
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def test_run_ns(prog_fd: int, frame: bytes) -> int:
-    """One run of a classifier on `frame` by the kernel (BPF_PROG_TEST_RUN): its ns."""
+def test_run_ns(prog_fd: int, frame: bytes, repeat: int = 1) -> int:
+    """A classifier run on `frame` by the kernel (BPF_PROG_TEST_RUN) `repeat` times: the
+    ns of one run, on average."""
     data = ctypes.create_string_buffer(frame, len(frame))
     out = ctypes.create_string_buffer(len(frame) + 256)
     attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(frame),
                         data_in=ctypes.addressof(data), data_out=ctypes.addressof(out),
-                        data_size_out=len(out), repeat=1)
+                        data_size_out=len(out), repeat=repeat)
     if _libc.syscall(NR_BPF, _BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)):
         err = ctypes.get_errno()
         raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")

@@ -14,14 +14,20 @@ def _labelled(label: str, points: Callable[[Snapshot], list[Point]]) -> Callable
 
 
 def _overflow(snap: Snapshot) -> list[Point]:
-    groups = (("tcp_connections", snap.connections), ("flows", snap.flows),
-              ("http", snap.http))
-    return [Point((group,), part.series_overflow) for group, part in groups if part is not None]
+    points = []
+    if snap.connections is not None:
+        points.append(Point(("tcp_connections",), snap.connections.counters["series_overflow"]))
+    if snap.flows is not None:  # the flows' cap is kept in user space, the others' in the kernel
+        points.append(Point(("flows",), snap.flows.series_overflow))
+    if snap.http is not None:
+        points.append(Point(("http",), snap.http.counters["series_overflow"]))
+    return points
 
 
 def _events_lost(snap: Snapshot) -> list[Point]:
     rings = (("tcp_close_events", snap.connections), ("http_events", snap.http))
-    return [Point((ring,), part.events_lost) for ring, part in rings if part is not None]
+    return [Point((ring,), part.counters["events_lost"]) for ring, part in rings
+            if part is not None]
 
 
 def _otlp_exports(snap: Snapshot) -> Reading | None:

@@ -22,10 +22,7 @@ DIRECTIONS = {code: name.lower()
               for code, name in enumerate(contract.names(HEADER, "DIR_", first=1), start=1)}
 AF_INET, AF_INET6 = 2, 10
 # Indexes of the program's `counters` array.
-C_SOCKS_TRACKED = contract.value(HEADER, "C_SOCKS_TRACKED")
-C_SOCKS_FULL = contract.value(HEADER, "C_SOCKS_FULL")
-C_SERIES_OVERFLOW = contract.value(HEADER, "C_SERIES_OVERFLOW")
-C_EVENTS_LOST = contract.value(HEADER, "C_EVENTS_LOST")
+COUNTERS = "C_"  # the prefix of their names in the header
 OVERFLOW = "other"
 
 
@@ -154,19 +151,17 @@ class TcpLifecycle:
             self._stats[key] = value_type()
 
     def read(self) -> tuple[ConnectionsSnapshot, list[MapUsage]]:
-        counters = dict(self._counters.items_lookup_batch())
+        counters = contract.counters(HEADER, COUNTERS, dict(self._counters.items_lookup_batch()))
         series = [decode_series(k, v, self.config) for k, v in self._stats.items_lookup_batch()]
         visible = tuple(s for s in series if s is not None)
         snapshot = ConnectionsSnapshot(
             label_names=self.config.labels,
             bucket_bounds=self.config.buckets,
             series=visible,
-            tracking_full=int(counters.get(C_SOCKS_FULL, 0)),
-            series_overflow=int(counters.get(C_SERIES_OVERFLOW, 0)),
-            events_lost=int(counters.get(C_EVENTS_LOST, 0)),
+            counters=counters,
         )
         maps = [
-            MapUsage("tcp_sockets", _signed(counters.get(C_SOCKS_TRACKED, 0)),
+            MapUsage("tcp_sockets", _signed(counters["socks_tracked"]),
                      self.config.max_tracked),
             MapUsage("tcp_connection_series", len(series) - 3, self.config.max_series),
         ]

@@ -62,5 +62,5 @@ METRICS = (
            "ebpf_net_exporter.tcp.untracked_connections", Kind.COUNTER, CONNECTION,
            "Connections not tracked because the socket map was full "
            "(raise connections.max_tracked).",
-           scalar(_part, lambda c: c.tracking_full)),
+           scalar(_part, lambda c: c.counters["socks_full"])),
 )

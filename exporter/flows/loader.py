@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from exporter.config.schema import FlowsConfig
 from exporter.flows.table import (
@@ -32,10 +32,7 @@ HEADER = "flows.h"  # what the program and this loader share (see exporter/host/
 # the tail-call array, +2 on devices without a link-layer header.
 DIR_RECEIVE = contract.value("packet.h", "DIR_RECEIVE")
 DIR_TRANSMIT = contract.value("packet.h", "DIR_TRANSMIT")
-# Indexes of the program's `flow_counters` array.
-F_NEW_FLOWS = contract.value(HEADER, "F_NEW_FLOWS")
-F_UNPARSED = contract.value(HEADER, "F_UNPARSED")
-F_UNCOUNTED = contract.value(HEADER, "F_UNCOUNTED")
+COUNTERS = "F_"  # the prefix of the names of the `flow_counters` indexes in the header
 # Filters put back on one link at most this often within the window (seconds).
 RESTORE_LIMIT, RESTORE_WINDOW = 5, 60
 
@@ -118,12 +115,10 @@ class FlowAccounting:
             log.warning("removing our filters from %s failed: %s", name, exc)
         log.info("no longer counting flows on %s", name)
 
-    def counters(self) -> tuple[int, int, int]:
-        """(flows the kernel inserted, packets it could not parse, packets of new flows
-        it found no room for), since start."""
-        values = dict(self.bpf["flow_counters"].items_lookup_batch())
-        return (int(values.get(F_NEW_FLOWS, 0)), int(values.get(F_UNPARSED, 0)),
-                int(values.get(F_UNCOUNTED, 0)))
+    def counters(self) -> Mapping[str, int]:
+        """The program's own counters since start, by name (see contract.counters)."""
+        return contract.counters(HEADER, COUNTERS,
+                                 dict(self.bpf["flow_counters"].items_lookup_batch()))
 
     def evictions(self, inserted: int) -> int:
         """Flows the LRU evicted so far (see `evicted`), kept from going backwards."""

@@ -32,7 +32,7 @@ METRICS = (
     Metric("ebpf_net_exporter_flows_started_total", "ebpf_net_exporter.flows.started",
            Kind.COUNTER, "{flow}",
            "Flows the kernel started counting.",
-           scalar(_part, lambda f: f.new_flows)),
+           scalar(_part, lambda f: f.counters["new_flows"])),
     Metric("ebpf_net_exporter_flow_evictions_total", "ebpf_net_exporter.flow.evictions",
            Kind.COUNTER, "{flow}",
            "Flows the kernel evicted from the full flow map before the exporter expired "
@@ -42,10 +42,10 @@ METRICS = (
            Kind.COUNTER, "{packet}",
            "IP packets not followed to their ports (headers beyond the linear data, IPv6 "
            "extension headers), so not in the flow counts.",
-           scalar(_part, lambda f: f.unparsed)),
+           scalar(_part, lambda f: f.counters["unparsed"])),
     Metric("ebpf_net_exporter_flow_packets_uncounted_total",
            "ebpf_net_exporter.flow.packets.uncounted", Kind.COUNTER, "{packet}",
            "Packets of new flows not counted because no flow map entry could be kept for "
            "them (raise flows.max_flows).",
-           scalar(_part, lambda f: f.uncounted)),
+           scalar(_part, lambda f: f.counters["uncounted"])),
 )

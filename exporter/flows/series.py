@@ -152,18 +152,16 @@ class FlowMetrics:
 
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
         self._drop_gone()
-        new_flows, unparsed, uncounted = self.accounting.counters()  # before the maps
+        counters = self.accounting.counters()  # before the maps
         self.builder.add(self.accounting.deltas())
         tables = self.accounting.tables
         snapshot = FlowsSnapshot(
             label_names=self.accounting.config.labels,
             series=self.builder.series(),
             interfaces=len(self.accounting.attached),
-            new_flows=new_flows,
-            evicted=self.accounting.evictions(new_flows),
-            unparsed=unparsed,
-            uncounted=uncounted,
+            evicted=self.accounting.evictions(counters["new_flows"]),
             series_overflow=self.builder.overflowed,
+            counters=counters,
         )
         capacity = map_size(self.accounting.config.max_flows)
         return snapshot, [MapUsage(f"flows_ipv{name[-1]}", table.live, capacity)

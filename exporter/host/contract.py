@@ -67,6 +67,15 @@ def names(header: str, prefix: str, first: int = 0) -> tuple[str, ...]:
     return tuple(name for _, name in found)
 
 
+def counters(header: str, prefix: str, values: Mapping[int, int]) -> Mapping[str, int]:
+    """A program's array of u64 counters (`values`, by index, as read from the map) by the
+    names of its indexes in the header: what follows `prefix`, in lower case. Every index
+    the header names is there, 0 until counted: a counter added to the header and the
+    program reaches the snapshot with no Python code in between."""
+    return MappingProxyType({name.lower(): int(values.get(index, 0))
+                             for index, name in enumerate(names(header, prefix))})
+
+
 def field_type(ctype: Any, field: str) -> Any:
     for entry in ctype._fields_:
         if entry[0] == field:

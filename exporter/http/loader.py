@@ -24,14 +24,8 @@ log = logging.getLogger(__name__)
 
 PROGRAM = "http.c"
 TC_HANDLE = 0x9436
-# Indexes of the program's `http_counters` array (bpf/include/http.h).
-H_UNMATCHED = contract.value(HEADER, "H_UNMATCHED")
-H_QUEUE_FULL = contract.value(HEADER, "H_QUEUE_FULL")
-H_SHORT = contract.value(HEADER, "H_SHORT")
-H_EVENTS_LOST = contract.value(HEADER, "H_EVENTS_LOST")
-H_SERIES_OVERFLOW = contract.value(HEADER, "H_SERIES_OVERFLOW")
-H_CONNS_FULL = contract.value(HEADER, "H_CONNS_FULL")
-H_UNCONFIRMED = contract.value(HEADER, "H_UNCONFIRMED")
+# The prefix of the names of the program's `http_counters` indexes in bpf/include/http.h.
+COUNTERS = "H_"
 
 
 def port_match_macro(ports: tuple[int, ...]) -> str:
@@ -140,7 +134,8 @@ class HttpInspection:
     def read(self) -> tuple[HttpSnapshot, list[MapUsage]]:
         expiry = self.expiry
         expiry.run()
-        counters = dict(self.bpf["http_counters"].items_lookup_batch())
+        counters = contract.counters(HEADER, COUNTERS,
+                                     dict(self.bpf["http_counters"].items_lookup_batch()))
         entries = list(self._stats.items_lookup_batch())
         series = tuple(s for s in (decode_series(k, v, self.config) for k, v in entries)
                        if s is not None)
@@ -150,14 +145,8 @@ class HttpInspection:
             series=series,
             unanswered=tuple((role, method, port, n)
                              for (role, method, port), n in sorted(expiry.unanswered.items())),
-            unmatched_responses=int(counters.get(H_UNMATCHED, 0)),
-            truncated=int(counters.get(H_SHORT, 0)),
-            queue_full=int(counters.get(H_QUEUE_FULL, 0)),
-            connections_untracked=int(counters.get(H_CONNS_FULL, 0)),
-            requests_unconfirmed=int(counters.get(H_UNCONFIRMED, 0)),
             unconfirmed_unanswered=expiry.unconfirmed_unanswered,
-            events_lost=int(counters.get(H_EVENTS_LOST, 0)),
-            series_overflow=int(counters.get(H_SERIES_OVERFLOW, 0)),
+            counters=counters,
         )
         overflow_series = len(ROLES) * len(METHODS)
         return snapshot, [MapUsage("http_connections", expiry.live, self.config.max_connections),

@@ -48,28 +48,28 @@ METRICS = (
            "ebpf_net_exporter.http.unmatched_responses", Kind.COUNTER, "{response}",
            "Status lines with no request outstanding on their connection (a body that looks "
            "like one, or a request the classifier did not see).",
-           scalar(_part, lambda h: h.unmatched_responses)),
+           scalar(_part, lambda h: h.counters["unmatched"])),
     Metric("ebpf_net_exporter_http_truncated_total", "ebpf_net_exporter.http.truncated",
            Kind.COUNTER, "{segment}",
            "Segments that start like a request or status line but are too short to hold "
            "one: counted here, not parsed.",
-           scalar(_part, lambda h: h.truncated)),
+           scalar(_part, lambda h: h.counters["short"])),
     Metric("ebpf_net_exporter_http_queue_full_total", "ebpf_net_exporter.http.queue_full",
            Kind.COUNTER, REQUEST,
            "Requests not tracked because their connection already had 4 outstanding.",
-           scalar(_part, lambda h: h.queue_full)),
+           scalar(_part, lambda h: h.counters["queue_full"])),
     Metric("ebpf_net_exporter_http_untracked_connections_total",
            "ebpf_net_exporter.http.untracked_connections", Kind.COUNTER, REQUEST,
            "Requests not tracked because their connection found the connection map full "
            "(http.max_connections).",
-           scalar(_part, lambda h: h.connections_untracked)),
+           scalar(_part, lambda h: h.counters["conns_full"])),
     Metric("ebpf_net_exporter_http_unconfirmed_requests_total",
            "ebpf_net_exporter.http.unconfirmed_requests", Kind.COUNTER, REQUEST,
            "Requests on connections whose handshake the classifier did not see (older than "
            "the exporter, or spoofed segments, which TC sees before TCP checks them): held "
            "apart until the server answers, so that they cannot take real connections' "
            "places.",
-           scalar(_part, lambda h: h.requests_unconfirmed)),
+           scalar(_part, lambda h: h.counters["unconfirmed"])),
     Metric("ebpf_net_exporter_http_unconfirmed_unanswered_total",
            "ebpf_net_exporter.http.unconfirmed_unanswered", Kind.COUNTER, REQUEST,
            "Of those, requests no response came for within http.request_timeout: not in "

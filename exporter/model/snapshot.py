@@ -5,6 +5,7 @@ The Prometheus and OpenTelemetry sides read only these, so they never touch maps
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 FAILURE_REASONS = ("refused", "timeout", "reset", "other")
@@ -47,9 +48,9 @@ class ConnectionsSnapshot:
     label_names: tuple[str, ...]
     bucket_bounds: tuple[float, ...]
     series: tuple[ConnectionSeries, ...]
-    tracking_full: int  # connections not tracked because the socket map was full
-    series_overflow: int  # connections folded into the overflow series
-    events_lost: int
+    # The program's own counters, by the names of their indexes in bpf/include/connections.h
+    # (C_SOCKS_FULL is "socks_full"): see exporter/host/contract.py.
+    counters: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,11 @@ class FlowsSnapshot:
     label_names: tuple[str, ...]
     series: tuple[FlowSeries, ...]
     interfaces: int  # attached now
-    new_flows: int  # flows the kernel started counting
     evicted: int  # flows the kernel evicted before we expired them
-    unparsed: int  # packets whose ports could not be read
-    uncounted: int  # packets of new flows the full map had no room for
     series_overflow: int  # flow deltas counted under "other"
+    # The program's own counters, by the names of their indexes in bpf/include/flows.h
+    # (F_NEW_FLOWS is "new_flows").
+    counters: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,12 @@ class HttpSnapshot:
     route_label: bool
     series: tuple[HttpSeries, ...]
     unanswered: tuple[tuple[str, str, str, int], ...]  # (role, method, server port, count)
-    unmatched_responses: int
-    truncated: int
-    queue_full: int
-    connections_untracked: int
-    events_lost: int
-    series_overflow: int
-    requests_unconfirmed: int = 0  # on connections whose handshake was not seen
-    unconfirmed_unanswered: int = 0  # of those, left unanswered past request_timeout
+    # The program's own counters, by the names of their indexes in bpf/include/http.h
+    # (H_UNMATCHED is "unmatched").
+    counters: Mapping[str, int]
+    # Requests on connections whose handshake was not seen (counters["unconfirmed"]), left
+    # unanswered past request_timeout.
+    unconfirmed_unanswered: int = 0
 
 
 @dataclass(frozen=True)

@@ -33,18 +33,18 @@ def every_part() -> Snapshot:
                                  opened=5, closed=4, failures=(1, 0, 0, 2),
                                  duration_buckets=(1, 2, 1), duration_sum_ns=2_500_000_000,
                                  closes_unseen=1),),
-        tracking_full=1, series_overflow=2, events_lost=3)
+        counters={"socks_full": 1, "series_overflow": 2, "events_lost": 3})
     flows = FlowsSnapshot(label_names=("interface", "network_io_direction", "protocol",
                                        "server_port"),
                           series=(FlowSeries(("eth0", "receive", "tcp", "443"), 10, 1500),),
-                          interfaces=1, new_flows=4, evicted=0, unparsed=5, uncounted=6,
-                          series_overflow=7)
+                          interfaces=1, evicted=0, series_overflow=7,
+                          counters={"new_flows": 4, "unparsed": 5, "uncounted": 6})
     http = HttpSnapshot(bucket_bounds=(0.1,), route_label=True, series=(
         HttpSeries("server", "GET", "200", "80", "/a", (1, 0), 50_000_000),
         HttpSeries("client", "POST", "503", "8080", "/b", (0, 1), 300_000_000)),
-        unanswered=(("client", "GET", "8080", 2),), unmatched_responses=1, truncated=2,
-        queue_full=3, connections_untracked=4, events_lost=5, series_overflow=6,
-        requests_unconfirmed=7, unconfirmed_unanswered=8)
+        unanswered=(("client", "GET", "8080", 2),), unconfirmed_unanswered=8,
+        counters={"unmatched": 1, "short": 2, "queue_full": 3, "conns_full": 4,
+                  "events_lost": 5, "series_overflow": 6, "unconfirmed": 7})
     return Snapshot(timestamp=0.0, connections=conns, flows=flows, http=http,
                     maps=(MapUsage("tcp_sockets", 3, 100),),
                     programs=(ProgramRun("flows_ingress", 1000, 10, 0),), cycles=2,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.connections.loader import C_EVENTS_LOST, DIRECTIONS, check_failure_reasons
+from exporter.connections.loader import DIRECTIONS, check_failure_reasons
 from exporter.errors import SetupError
 from exporter.flows.table import DIRECTIONS as FLOW_DIRECTIONS
 from exporter.flows.table import HEAD4, HEAD6, KEY4, KEY6, VALUE, check_layouts
@@ -45,7 +45,12 @@ def test_the_headers_give_what_the_loaders_named_before() -> None:
     assert ROLES == {1: "server", 2: "client"}
     assert DIRECTIONS == {1: "inbound", 2: "outbound"}
     assert FLOW_DIRECTIONS == ("receive", "transmit")
-    assert C_EVENTS_LOST == 3
+    assert contract.counters("connections.h", "C_", {3: 7}) == {
+        "socks_tracked": 0, "socks_full": 0, "series_overflow": 0, "events_lost": 7}
+    assert set(contract.counters("http.h", "H_", {})) == {
+        "unmatched", "queue_full", "short", "events_lost", "series_overflow", "conns_full",
+        "unconfirmed"}
+    assert set(contract.counters("flows.h", "F_", {})) == {"new_flows", "unparsed", "uncounted"}
     assert contract.value("http.h", "QLEN") == 4
     check_failure_reasons()
     assert tuple(n.lower() for n in contract.names("connections.h", "FAIL_")) == FAILURE_REASONS

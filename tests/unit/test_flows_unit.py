@@ -209,8 +209,8 @@ class FakeAccounting:
         out, self.pending = self.pending, []
         return out
 
-    def counters(self) -> tuple[int, int, int]:
-        return 0, 0, 0
+    def counters(self) -> dict[str, int]:
+        return {"new_flows": 0, "unparsed": 0, "uncounted": 0}
 
     def evictions(self, inserted: int) -> int:
         return 0

@@ -60,6 +60,7 @@ def test_every_concern_has_the_same_parts() -> None:
         parts = {p.name for p in (PACKAGE / concern).glob("*.py")}
         assert {"loader.py", "metrics.py", "tool.py"} <= parts, concern
         assert (BPF / f"{concern}.c").is_file(), concern
+        assert (BPF / "include" / f"{concern}.h").is_file(), concern
     assert sorted(p.stem for p in BPF.glob("*.c")) == sorted(CONCERNS)
 
 

@@ -21,7 +21,7 @@ def snapshot(opened: int, buckets: tuple[int, int, int]) -> Snapshot:
                               duration_buckets=buckets, duration_sum_ns=2_500_000_000)
     return Snapshot(timestamp=0.0, connections=ConnectionsSnapshot(
         label_names=("direction", "server_port"), bucket_bounds=(0.1, 1.0), series=(series,),
-        tracking_full=0, series_overflow=0, events_lost=0))
+        counters={"socks_full": 0, "series_overflow": 0, "events_lost": 0}))
 
 
 class Recorder:

@@ -98,7 +98,7 @@ def test_histogram_is_cumulative_with_exact_sum() -> None:
         series=(ConnectionSeries(labels=(("server_port", "80"),), opened=4, closed=4,
                                  failures=(0, 0, 0, 0), duration_buckets=(1, 2, 1),
                                  duration_sum_ns=3_000_123_000),),
-        tracking_full=0, series_overflow=0, events_lost=0)
+        counters={"socks_full": 0, "series_overflow": 0, "events_lost": 0})
     families = {f.name: f for f in connection_metrics(snap)}
     hist = families["ebpf_net_tcp_connection_duration_seconds"]
     samples = {(s.name, s.labels.get("le")): s.value for s in hist.samples}
@@ -115,8 +115,8 @@ def test_unseen_closes_leave_active_and_are_counted_apart_from_closed() -> None:
     assert series is not None
     assert (series.closed, series.closes_unseen, series.active) == (6, 3, 1)
     snap = ConnectionsSnapshot(label_names=("direction",), bucket_bounds=(1.0, 2.0),
-                               series=(series,), tracking_full=0, series_overflow=0,
-                               events_lost=0)
+                               series=(series,),
+                               counters={"socks_full": 0, "series_overflow": 0, "events_lost": 0})
     families = {f.name: f for f in connection_metrics(snap)}
     assert families["ebpf_net_exporter_tcp_unseen_closes"].samples[0].value == 3
     assert families["ebpf_net_tcp_connections_active"].samples[0].value == 1

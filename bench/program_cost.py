@@ -1,0 +1,198 @@
+"""The programs of this tree against another checkout's, side by side: size and cost per packet.
+
+Each program is compiled from both trees with the same compile-time parameters (today's
+default configuration). Two measures, in one run:
+
+- instructions per function as compiled (what the verifier sees), for every function of
+  the three programs: the tracepoint programs of connections.c cannot be test-run, and a
+  refactoring that keeps the code the same keeps these counts;
+- the traffic classifier (flows.c) and the HTTP classifier (http.c) run by the kernel on
+  the same frames (BPF_PROG_TEST_RUN), the trees taking turns for --rounds rounds: flows
+  on IPv4 TCP, IPv6 TCP and IPv4 UDP packets of a flow already in the map (the common
+  path; the kernel's average over REPEAT runs), HTTP on request/response pairs of a
+  kept-alive connection, each pair matched.
+
+    sudo .venv/bin/python bench/program_cost.py --before /tmp/before [--rounds 10]
+
+--before is another checkout (`git worktree add /tmp/before <commit>`); before the
+restructure of #15 the connection program was bpf/tcp_lifecycle.c and packet.h lay in bpf/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import re
+import statistics
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import enable_bpf_stats, tcp_frame, test_run_ns
+from exporter.config.load import parse_config
+from exporter.connections.loader import cflags as connection_cflags
+from exporter.flows.loader import map_size
+from exporter.http.loader import cflags as http_cflags
+
+HERE = Path(__file__).resolve().parent.parent
+REPEAT = 2000  # test runs per frame and round, averaged by the kernel
+PAIRS = 2000  # HTTP request/response pairs per round
+REQUEST = b"GET /index.html HTTP/1.1\r\nHost: bench\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+# Program names, this tree's first; an older tree may have the other.
+PROGRAMS = {"connections": ("connections.c", "tcp_lifecycle.c"), "flows": ("flows.c",),
+            "http": ("http.c",)}
+
+
+def source(tree: Path, concern: str) -> Path:
+    for name in PROGRAMS[concern]:
+        if (tree / "bpf" / name).exists():
+            return tree / "bpf" / name
+    raise SystemExit(f"{tree}/bpf has none of {PROGRAMS[concern]}")
+
+
+def parameters() -> dict[str, list[str]]:
+    config = parse_config({})
+    return {
+        # USE_KPROBE: the older tree's connection program still had that branch.
+        "connections": [*connection_cflags(config.connections, False), "-DUSE_KPROBE=0"],
+        "flows": [f"-DMAX_FLOWS={map_size(config.flows.max_flows)}", "-DCHAIN_HTTP=0"],
+        "http": http_cflags(config.http, False, False),
+    }
+
+
+def compile_tree(tree: Path, concern: str, flags: list[str]) -> Any:
+    from bcc import BPF
+
+    path = source(tree, concern)
+    include = [f"-I{tree / 'bpf'}", f"-I{tree / 'bpf' / 'include'}"]
+    return BPF(text=path.read_text().encode(), cflags=[*include, *flags])
+
+
+def functions(path: Path) -> list[str]:
+    """The program's entry points, as bcc names them."""
+    text = path.read_text()
+    names = [f"tracepoint__{c}__{e}" for c, e in
+             re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", text)]
+    return names + re.findall(r"^int (\w+)\(struct __sk_buff \*\w+\)", text, re.M)
+
+
+def instructions(bpf: Any, name: str) -> int:
+    return len(bpf.dump_func(name.encode())) // 8
+
+
+def ip_frame(version: int, protocol: int, payload_len: int = 18) -> bytes:
+    """An Ethernet frame of one flow: TCP (an ACK) or UDP, over IPv4 or IPv6."""
+    if protocol == 6:
+        l4 = struct.pack("!HHIIBBHHH", 40000, 80, 1, 1, 0x50, 0x10, 1000, 0, 0)
+    else:
+        l4 = struct.pack("!HHHH", 40000, 53, 8 + payload_len, 0)
+    l4 += b"\0" * payload_len
+    if version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, protocol, 0,
+                         bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+        ethertype = b"\x08\x00"
+    else:
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(l4), protocol, 64,
+                         bytes(15) + b"\x01", bytes(15) + b"\x02")
+        ethertype = b"\x86\xdd"
+    return b"\x02" * 6 + b"\x04" * 6 + ethertype + ip + l4
+
+
+FLOW_FRAMES = {"IPv4 TCP": ip_frame(4, 6), "IPv6 TCP": ip_frame(6, 6),
+               "IPv4 UDP": ip_frame(4, 17)}
+
+
+def flow_costs(bpf: Any) -> dict[str, float]:
+    from bcc import BPF
+
+    ingress = bpf.load_func(b"flows_ingress", BPF.SCHED_CLS).fd
+    return {name: test_run_ns(ingress, frame, REPEAT) for name, frame in FLOW_FRAMES.items()}
+
+
+class HttpRounds:
+    """Request/response pairs of one connection on a loaded http.c, sequence numbers going
+    on from round to round."""
+
+    def __init__(self, bpf: Any) -> None:
+        from bcc import BPF
+
+        # Test runs come from the loopback device, which no socket here owns the addresses
+        # of: marked as facing a workload, its requests get a role (see bench/http_throughput).
+        bpf["http_workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
+        self.egress = bpf.load_func(b"http_egress", BPF.SCHED_CLS).fd
+        self.ingress = bpf.load_func(b"http_ingress", BPF.SCHED_CLS).fd
+        self.seq = 0
+        self.bpf = bpf
+
+    def pair_ns(self) -> float:
+        total = 0
+        for _ in range(PAIRS):
+            self.seq += 1
+            total += test_run_ns(self.egress, tcp_frame(REQUEST, self.seq))
+            total += test_run_ns(self.ingress, tcp_frame(RESPONSE, self.seq, reply=True))
+        return total / PAIRS / 2
+
+    def matched(self) -> int:
+        return sum(int(sum(v.buckets)) for _, v in self.bpf["http_stats"].items())
+
+
+def alternate(rounds: int, measure: dict[str, Callable[[], dict[str, float]]]
+              ) -> dict[str, dict[str, list[float]]]:
+    """Each tree's measures, the trees taking turns (the first going first in odd rounds)."""
+    found: dict[str, dict[str, list[float]]] = {tree: {} for tree in measure}
+    order = list(measure)
+    for r in range(rounds):
+        for tree in (order if r % 2 == 0 else order[::-1]):
+            for name, value in measure[tree]().items():
+                found[tree].setdefault(name, []).append(value)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    trees = {"before": args.before.resolve(), "after": HERE}
+    restore_stats = enable_bpf_stats()
+    try:
+        flags = parameters()
+        loaded = {(tree, concern): compile_tree(path, concern, flags[concern])
+                  for tree, path in trees.items() for concern in PROGRAMS}
+        print("instructions per function (before -> after)")
+        for concern in PROGRAMS:
+            for name in functions(source(HERE, concern)):
+                counts = [instructions(loaded[tree, concern], name) for tree in trees]
+                mark = "" if counts[0] == counts[1] else "   (changed)"
+                print(f"  {concern + '.c':15} {name:55} {counts[0]:5} -> {counts[1]:5}{mark}")
+        http = {tree: HttpRounds(loaded[tree, "http"]) for tree in trees}
+
+        def measure(tree: str) -> Callable[[], dict[str, float]]:
+            return lambda: {**flow_costs(loaded[tree, "flows"]),
+                            "HTTP request or response": http[tree].pair_ns()}
+
+        costs = alternate(args.rounds, {tree: measure(tree) for tree in trees})
+        print(f"\nns per packet, median of {args.rounds} rounds (BPF_PROG_TEST_RUN; "
+              f"flows: {REPEAT} runs a frame, HTTP: {PAIRS} pairs a round)")
+        print(f"  {'':26} {'before':>8} {'after':>8} {'after/before':>13}   spread after")
+        for name in costs["after"]:
+            before, after = (statistics.median(costs[t][name]) for t in trees)
+            low, high = min(costs["after"][name]), max(costs["after"][name])
+            print(f"  {name:26} {before:8.1f} {after:8.1f} {after / before:13.3f}   "
+                  f"{low:.0f}-{high:.0f}")
+        for tree in trees:
+            expected = args.rounds * PAIRS
+            assert http[tree].matched() == expected, f"{tree}: not every response matched"
+    finally:
+        for bpf in locals().get("loaded", {}).values():
+            bpf.cleanup()
+        restore_stats()
+
+
+if __name__ == "__main__":
+    main()
