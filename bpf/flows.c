@@ -60,6 +60,17 @@ BPF_ARRAY(flow_counters, u64, NF_COUNTERS);
 BPF_PROG_ARRAY(flows_next, 4);  // by direction, +2 on devices without a link-layer header
 #endif
 
+// A flow_key4 or flow_key6 `key` filled from the packet's IP header `ip` (ipv4_hdr_ or
+// ipv6_hdr_: their addresses are as long as the key's), up to the ports.
+#define START_KEY(key, skb, dir, proto, ip)                        \
+    do {                                                           \
+        (key).ifindex = (skb)->ifindex;                            \
+        (key).direction = (dir);                                   \
+        (key).protocol = (proto);                                  \
+        __builtin_memcpy((key).saddr, (ip)->saddr, sizeof((key).saddr)); \
+        __builtin_memcpy((key).daddr, (ip)->daddr, sizeof((key).daddr)); \
+    } while (0)
+
 // Reads the ports into the key; returns the TCP flags byte (0 for UDP), or -1
 // when the ports are beyond the linear data.
 static __always_inline int ports(void *l4h, void *end, u8 protocol, u16 *sport, u16 *dport)
@@ -167,11 +178,7 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
         if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
             return TC_ACT_UNSPEC;
         struct flow_key4 key = {};
-        key.ifindex = skb->ifindex;
-        key.direction = direction;
-        key.protocol = ip->protocol;
-        __builtin_memcpy(key.saddr, ip->saddr, 4);
-        __builtin_memcpy(key.daddr, ip->daddr, 4);
+        START_KEY(key, skb, direction, ip->protocol, ip);
         // A later fragment carries no ports: counted with ports 0, so that the interface's
         // totals still match a capture.
         int flags = 0;
@@ -201,11 +208,7 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
             return TC_ACT_UNSPEC;
         }
         struct flow_key6 key = {};
-        key.ifindex = skb->ifindex;
-        key.direction = direction;
-        key.protocol = ip6->nexthdr;
-        __builtin_memcpy(key.saddr, ip6->saddr, 16);
-        __builtin_memcpy(key.daddr, ip6->daddr, 16);
+        START_KEY(key, skb, direction, ip6->nexthdr, ip6);
         int flags = ports(ip6 + 1, end, key.protocol, &key.sport, &key.dport);
         if (flags < 0)
             goto unparsed;
