@@ -23,6 +23,7 @@ from exporter.flows.table import (
 from exporter.host import bpfstats, contract, kernel
 from exporter.host.links import link_exists
 from exporter.host.tc import HOOKS, Classifiers, TcFilters, load_classifiers, starts_at_ip
+from exporter.model.snapshot import MapUsage
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,14 @@ class FlowAccounting:
         self.bpf = kernel.compile_program(PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}",
                                                     f"-DCHAIN_HTTP={int(chain_http)}"])
         self._programs = load_classifiers(self.bpf, "flows")
-        self.tables: dict[str, FlowTable] = {}
+        self._tables: dict[str, FlowTable] = {}
         for name, key, head in (("flows4", KEY4, HEAD4), ("flows6", KEY6, HEAD6)):
             table = self.bpf[name]
             check_layouts(table, key, head)
-            self.tables[name] = FlowTable(table, config.idle_timeout, key, head)
+            self._tables[name] = FlowTable(table, config.idle_timeout, key, head)
         self.filters = TcFilters(config.tc_priority, tc_handle)
-        self.names: dict[int, str] = {}  # kept after a link goes, for its last flows
-        self.attached: set[int] = set()
+        self._names: dict[int, str] = {}  # kept after a link goes, for its last flows
+        self._attached: set[int] = set()
         self._evicted = 0
         self._restored: dict[int, list[float]] = {}  # when filters were put back, per link
 
@@ -72,19 +73,19 @@ class FlowAccounting:
 
     def interface_name(self, ifindex: int) -> str:
         """The name a link had when attached (kept after it goes, for its last flows)."""
-        return self.names.get(ifindex, str(ifindex))
+        return self._names.get(ifindex, str(ifindex))
 
     def attach(self, ifindex: int, name: str) -> None:
         self.filters.attach(ifindex, self._programs[starts_at_ip(name)])
-        self.names[ifindex] = name
-        self.attached.add(ifindex)
+        self._names[ifindex] = name
+        self._attached.add(ifindex)
         log.info("counting flows on %s", name)
 
     def restore(self, ifindex: int, name: str) -> None:
         """Put our filters back if something else removed them (a tool flushing the
         interface's filters, or deleting its clsact qdisc); counting resumes. Against
         something that keeps removing them, it gives up for a while instead of fighting."""
-        if ifindex not in self.attached or self.filters.installed(ifindex, list(HOOKS)):
+        if ifindex not in self._attached or self.filters.installed(ifindex, list(HOOKS)):
             return
         if not link_exists(ifindex):
             return  # the link is going, and its filters with it: its removal follows
@@ -107,13 +108,28 @@ class FlowAccounting:
     def forget(self, ifindex: int, name: str) -> None:
         """Stop counting on a link that vanished, was renamed to a name not watched, or
         failed to attach part-way: whatever of ours is still on it goes too."""
-        self.attached.discard(ifindex)
+        self._attached.discard(ifindex)
         self._restored.pop(ifindex, None)
         try:
             self.filters.detach(ifindex)
         except Exception as exc:  # the link lives on with our filter; say so, and go on
             log.warning("removing our filters from %s failed: %s", name, exc)
         log.info("no longer counting flows on %s", name)
+
+    def links(self) -> tuple[dict[int, str], set[int]]:
+        """Copies of the names links had when attached (kept after a link goes, for its last
+        flows) and of the links attached now: the interface watcher's thread changes them."""
+        return dict(self._names), set(self._attached)
+
+    def forget_name(self, ifindex: int) -> None:
+        """A gone link's name goes too, once its last series went; not if it came back."""
+        if ifindex not in self._attached:
+            self._names.pop(ifindex, None)
+
+    def map_usage(self) -> list[MapUsage]:
+        capacity = map_size(self.config.max_flows)
+        return [MapUsage(f"flows_ipv{name[-1]}", table.live, capacity)
+                for name, table in self._tables.items()]
 
     def counters(self) -> Mapping[str, int]:
         """The program's own counters since start, by name (see contract.counters)."""
@@ -122,11 +138,11 @@ class FlowAccounting:
 
     def evictions(self, inserted: int) -> int:
         """Flows the LRU evicted so far (see `evicted`), kept from going backwards."""
-        self._evicted = max(self._evicted, evicted(inserted, self.tables.values()))
+        self._evicted = max(self._evicted, evicted(inserted, self._tables.values()))
         return self._evicted
 
     def deltas(self) -> Iterator[FlowDelta]:
-        for table in self.tables.values():
+        for table in self._tables.values():
             yield from table.read()
 
     def loaded_programs(self) -> list[tuple[str, int]]:
@@ -134,8 +150,8 @@ class FlowAccounting:
 
     def detach_all(self) -> None:
         """Off every interface, first thing at a stop (see Agent.stop)."""
-        self.filters.detach_all(self.attached)
+        self.filters.detach_all(self._attached)
 
     def close(self) -> None:
-        self.filters.close_all(self.attached)
+        self.filters.close_all(self._attached)
         self.bpf.cleanup()

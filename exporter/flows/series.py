@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from exporter.config.schema import FlowsConfig
-from exporter.flows.loader import FlowAccounting, map_size
+from exporter.flows.loader import FlowAccounting
 from exporter.flows.table import D_BYTES, D_KEY, D_PACKETS, DIRECTIONS, PROTOCOLS, FlowDelta, decode_key
 from exporter.model.snapshot import FlowSeries, FlowsSnapshot, MapUsage
 
@@ -122,11 +122,12 @@ class FlowMetrics:
         self._names: dict[int, str] = {}
         self._retired: dict[str, float] = {}  # names no attached link has, and since when
 
-    def _drop_gone(self) -> None:
+    def _drop_gone(self) -> set[int]:
         """Names no attached link has (renamed away from, or gone) retire; once retired for
-        keep_gone, their series and their entries in accounting.names go."""
-        names = dict(self.accounting.names)  # the watcher thread may be adding one
-        now, attached = self.clock(), set(self.accounting.attached)
+        keep_gone, their series and the accounting's memory of their names go. Returns the
+        links attached now."""
+        names, attached = self.accounting.links()
+        now = self.clock()
         if names != self._names:
             self.builder.names_changed()
             for ifindex, old in self._names.items():
@@ -143,26 +144,23 @@ class FlowMetrics:
             elif now - since >= self.keep_gone:
                 self.builder.drop_interface(name)
                 for ifindex in [i for i, n in names.items() if n == name]:
-                    if ifindex not in self.accounting.attached:  # not re-attached just now
-                        self.accounting.names.pop(ifindex, None)
+                    self.accounting.forget_name(ifindex)
                 del self._retired[name]
+        return attached
 
     def loaded_programs(self) -> list[tuple[str, int]]:
         return self.accounting.loaded_programs()
 
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
-        self._drop_gone()
+        attached = self._drop_gone()
         counters = self.accounting.counters()  # before the maps
         self.builder.add(self.accounting.deltas())
-        tables = self.accounting.tables
         snapshot = FlowsSnapshot(
             label_names=self.accounting.config.labels,
             series=self.builder.series(),
-            interfaces=len(self.accounting.attached),
+            interfaces=len(attached),
             evicted=self.accounting.evictions(counters["new_flows"]),
             series_overflow=self.builder.overflowed,
             counters=counters,
         )
-        capacity = map_size(self.accounting.config.max_flows)
-        return snapshot, [MapUsage(f"flows_ipv{name[-1]}", table.live, capacity)
-                          for name, table in tables.items()]
+        return snapshot, self.accounting.map_usage()

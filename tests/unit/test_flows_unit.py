@@ -22,6 +22,7 @@ from exporter.flows.table import (
     evicted,
 )
 from exporter.host.bpfmaps import BatchReader
+from exporter.model.snapshot import MapUsage
 
 SEC = 1_000_000_000
 
@@ -199,7 +200,6 @@ class FakeAccounting:
         self.config = FlowsConfig(max_series=3)
         self.names: dict[int, str] = {}
         self.attached: set[int] = set()
-        self.tables: dict[str, Any] = {}
         self.pending: list[FlowDelta] = []
 
     def interface_name(self, ifindex: int) -> str:
@@ -208,6 +208,16 @@ class FakeAccounting:
     def deltas(self) -> list[FlowDelta]:
         out, self.pending = self.pending, []
         return out
+
+    def links(self) -> tuple[dict[int, str], set[int]]:
+        return dict(self.names), set(self.attached)
+
+    def forget_name(self, ifindex: int) -> None:
+        if ifindex not in self.attached:
+            self.names.pop(ifindex, None)
+
+    def map_usage(self) -> list[MapUsage]:
+        return []
 
     def counters(self) -> dict[str, int]:
         return {"new_flows": 0, "unparsed": 0, "uncounted": 0}
