@@ -2,19 +2,24 @@
 // aggregated in the kernel so that no per-connection work reaches user space.
 //
 // Portability rule for every program in bpf/: read only tracepoint arguments
-// (their layout comes from tracefs at compile time), never kernel-internal
-// struct layouts. That is what lets the 6.1 fallback headers serve any kernel.
+// (their layout comes from tracefs at compile time), packet bytes and the contexts
+// of cgroup-attached programs, never kernel-internal struct layouts. That is what lets the 6.1 fallback headers serve any kernel.
 //
 // Compile-time parameters (#defined by exporter/connections/loader.py):
 //   NBUCKETS, BUCKET_INDEX(ns)  histogram bounds, as an unrolled comparison
 //   MAX_SOCKS, MAX_SERIES        map bounds
 //   LABEL_DIRECTION, LABEL_SERVER_PORT, LABEL_PEER, LABEL_PROCESS   0 or 1
+//   LABEL_WORKLOAD               1 to key series by the local socket's cgroup too; then
+//                                workload_ingress is attached to the cgroup v2 root
 //   PEER_MASK4, PEER_MASK6       byte masks aggregating peer addresses
 //   EMIT_EVENTS                  1 to publish each closed connection (log)
 
 #include <linux/socket.h>
 #include <uapi/linux/in.h>
 
+#if LABEL_WORKLOAD
+#include "packet.h"  // the handshake's headers, for workload_ingress
+#endif
 #include "connections.h"  // directions, failure reasons, counter indexes: shared with the loader
 #include "counters.h"
 
@@ -48,6 +53,7 @@ struct conn_key {
     u16 pad2;
     u8 peer[16];
     char comm[16];
+    u64 cgroup;  // the local socket's owner (cgroup v2 id), with LABEL_WORKLOAD; else 0
 };
 
 struct conn_val {
@@ -107,6 +113,7 @@ struct close_event {
     u8 family;
     u8 direction;
     u8 pad[2];
+    u64 cgroup;  // the local socket's owner, with LABEL_WORKLOAD; else 0
 };
 
 BPF_HASH(socks, u64, struct sock_info, MAX_SOCKS);
@@ -117,6 +124,23 @@ BPF_PERCPU_ARRAY(early_error, struct pair_slot, 1);
 // buckets and passes the 512-byte stack at 64 bounds (config.MAX_BUCKETS).
 BPF_PERCPU_ARRAY(zero_series, struct conn_val, 1);
 BPF_ARRAY(counters, u64, NCOUNTERS);
+
+#if LABEL_WORKLOAD
+// A passive open completes in softirq, where no process is current. Each segment of a
+// handshake is delivered to the listening socket first, whose cgroup is its owner's (and
+// becomes the accepted socket's): workload_ingress, attached to the cgroup v2 root, keeps
+// it by connection here, and on_birth takes it for the socket the handshake creates.
+struct handshake_key {
+    u8 local[16];
+    u8 remote[16];
+    u16 local_port;
+    u16 remote_port;
+    u16 family;
+    u16 pad;
+};
+BPF_TABLE("lru_hash", struct handshake_key, u64, handshake_owner, 16384);
+#endif
+
 #if EMIT_EVENTS
 BPF_RINGBUF_OUTPUT(close_events, 64);
 #endif
@@ -198,6 +222,66 @@ static __always_inline void count_failure(struct sock_info *info)
         __sync_fetch_and_add(&val->failures[r], 1);
 }
 
+#if LABEL_WORKLOAD
+// The cgroup of the listener the handshake of `t` (an accepted socket's tuple) reached, 0
+// if none was seen (a handshake older than the exporter); taken, as each is used once.
+static __always_inline u64 handshake_cgroup(struct tuple *t)
+{
+    struct handshake_key key = {};
+    __builtin_memcpy(key.local, t->saddr, 16);
+    __builtin_memcpy(key.remote, t->daddr, 16);
+    key.local_port = t->sport;
+    key.remote_port = t->dport;
+    key.family = t->family;
+    u64 *cgroup = handshake_owner.lookup(&key);
+    if (!cgroup)
+        return 0;
+    u64 found = *cgroup;
+    handshake_owner.delete(&key);
+    return found;
+}
+
+// cgroup_skb ingress at the cgroup v2 root: every segment delivered to a local socket.
+// Only those a listener receives (handshakes) are looked at; every packet passes.
+int workload_ingress(struct __sk_buff *skb)
+{
+    struct bpf_sock *sk = skb->sk;
+    if (!sk || sk->state != BPF_TCP_LISTEN)
+        return 1;
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    struct handshake_key key = {};
+    struct tcp_hdr_ *tcp;
+    if (skb->protocol == htons(ETH_P_IP)) {
+        struct ipv4_hdr_ *ip = data;
+        if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP)
+            return 1;
+        tcp = data + (ip->vihl & 0x0f) * 4;
+        key.family = AF_INET;
+        __builtin_memcpy(key.local, ip->daddr, 4);
+        __builtin_memcpy(key.remote, ip->saddr, 4);
+    } else if (skb->protocol == htons(ETH_P_IPV6)) {
+        struct ipv6_hdr_ *ip6 = data;
+        if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+            return 1;
+        tcp = (void *)(ip6 + 1);
+        // (An IPv4 peer of a dual-stack listener comes as IPv4, the family fill_tuple gives.)
+        key.family = AF_INET6;
+        __builtin_memcpy(key.local, ip6->daddr, 16);
+        __builtin_memcpy(key.remote, ip6->saddr, 16);
+    } else {
+        return 1;
+    }
+    if ((void *)(tcp + 1) > end)
+        return 1;
+    key.local_port = ntohs(tcp->dport);
+    key.remote_port = ntohs(tcp->sport);
+    u64 cgroup = bpf_sk_cgroup_id(sk);
+    handshake_owner.update(&key, &cgroup);
+    return 1;
+}
+#endif
+
 static __always_inline void on_birth(u64 sk, u8 direction, struct tuple *t, u8 family)
 {
     // connect() may be retried on a socket whose previous attempt failed.
@@ -234,6 +318,10 @@ static __always_inline void on_birth(u64 sk, u8 direction, struct tuple *t, u8 f
         for (int i = 0; i < 16; i++)
             info.key.peer[i] = t->daddr[i] & mask[i];
     }
+#endif
+#if LABEL_WORKLOAD
+    info.key.cgroup = direction == DIR_OUTBOUND ? bpf_get_current_cgroup_id()
+                                                : handshake_cgroup(t);
 #endif
 #if LABEL_PROCESS
     // Only connect() runs in the process's context; passive opens complete
@@ -350,6 +438,7 @@ static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, 
         ev->rport = t->dport;
         ev->family = t->family;
         ev->direction = info->key.direction;
+        ev->cgroup = info->key.cgroup;
         close_events.ringbuf_submit(ev, 0);
     } else {
         count(counters.lookup(&(int){C_EVENTS_LOST}), 1);

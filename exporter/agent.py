@@ -17,12 +17,14 @@ from exporter.host import bpfstats, privileges
 from exporter.host.links import InterfaceWatcher
 from exporter.http.loader import HttpInspection, event_pump
 from exporter.model.events import HttpEvent
+from exporter.model.labels import WORKLOAD_LABELS
 from exporter.sinks.jsonlines import EventLog
 from exporter.sinks.otlp import logs as otlp_logs
 from exporter.sinks.otlp import metrics as otlp_metrics
 from exporter.sinks.otlp import setup as otlp
 from exporter.sinks.prometheus import serve
 from exporter.sinks.web.config import WebConfig
+from exporter.workloads.resolver import open_workloads
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,11 @@ class Agent:
 
     def _start(self) -> None:
         config, stack = self.config, self._stack
-        connections = TcpLifecycle(config.connections)
+        # Resolved only where a workload label is asked for: it walks the cgroup tree.
+        workloads = (open_workloads(config.workloads)
+                     if set(config.connections.labels) & set(WORKLOAD_LABELS) else None)
+        connections = TcpLifecycle(config.connections, workloads=workloads,
+                                   keep_gone=config.workloads.keep_gone)
         stack.callback(connections.close)
         if config.bpf_stats:
             try:

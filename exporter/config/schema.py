@@ -135,6 +135,17 @@ class OtlpConfig:
 
 
 @dataclass(frozen=True)
+class WorkloadsConfig:
+    """Where the workload labels' names come from (exporter/workloads/)."""
+
+    cgroup_root: str = key(v.string, "")  # "" finds the cgroup2 mount
+    pod_log_dir: str = key(v.string, "/var/log/pods")
+    container_log_dir: str = key(v.string, "/var/log/containers")
+    # A workload gone for this long loses its series, as a vanished interface does.
+    keep_gone: float = key(v.duration, 300.0)
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenAddress = key(parse_listen, ListenAddress("", 9435))
     interval: float = key(v.duration, 5.0)
@@ -145,6 +156,8 @@ class Config:
                                          null_is_default=True)
     flows: FlowsConfig = key(v.section(FlowsConfig), FlowsConfig(), null_is_default=True)
     http: HttpConfig = key(v.section(HttpConfig), HttpConfig(), null_is_default=True)
+    workloads: WorkloadsConfig = key(v.section(WorkloadsConfig), WorkloadsConfig(),
+                                     null_is_default=True)
     # None: no push, unless the environment names an endpoint.
     otlp: OtlpConfig | None = key(v.section(OtlpConfig), None, null_is_default=True)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.config.schema import ConnectionsConfig
 from exporter.errors import SetupError
 from exporter.host import bpfstats, contract, kernel
+from exporter.host.cgroups import BPF_CGROUP_INET_INGRESS, CgroupLink
 from exporter.model.addresses import address
 from exporter.model.events import CloseEvent
+from exporter.model.labels import WORKLOAD_LABELS
 from exporter.model.snapshot import FAILURE_REASONS, ConnectionSeries, ConnectionsSnapshot, MapUsage
+from exporter.workloads.resolver import NOBODY, Workloads
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +80,10 @@ def prefix_mask(length: int, size: int) -> str:
     return "{" + ",".join(str(b) for b in mask.to_bytes(size, "big")) + "}"
 
 
-def cflags(config: ConnectionsConfig, emit_events: bool) -> list[str]:
+def cflags(config: ConnectionsConfig, emit_events: bool, workload: bool = False) -> list[str]:
     labels = set(config.labels)
     return [
+        f"-DLABEL_WORKLOAD={int(workload)}",
         f"-DNBUCKETS={len(config.buckets)}",
         "-D" + bucket_index_macro(config.buckets),
         f"-DMAX_SOCKS={config.max_tracked}",
@@ -95,7 +99,8 @@ def cflags(config: ConnectionsConfig, emit_events: bool) -> list[str]:
     ]
 
 
-def decode_series(key: Any, value: Any, config: ConnectionsConfig) -> ConnectionSeries | None:
+def decode_series(key: Any, value: Any, config: ConnectionsConfig,
+                  workloads: Workloads | None = None) -> ConnectionSeries | None:
     """One conn_stats entry as labels and counts; None for an unused overflow series."""
     overflow = bool(key.overflow)
     if overflow and value.opened == 0 and not any(value.failures):
@@ -111,6 +116,8 @@ def decode_series(key: Any, value: Any, config: ConnectionsConfig) -> Connection
         elif name == "peer_address":
             prefix = config.peer_prefix_ipv4 if key.family == AF_INET else config.peer_prefix_ipv6
             text = f"{address(bytes(key.peer), key.family == AF_INET6)}/{prefix}"
+        elif name in WORKLOAD_LABELS:
+            text = (workloads.name(key.cgroup) if workloads else NOBODY).label(name)
         else:
             text = bytes(key.comm).split(b"\0", 1)[0].decode("utf-8", "replace")
         labels.append((name, text))
@@ -125,18 +132,48 @@ def decode_series(key: Any, value: Any, config: ConnectionsConfig) -> Connection
     )
 
 
+def merge_series(series: Iterable[ConnectionSeries]) -> tuple[ConnectionSeries, ...]:
+    """Series of equal labels as one: kernel entries that differ only in what no label
+    shows (two cgroups of one pod, when only the pod is a label)."""
+    merged: dict[tuple[tuple[str, str], ...], ConnectionSeries] = {}
+    for s in series:
+        if (seen := merged.get(s.labels)) is None:
+            merged[s.labels] = s
+            continue
+        merged[s.labels] = ConnectionSeries(
+            labels=s.labels, opened=seen.opened + s.opened, closed=seen.closed + s.closed,
+            failures=tuple(map(sum, zip(seen.failures, s.failures, strict=True))),
+            duration_buckets=tuple(map(sum, zip(seen.duration_buckets, s.duration_buckets,
+                                                strict=True))),
+            duration_sum_ns=seen.duration_sum_ns + s.duration_sum_ns,
+            closes_unseen=seen.closes_unseen + s.closes_unseen)
+    return tuple(merged.values())
+
+
 class TcpLifecycle:
     """The connection lifecycle program, attached for as long as this object lives."""
 
-    def __init__(self, config: ConnectionsConfig, emit_events: bool = False) -> None:
+    def __init__(self, config: ConnectionsConfig, emit_events: bool = False,
+                 workloads: Workloads | None = None, keep_gone: float = 300.0) -> None:
+        """With `workloads`, series are kept by the local socket's cgroup too (the workload
+        labels, and the `log` tool's workload column); a cgroup gone for `keep_gone`
+        seconds loses its series."""
         self.config = config
+        self.workloads, self.keep_gone = workloads, keep_gone
         kernel.check_privileges()
         root = kernel.tracefs_root()
         check_tracepoints(lambda c, e: kernel.tracepoint_exists(root, c, e))
         check_failure_reasons()
-        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events))
+        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events,
+                                                          workloads is not None))
         check_layouts(self.bpf, config)
         # TRACEPOINT_PROBE functions attach themselves on load.
+        self._link: CgroupLink | None = None
+        if workloads is not None:
+            from bcc import BPF
+
+            program = self.bpf.load_func(b"workload_ingress", BPF.CGROUP_SKB)
+            self._link = CgroupLink(program.fd, workloads.root, BPF_CGROUP_INET_INGRESS)
         log.info("tcp lifecycle attached")
         self._stats = self.bpf["conn_stats"]
         self._counters = self.bpf["counters"]
@@ -152,8 +189,11 @@ class TcpLifecycle:
 
     def read(self) -> tuple[ConnectionsSnapshot, list[MapUsage]]:
         counters = contract.counters(HEADER, COUNTERS, dict(self._counters.items_lookup_batch()))
-        series = [decode_series(k, v, self.config) for k, v in self._stats.items_lookup_batch()]
-        visible = tuple(s for s in series if s is not None)
+        entries = list(self._stats.items_lookup_batch())
+        if self.workloads is not None:
+            entries = self._drop_gone(entries)
+        series = [decode_series(k, v, self.config, self.workloads) for k, v in entries]
+        visible = merge_series(s for s in series if s is not None)
         snapshot = ConnectionsSnapshot(
             label_names=self.config.labels,
             bucket_bounds=self.config.buckets,
@@ -167,6 +207,20 @@ class TcpLifecycle:
         ]
         return snapshot, maps
 
+    def _drop_gone(self, entries: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """The series of workloads gone for keep_gone go, as a vanished interface's do."""
+        assert self.workloads is not None
+        gone = self.workloads.gone(self.keep_gone)
+        if not gone:
+            return entries
+        kept = []
+        for key, value in entries:
+            if key.cgroup in gone:
+                self._stats.pop(key, None)
+            else:
+                kept.append((key, value))
+        return kept
+
     def open_events(self, handle: Callable[[CloseEvent], None]) -> None:
         table = self.bpf["close_events"]
 
@@ -179,6 +233,7 @@ class TcpLifecycle:
                 remote=address(bytes(ev.raddr), ev.family == AF_INET6),
                 remote_port=int(ev.rport),
                 direction=DIRECTIONS.get(ev.direction, "unknown"),
+                cgroup=int(ev.cgroup),
             ))
 
         table.open_ring_buffer(on_event)
@@ -190,6 +245,8 @@ class TcpLifecycle:
         return list(bpfstats.programs(self.bpf))
 
     def close(self) -> None:
+        if self._link is not None:
+            self._link.close()
         self.bpf.cleanup()
 
 

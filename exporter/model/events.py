@@ -18,6 +18,7 @@ class CloseEvent:
     remote: IPAddress
     remote_port: int
     direction: str
+    cgroup: int = 0  # the local socket's owner, when workloads are resolved; 0 if unknown
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,12 @@ LABELS = {label.name: label for label in (
     Label("http_request_method", "http.request.method"),
     Label("http_response_status_code", "http.response.status_code", numeric=True),
     Label("http_route", "http.route"),
+    # Who: the local workload (exporter/workloads/).
+    Label("systemd_unit", "systemd.unit"),
+    Label("container_id", "container.id"),
+    Label("k8s_namespace_name", "k8s.namespace.name"),
+    Label("k8s_pod_name", "k8s.pod.name"),
+    Label("k8s_container_name", "k8s.container.name"),
     # The exporter's own metrics.
     Label("map", "map"),
     Label("program", "program"),
@@ -39,8 +45,12 @@ LABELS = {label.name: label for label in (
     Label("version", "version"),
 )}
 
+# The local workload's labels, opt-in (exporter/workloads/resolver.py fills them).
+WORKLOAD_LABELS = ("systemd_unit", "container_id", "k8s_namespace_name", "k8s_pod_name",
+                   "k8s_container_name")
+
 # What the configuration's `labels` lists may hold, per concern.
-CONNECTION_LABELS = ("direction", "server_port", "peer_address", "process")
+CONNECTION_LABELS = ("direction", "server_port", "peer_address", "process", *WORKLOAD_LABELS)
 DEFAULT_CONNECTION_LABELS = ("direction", "server_port")
 FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port", "peer_address")
 DEFAULT_FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port")

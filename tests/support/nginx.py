@@ -16,7 +16,10 @@ class Nginx:
     It serves /ok.txt, /big.bin, 404 for anything else, and 503 for /fail.
     """
 
-    def __init__(self, ns: str, port: int = 80, cpus: str | None = None) -> None:
+    def __init__(self, ns: str, port: int = 80, cpus: str | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
+        """`prefix` goes first, before the namespace is entered (which remounts /sys): a
+        cgroup's, say."""
         self.dir = tempfile.TemporaryDirectory()
         root = Path(self.dir.name)
         (root / "www").mkdir()
@@ -49,7 +52,7 @@ http {{
 }}
 """)
         pinned = ["taskset", "-c", cpus] if cpus else []
-        self.proc = subprocess.Popen([*in_namespace(ns), *pinned, "nginx", "-c", str(conf)],
+        self.proc = subprocess.Popen([*prefix, *in_namespace(ns), *pinned, "nginx", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while not (root / "nginx.pid").exists():

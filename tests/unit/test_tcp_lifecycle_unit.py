@@ -9,9 +9,16 @@ from pathlib import Path
 from prometheus_client.core import Metric
 
 from exporter.config.schema import ConnectionsConfig
-from exporter.connections.loader import bucket_index_macro, cflags, decode_series, prefix_mask
+from exporter.connections.loader import (
+    bucket_index_macro,
+    cflags,
+    decode_series,
+    merge_series,
+    prefix_mask,
+)
 from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
 from exporter.sinks.prometheus import SnapshotCollector
+from exporter.workloads.resolver import NOBODY, Workload
 
 
 def connection_metrics(conns: ConnectionsSnapshot) -> list[Metric]:
@@ -56,7 +63,8 @@ class Key(ctypes.Structure):
     _fields_ = [("direction", ctypes.c_uint8), ("family", ctypes.c_uint8),
                 ("overflow", ctypes.c_uint8), ("pad", ctypes.c_uint8),
                 ("server_port", ctypes.c_uint16), ("pad2", ctypes.c_uint16),
-                ("peer", ctypes.c_uint8 * 16), ("comm", ctypes.c_char * 16)]
+                ("peer", ctypes.c_uint8 * 16), ("comm", ctypes.c_char * 16),
+                ("cgroup", ctypes.c_uint64)]
 
 
 class Value(ctypes.Structure):
@@ -121,3 +129,37 @@ def test_unseen_closes_leave_active_and_are_counted_apart_from_closed() -> None:
     assert families["ebpf_net_exporter_tcp_unseen_closes"].samples[0].value == 3
     assert families["ebpf_net_tcp_connections_active"].samples[0].value == 1
     assert families["ebpf_net_tcp_connections_closed"].samples[0].value == 6
+
+
+class FakeWorkloads:
+    def __init__(self, names: dict[int, Workload]) -> None:
+        self.names = names
+
+    def name(self, cgroup: int) -> Workload:
+        return self.names.get(cgroup, NOBODY)
+
+
+def test_workload_labels_come_from_the_cgroup_and_equal_labels_merge() -> None:
+    config = ConnectionsConfig(buckets=(1.0, 2.0), labels=("direction", "k8s_pod_name",
+                                                       "k8s_container_name"))
+    pods = FakeWorkloads({7: Workload(k8s_pod_name="web-a", k8s_container_name="nginx"),
+                          8: Workload(k8s_pod_name="web-a", k8s_container_name="nginx"),
+                          9: Workload(systemd_unit="cron.service")})
+    series = [decode_series(Key(direction=1, cgroup=cgroup),
+                            Value(opened=n, closed=n, buckets=(ctypes.c_uint64 * 3)(n, 0, 0)),
+                            config, pods)  # type: ignore[arg-type]
+              for cgroup, n in ((7, 2), (8, 3), (9, 1), (0, 4))]
+    merged = {s.labels: (s.opened, s.duration_buckets) for s in
+              merge_series(s for s in series if s is not None)}
+    assert merged == {
+        (("direction", "inbound"), ("k8s_pod_name", "web-a"), ("k8s_container_name", "nginx")):
+            (5, (5, 0, 0)),
+        # A unit is no pod, and no cgroup at all is nobody: both empty, as one series.
+        (("direction", "inbound"), ("k8s_pod_name", ""), ("k8s_container_name", "")):
+            (5, (5, 0, 0)),
+    }
+
+
+def test_workload_labels_compile_the_cgroup_in() -> None:
+    assert "-DLABEL_WORKLOAD=1" in cflags(ConnectionsConfig(), False, workload=True)
+    assert "-DLABEL_WORKLOAD=0" in cflags(ConnectionsConfig(), False)

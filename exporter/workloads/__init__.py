@@ -1,0 +1,1 @@
+"""Who: the local workload (systemd unit, container, Kubernetes pod) behind a cgroup id."""

@@ -1,0 +1,114 @@
+"""Connections by workload, in real cgroups named as systemd and the kubelet name theirs:
+host services by unit, and pods (a network namespace behind a veth, a cgroup of either
+kubelet driver, the kubelet's log files) by namespace, pod and container."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.support.cgroups import Cgroup, KubeletFiles, pod_cgroup
+from tests.support.exporter_process import Exporter
+from tests.support.namespaces import make_host_link, require_root
+from tests.support.nginx import Nginx
+from tests.support.scrapes import Samples, value, wait_for
+
+OPENED = "ebpf_net_tcp_connections_opened_total"
+CLOSED = "ebpf_net_tcp_connections_closed_total"
+POD_LABELS = ("k8s_namespace_name", "k8s_pod_name", "k8s_container_name")
+
+
+def curl(url: str, times: int, prefix: list[str] | None = None) -> None:
+    for _ in range(times):
+        subprocess.run([*(prefix or []), "curl", "-sf", "-o", "/dev/null", url], check=True,
+                       timeout=30)
+
+
+def test_connections_by_systemd_unit_both_ways() -> None:
+    require_root()
+    web = Cgroup("system.slice/e2e-web.service")
+    client = Cgroup("system.slice/e2e-client.service")
+    links = make_host_link("wu", 141)
+    link = next(links)
+    nginx = Nginx(link.server_ns, prefix=tuple(web.prefix()))
+    exporter = Exporter({"connections": {"labels": ["direction", "server_port",
+                                                    "systemd_unit"]}})
+    try:
+        curl(f"http://{link.server_v4}/ok.txt", 5, client.prefix())
+        curl(f"http://[{link.server_v6}]/ok.txt", 2, client.prefix())
+        curl(f"http://{link.server_v4}/ok.txt", 3)  # from the test's own cgroup: no unit
+
+        def unit(samples: Samples, name: str, direction: str, unit: str) -> float:
+            return value(samples, name, direction=direction, server_port="80",
+                         systemd_unit=unit)
+
+        samples = wait_for(exporter.scrape, lambda s: unit(s, CLOSED, "inbound",
+                                                             "e2e-web.service") == 10)
+        assert len(nginx.requests()) == 10
+        for name in (OPENED, CLOSED):
+            assert unit(samples, name, "outbound", "e2e-client.service") == 7
+            assert unit(samples, name, "inbound", "e2e-web.service") == 10
+            assert unit(samples, name, "outbound", "") == 3
+            assert unit(samples, name, "inbound", "") == 0
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        nginx.stop()
+        links.close()
+        for cgroup in (web, client):
+            cgroup.remove()
+
+
+UIDS = ("0a1b2c3d-0000-4000-8000-00000000000a", "0a1b2c3d-0000-4000-8000-00000000000b")
+IDS = ("a" * 63 + "1", "b" * 63 + "2")
+
+
+def test_pods_of_both_drivers_on_one_port_told_apart_and_gone_after_a_while(
+        tmp_path: Path) -> None:
+    require_root()
+    kubelet = KubeletFiles(tmp_path)
+    cgroups, servers, links = [], [], []
+    try:
+        for i, (driver, name) in enumerate((("systemd", "web-a"), ("cgroupfs", "web-b"))):
+            kubelet.add("shop", name, UIDS[i], "nginx", IDS[i])
+            cgroups.append(Cgroup(pod_cgroup(UIDS[i], IDS[i], driver)))
+            links.append(make_host_link(f"w{i}", 142 + i))
+            link = next(links[-1])
+            servers.append((link, Nginx(link.server_ns, prefix=tuple(cgroups[-1].prefix()))))
+        exporter = Exporter({
+            "connections": {"labels": ["direction", "server_port", *POD_LABELS]},
+            "workloads": {"pod_log_dir": str(kubelet.pods),
+                          "container_log_dir": str(kubelet.containers), "keep_gone": "2s"}})
+        try:
+            for (link, _), times in zip(servers, (3, 4), strict=True):
+                curl(f"http://{link.server_v4}/ok.txt", times)
+
+            def pod(samples: Samples, name: str, direction: str, pod: str) -> float:
+                labels = dict(zip(POD_LABELS, ("shop", pod, "nginx") if pod else ("", "", ""),
+                                  strict=True))
+                return value(samples, name, direction=direction, server_port="80", **labels)
+
+            samples = wait_for(exporter.scrape,
+                               lambda s: pod(s, CLOSED, "inbound", "web-b") == 4)
+            for name in (OPENED, CLOSED):
+                assert pod(samples, name, "inbound", "web-a") == 3
+                assert pod(samples, name, "inbound", "web-b") == 4
+                assert pod(samples, name, "outbound", "") == 7  # the test's curl: no pod
+            assert [len(nginx.requests()) for _, nginx in servers] == [3, 4]
+
+            # web-b goes: its series go after keep_gone, web-a's stay.
+            servers[1][1].stop()
+            cgroups[1].remove()
+            samples = wait_for(exporter.scrape, lambda s: pod(s, OPENED, "inbound",
+                                                               "web-b") == 0)
+            assert not any(("k8s_pod_name", "web-b") in labels for _, labels in samples)
+            assert pod(samples, OPENED, "inbound", "web-a") == 3
+        finally:
+            assert exporter.stop() == 0, exporter.log()
+    finally:
+        for _, nginx in servers:
+            if nginx.proc.poll() is None:
+                nginx.stop()
+        for gen in links:
+            gen.close()
+        for cgroup in cgroups:
+            cgroup.remove()
