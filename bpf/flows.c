@@ -6,8 +6,9 @@
 // IPv4 and IPv6 flows live in separate maps: hashing the 20-byte IPv4 key
 // instead of a 44-byte common one saves about a fifth of the per-packet cost.
 //
-// Compile-time parameters (#defined by exporter/flows/loader.py): MAX_FLOWS, and
-// CHAIN_HTTP, 1 when the HTTP classifier (bpf/http.c) runs after this one.
+// Compile-time parameters (#defined by exporter/flows/loader.py): MAX_FLOWS; CHAIN_HTTP, 1
+// when the HTTP classifier (bpf/http.c) runs after this one; LABEL_WORKLOAD, 1 to learn
+// each new flow's local workload (bpf/include/workload.h).
 
 #include "packet.h"    // also the directions, shared with the loader and bpf/http.c
 #include "flows.h"     // counter indexes: shared with the loader
@@ -46,6 +47,7 @@ struct flow_val {
     u16 server_port;    // the accepting side's port, once a handshake was seen
     u8 server_known;
     u8 pad[5];
+    u64 cgroup;         // the local socket's owner, set once, with LABEL_WORKLOAD; else 0
 };
 
 // LRU: a flood of new flows evicts the idle ones instead of failing; user
@@ -53,6 +55,33 @@ struct flow_val {
 BPF_TABLE("lru_hash", struct flow_key4, struct flow_val, flows4, MAX_FLOWS);
 BPF_TABLE("lru_hash", struct flow_key6, struct flow_val, flows6, MAX_FLOWS);
 BPF_ARRAY(flow_counters, u64, NF_COUNTERS);
+#if LABEL_WORKLOAD
+// Each socket's owner (see workload.h), cloned to accepted sockets.
+BPF_F_TABLE("sk_storage", int, u64, socket_owners, 0, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+
+int workload_skb(struct __sk_buff *skb)
+{
+    struct bpf_sock *sk = skb->sk;
+    if (sk)
+        sk = bpf_sk_fullsock(sk);
+    if (!sk)
+        return 1;
+    u64 *owner = socket_owners.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (owner && !*owner)
+        *owner = bpf_sk_cgroup_id(sk);
+    return 1;
+}
+
+static __always_inline u64 *socket_owner(struct bpf_sock *sk)
+{
+    return socket_owners.sk_storage_get(sk, 0, 0);
+}
+#include "workload.h"
+#define OWNER_TRIES 8
+// Links whose far side is another network namespace (a pod's host-side veth), by ifindex:
+// that namespace's id as this one knows it, set by user space as it attaches.
+BPF_HASH(flows_peer_netns, u32, s32, 65536);
+#endif
 #if CHAIN_HTTP
 // The HTTP classifier, by direction, entered by tail call: one classifier run
 // per packet instead of two saves the second run's fixed cost and header
@@ -93,12 +122,33 @@ static __always_inline u16 server_from_handshake(int flags, u16 sport, u16 dport
     return (flags & TCP_ACK) ? sport : dport;
 }
 
-static __always_inline void start_flow(struct flow_val *fresh, u16 server)
+// Whose the new flow (a flow_key4 or flow_key6 at `key`) is: see workload.h.
+static __always_inline u64 flow_owner(struct __sk_buff *skb, void *key, int ipv6)
+{
+#if LABEL_WORKLOAD
+    u32 ifindex = skb->ifindex;
+    s32 *peer = flows_peer_netns.lookup(&ifindex);
+    s64 netns = peer ? *peer : -1;
+    if (ipv6) {
+        struct flow_key6 *k = key;
+        return packet_cgroup(skb, 1, k->protocol, k->saddr, k->daddr, k->sport, k->dport,
+                             k->direction, netns);
+    }
+    struct flow_key4 *k = key;
+    return packet_cgroup(skb, 0, k->protocol, k->saddr, k->daddr, k->sport, k->dport,
+                         k->direction, netns);
+#else
+    return 0;
+#endif
+}
+
+static __always_inline void start_flow(struct flow_val *fresh, u16 server, u64 cgroup)
 {
     __builtin_memset(fresh, 0, sizeof(*fresh));
     fresh->first_seen_ns = bpf_ktime_get_ns();
     fresh->server_port = server;
     fresh->server_known = server != 0;
+    fresh->cgroup = cgroup;
 }
 
 // A VLAN tag the kernel moved into skb metadata is still on the wire, and a
@@ -147,14 +197,20 @@ static __always_inline void count_packet(struct __sk_buff *skb, void *key, int i
     struct flow_val *val = flow_lookup(key, ipv6);
     if (!val) {
         struct flow_val fresh;
-        start_flow(&fresh, server);
+        start_flow(&fresh, server, flow_owner(skb, key, ipv6));
         if (flow_insert(key, &fresh, ipv6) == 0)
             count(flow_counters.lookup(&(int){F_NEW_FLOWS}), 1);
         val = flow_lookup(key, ipv6);
     }
-    if (val)
+    if (val) {
+#if LABEL_WORKLOAD
+        // The socket may have learnt its owner since (see workload.h): asked again, a few
+        // times at most, as a flow of no local socket would ask at every packet.
+        if (!val->cgroup && val->packets < OWNER_TRIES)
+            val->cgroup = flow_owner(skb, key, ipv6);
+#endif
         add_packet(val, server, skb);
-    else
+    } else
         count(flow_counters.lookup(&(int){F_UNCOUNTED}), 1);
     next_stage(skb, direction, protocol, l3_device);
 }

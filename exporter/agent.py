@@ -69,10 +69,13 @@ class Agent:
     def _start(self) -> None:
         config, stack = self.config, self._stack
         # Resolved only where a workload label is asked for: it walks the cgroup tree.
-        workloads = (open_workloads(config.workloads)
-                     if set(config.connections.labels) & set(WORKLOAD_LABELS) else None)
-        connections = TcpLifecycle(config.connections, workloads=workloads,
-                                   keep_gone=config.workloads.keep_gone)
+        wanted = {name: bool(set(labels) & set(WORKLOAD_LABELS)) for name, labels in
+                  (("connections", config.connections.labels), ("flows", config.flows.labels))}
+        workloads = open_workloads(config.workloads) if any(wanted.values()) else None
+        keep_gone = config.workloads.keep_gone
+        connections = TcpLifecycle(config.connections,
+                                   workloads=workloads if wanted["connections"] else None,
+                                   keep_gone=keep_gone)
         stack.callback(connections.close)
         if config.bpf_stats:
             try:
@@ -84,7 +87,9 @@ class Agent:
                                  "false.") from None
         accounting = http = None
         if config.interfaces:
-            accounting = FlowAccounting(config.flows, chain_http=config.http.enabled)
+            accounting = FlowAccounting(
+                config.flows, chain_http=config.http.enabled,
+                cgroup_root=workloads.root if workloads and wanted["flows"] else None)
             stack.callback(accounting.close)
             self._classifiers.append(accounting)
             if config.http.enabled:
@@ -102,8 +107,10 @@ class Agent:
         # Made before the collector, whose snapshots carry its results; started after it.
         push = (otlp_metrics.reader(self._otlp, lambda: collector.snapshot)
                 if self._otlp is not None else None)
-        collector = Collector(config.interval, connections,
-                              FlowMetrics(accounting) if accounting else None, http,
+        flows = (FlowMetrics(accounting, workloads=workloads if wanted["flows"] else None,
+                             workload_keep=keep_gone)
+                 if accounting else None)
+        collector = Collector(config.interval, connections, flows, http,
                               push.results.copy if push else None)
         if http is not None and accounting is not None and self._wants_events():
             self._publish_events(http, accounting, event_log)

@@ -7,6 +7,7 @@ import ctypes
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from exporter.config.schema import FlowsConfig
 from exporter.flows.table import (
@@ -21,7 +22,8 @@ from exporter.flows.table import (
     evicted,
 )
 from exporter.host import bpfstats, contract, kernel
-from exporter.host.links import link_exists
+from exporter.host.cgroups import SocketOwners
+from exporter.host.links import link_exists, workload_netns
 from exporter.host.tc import HOOKS, Classifiers, TcFilters, load_classifiers, starts_at_ip
 from exporter.model.snapshot import MapUsage
 
@@ -47,11 +49,16 @@ class FlowAccounting:
     """The classifiers, attached to interfaces as they come and go."""
 
     def __init__(self, config: FlowsConfig, chain_http: bool = False,
-                 tc_handle: int = TC_HANDLE) -> None:
+                 tc_handle: int = TC_HANDLE, cgroup_root: Path | None = None) -> None:
+        """With `cgroup_root` (the cgroup v2 tree's), each new flow learns its local socket's
+        cgroup (see bpf/include/workload.h)."""
         self.config = config
+        self.workload = workload = cgroup_root is not None
         self.bpf = kernel.compile_program(PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}",
-                                                    f"-DCHAIN_HTTP={int(chain_http)}"])
+                                                    f"-DCHAIN_HTTP={int(chain_http)}",
+                                                    f"-DLABEL_WORKLOAD={int(workload)}"])
         self._programs = load_classifiers(self.bpf, "flows")
+        self._owners = SocketOwners(self.bpf, cgroup_root) if cgroup_root else None
         self._tables: dict[str, FlowTable] = {}
         for name, key, head in (("flows4", KEY4, HEAD4), ("flows6", KEY6, HEAD6)):
             table = self.bpf[name]
@@ -76,6 +83,9 @@ class FlowAccounting:
         return self._names.get(ifindex, str(ifindex))
 
     def attach(self, ifindex: int, name: str) -> None:
+        if self.workload and (netns := workload_netns(ifindex)) is not None:
+            # Before the filters: the link's first flows are the pod's already.
+            self.bpf["flows_peer_netns"][ctypes.c_uint32(ifindex)] = ctypes.c_int32(netns)
         self.filters.attach(ifindex, self._programs[starts_at_ip(name)])
         self._names[ifindex] = name
         self._attached.add(ifindex)
@@ -110,6 +120,8 @@ class FlowAccounting:
         failed to attach part-way: whatever of ours is still on it goes too."""
         self._attached.discard(ifindex)
         self._restored.pop(ifindex, None)
+        if self.workload:
+            self.bpf["flows_peer_netns"].pop(ctypes.c_uint32(ifindex), None)
         try:
             self.filters.detach(ifindex)
         except Exception as exc:  # the link lives on with our filter; say so, and go on
@@ -154,4 +166,6 @@ class FlowAccounting:
 
     def close(self) -> None:
         self.filters.close_all(self._attached)
+        if self._owners is not None:
+            self._owners.close()
         self.bpf.cleanup()

@@ -12,8 +12,19 @@ from collections.abc import Callable, Iterable
 
 from exporter.config.schema import FlowsConfig
 from exporter.flows.loader import FlowAccounting
-from exporter.flows.table import D_BYTES, D_KEY, D_PACKETS, DIRECTIONS, PROTOCOLS, FlowDelta, decode_key
+from exporter.flows.table import (
+    D_BYTES,
+    D_CGROUP,
+    D_KEY,
+    D_PACKETS,
+    DIRECTIONS,
+    PROTOCOLS,
+    FlowDelta,
+    decode_key,
+)
+from exporter.model.labels import WORKLOAD_LABELS
 from exporter.model.snapshot import FlowSeries, FlowsSnapshot, MapUsage
+from exporter.workloads.resolver import NOBODY, Workload, Workloads
 
 OVERFLOW = "other"
 MEMO_LIMIT = 100_000
@@ -26,15 +37,21 @@ UNBOUNDED = ("server_port", "peer_address")
 
 
 class FlowSeriesBuilder:
-    def __init__(self, config: FlowsConfig, interface_name: Callable[[int], str]) -> None:
+    def __init__(self, config: FlowsConfig, interface_name: Callable[[int], str],
+                 workload_of: Callable[[int], Workload] | None = None) -> None:
         self.config = config
         self.interface_name = interface_name
+        self.workload_of = workload_of
         self.totals: dict[tuple[str, ...], list[int]] = {}
+        # With workload labels: the cgroups behind each series, so that a series goes once
+        # every workload it counted is gone.
+        self._workload_labels = bool(set(config.labels) & set(WORKLOAD_LABELS))
+        self._cgroups: dict[tuple[str, ...], set[int]] = {}
         self.overflowed = 0  # flow deltas counted under "other"
         self._overflow_index = [i for i, n in enumerate(config.labels) if n in UNBOUNDED]
         self._with_peer = "peer_address" in config.labels
         # Rendered labels by what they are made of; bounded, as peers can be many.
-        self._memo: dict[tuple[int, int, int, int, str], tuple[str, ...]] = {}
+        self._memo: dict[tuple[int, int, int, int, str, int], tuple[str, ...]] = {}
 
     def add(self, deltas: Iterable[FlowDelta]) -> None:
         labels_of = self.labels
@@ -49,6 +66,17 @@ class FlowSeriesBuilder:
                 totals = totals_of.setdefault(labels, [0, 0])
             totals[0] += delta[D_PACKETS]
             totals[1] += delta[D_BYTES]
+            if self._workload_labels:
+                self._cgroups.setdefault(labels, set()).add(delta[D_CGROUP])
+
+    def drop_workloads(self, gone: set[int]) -> None:
+        """Forget the series whose every workload is gone, making room under the cap."""
+        for labels, cgroups in list(self._cgroups.items()):
+            if cgroups <= gone:
+                del self._cgroups[labels]
+                self.totals.pop(labels, None)
+            else:
+                cgroups -= gone
 
     def drop_interface(self, name: str) -> None:
         """Forget the series of an interface that is gone, making room under the cap."""
@@ -57,15 +85,16 @@ class FlowSeriesBuilder:
         at = self.config.labels.index("interface")
         for labels in [labels for labels in self.totals if labels[at] == name]:
             del self.totals[labels]
+            self._cgroups.pop(labels, None)
 
     def names_changed(self) -> None:
         """An interface got a new name: labels rendered with the old one are stale."""
         self._memo.clear()
 
     def labels(self, delta: FlowDelta) -> tuple[str, ...]:
-        _, _, _, ifindex, direction, protocol, port = delta
+        _, _, _, ifindex, direction, protocol, port, cgroup = delta
         peer = self.peer(decode_key(delta[D_KEY]).remote) if self._with_peer else ""
-        memo = (ifindex, direction, protocol, port, peer)
+        memo = (ifindex, direction, protocol, port, peer, cgroup)
         labels = self._memo.get(memo)
         if labels is None:
             if len(self._memo) > MEMO_LIMIT:
@@ -74,7 +103,7 @@ class FlowSeriesBuilder:
         return labels
 
     def _render(self, ifindex: int, direction: int, protocol: int, port: int,
-                peer: str) -> tuple[str, ...]:
+                peer: str, cgroup: int) -> tuple[str, ...]:
         values = []
         for name in self.config.labels:
             if name == "interface":
@@ -85,6 +114,9 @@ class FlowSeriesBuilder:
                 values.append(PROTOCOLS.get(protocol, str(protocol)))
             elif name == "server_port":
                 values.append(str(port))
+            elif name in WORKLOAD_LABELS:
+                workload = self.workload_of(cgroup) if self.workload_of else NOBODY
+                values.append(workload.label(name))
             else:
                 values.append(peer)
         return tuple(values)
@@ -115,9 +147,15 @@ class FlowMetrics:
     """The collector's view of flow accounting: labelled totals plus self-metrics."""
 
     def __init__(self, accounting: FlowAccounting, keep_gone: float = KEEP_GONE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 workloads: Workloads | None = None,
+                 workload_keep: float = KEEP_GONE_SECONDS) -> None:
+        """With `workloads`, the workload labels' values; a workload gone for
+        `workload_keep` loses its series, as a vanished interface does after keep_gone."""
         self.accounting = accounting
-        self.builder = FlowSeriesBuilder(accounting.config, accounting.interface_name)
+        self.workloads, self.workload_keep = workloads, workload_keep
+        self.builder = FlowSeriesBuilder(accounting.config, accounting.interface_name,
+                                         workloads.name if workloads else None)
         self.keep_gone, self.clock = keep_gone, clock
         self._names: dict[int, str] = {}
         self._retired: dict[str, float] = {}  # names no attached link has, and since when
@@ -153,6 +191,8 @@ class FlowMetrics:
 
     def read(self) -> tuple[FlowsSnapshot, list[MapUsage]]:
         attached = self._drop_gone()
+        if self.workloads is not None:
+            self.builder.drop_workloads(self.workloads.gone(self.workload_keep))
         counters = self.accounting.counters()  # before the maps
         self.builder.add(self.accounting.deltas())
         snapshot = FlowsSnapshot(

@@ -27,8 +27,8 @@ PROGRAM = "flows.c"
 KEY_FIELDS = ("ifindex", "direction", "protocol", "saddr", "daddr", "sport", "dport")
 KEY4 = struct.Struct("<IBB2x4s4sHH")
 KEY6 = struct.Struct("<IBB2x16s16sHH")
-VALUE_FIELDS = ("packets", "bytes", "first_seen_ns", "server_port", "server_known")
-VALUE = struct.Struct("<QQQHB5x")
+VALUE_FIELDS = ("packets", "bytes", "first_seen_ns", "server_port", "server_known", "cgroup")
+VALUE = struct.Struct("<QQQHB5xQ")
 # ifindex, direction, protocol, source port, destination port: what labels need.
 HEAD_FIELDS = ("ifindex", "direction", "protocol", "sport", "dport")
 HEAD4 = struct.Struct("<IBB10xHH")
@@ -76,13 +76,14 @@ def decode_key(raw: bytes) -> FlowKey:
 
 
 # How much one flow grew: (key, packets, bytes, ifindex, direction, protocol,
-# server port); direction 0 is receive, the server port is the accepting side's if the
-# handshake was seen, else the lower port. A plain tuple, as 100,000 are made per
+# server port, cgroup of the local socket or 0); direction 0 is receive, the server port is
+# the accepting side's if the handshake was seen, else the lower port. A plain tuple, as 100,000 are made per
 # cycle and a NamedTuple costs four times as much to build.
-FlowDelta = tuple[bytes, int, int, int, int, int, int]
+FlowDelta = tuple[bytes, int, int, int, int, int, int, int]
 D_KEY: Final = 0
 D_PACKETS: Final = 1
 D_BYTES: Final = 2
+D_CGROUP: Final = 7
 
 
 class FlowTable:
@@ -125,7 +126,7 @@ class FlowTable:
         idle: list[tuple[bytes, tuple[int, int, int, int, int]]] = []
         ksize, idle_ns, servers = self.key.size, self.idle_ns, self._servers
         key_list = [keys[i:i + ksize] for i in range(0, len(keys), ksize)]
-        for key, (packets, nbytes, first, port, known), head in zip(
+        for key, (packets, nbytes, first, port, known, cgroup), head in zip(
                 key_list, VALUE.iter_unpack(values), self.head.iter_unpack(keys), strict=True):
             seen = pop(key, None)
             if seen is None and missing:
@@ -146,7 +147,7 @@ class FlowTable:
                 if not known:
                     port = servers.get(key, 0) if servers and proto == 6 else 0
                     port = port or min(sport, dport)
-                append((key, dp, db, ifindex, direction, proto, port))
+                append((key, dp, db, ifindex, direction, proto, port, cgroup))
             current[key] = (first, packets, nbytes, now)
         for key, (ifindex, direction, proto, sport, dport) in idle:
             final = self._take(self.table, key)
@@ -154,7 +155,7 @@ class FlowTable:
             if final is None:
                 continue  # evicted between the batch read and now
             self.removed += 1
-            packets, nbytes, first, port, known = VALUE.unpack(final)
+            packets, nbytes, first, port, known, cgroup = VALUE.unpack(final)
             if first == first_seen:
                 self.expired += 1
                 packets, nbytes = packets - seen_packets, nbytes - seen_bytes  # grown meanwhile
@@ -165,7 +166,7 @@ class FlowTable:
                 self._remember(key, port)
             if packets or nbytes:
                 append((key, packets, nbytes, ifindex, direction, proto,
-                        port or min(sport, dport)))
+                        port or min(sport, dport), cgroup))
         self._seen = current
         self.live = len(current)
         self._remember_missing(previous)

@@ -31,7 +31,7 @@ class TrackedFlow:
 
     @classmethod
     def of(cls, delta: FlowDelta) -> TrackedFlow:
-        key, packets, nbytes, _, _, _, port = delta
+        key, packets, nbytes, _, _, _, port, _ = delta
         return cls(decode_key(key), packets, nbytes, port)
 
     def roles(self) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import SetupError
 from exporter.host.bpfmaps import NR_BPF
@@ -43,6 +44,7 @@ def cgroup2_root(configured: str = "", mountinfo: Path = MOUNTINFO) -> Path:
 
 BPF_LINK_CREATE = 28
 BPF_CGROUP_INET_INGRESS = 0
+BPF_CGROUP_INET_EGRESS = 1
 
 
 class _LinkCreateAttr(ctypes.Structure):
@@ -76,3 +78,23 @@ class CgroupLink:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class SocketOwners:
+    """A TC program's workload_skb (bpf/include/workload.h), which gives each socket its
+    owner's cgroup, attached to the cgroup v2 root both ways."""
+
+    def __init__(self, bpf: Any, root: Path) -> None:
+        from bcc import BPF
+
+        program = bpf.load_func(b"workload_skb", BPF.CGROUP_SKB)
+        self.links = [CgroupLink(program.fd, root, BPF_CGROUP_INET_INGRESS)]
+        try:
+            self.links.append(CgroupLink(program.fd, root, BPF_CGROUP_INET_EGRESS))
+        except SetupError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for link in self.links:
+            link.close()

@@ -40,25 +40,32 @@ def link_index(name: str) -> int:
     return int(found[0])
 
 
-def faces_workload(index: int) -> bool:
-    """Whether a workload lies behind the link: its peer is in another network namespace
-    (a pod's host-side veth, or Calico's cali*, Cilium's lxc*), and no default route leaves
-    through it (a node whose uplink is a veth, or an exporter in a pod watching its own
-    eth0, is not facing a workload but the world)."""
+def workload_netns(index: int) -> int | None:
+    """The id (as this namespace knows it) of the network namespace of the workload behind
+    the link, if one is: its peer is in another namespace (a pod's host-side veth, or
+    Calico's cali*, Cilium's lxc*), and no default route leaves through it (a node whose
+    uplink is a veth, or an exporter in a pod watching its own eth0, is not facing a
+    workload but the world). None otherwise."""
     try:
         with IPRoute() as ipr:
             link = ipr.link("get", index=index)[0]
-            if link.get_attr("IFLA_LINK_NETNSID") is None:
-                return False
+            netns = link.get_attr("IFLA_LINK_NETNSID")
+            if netns is None:
+                return None
             for family in (socket.AF_INET, socket.AF_INET6):
                 for route in ipr.get_default_routes(family=family):
                     hops = [route.get_attr("RTA_OIF")]
                     hops += [nh["oif"] for nh in route.get_attr("RTA_MULTIPATH") or ()]
                     if index in hops:
-                        return False
+                        return None
     except NetlinkError:
-        return False  # gone: its removal follows
-    return True
+        return None  # gone: its removal follows
+    return int(netns)
+
+
+def faces_workload(index: int) -> bool:
+    """Whether a workload lies behind the link (see workload_netns)."""
+    return workload_netns(index) is not None
 
 
 def check_still_there(index: int, interface: str) -> None:

@@ -52,7 +52,8 @@ WORKLOAD_LABELS = ("systemd_unit", "container_id", "k8s_namespace_name", "k8s_po
 # What the configuration's `labels` lists may hold, per concern.
 CONNECTION_LABELS = ("direction", "server_port", "peer_address", "process", *WORKLOAD_LABELS)
 DEFAULT_CONNECTION_LABELS = ("direction", "server_port")
-FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port", "peer_address")
+FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port", "peer_address",
+               *WORKLOAD_LABELS)
 DEFAULT_FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port")
 HTTP_LABELS = ("http_request_method", "http_response_status_code", "server_port")
 HTTP_ROUTE_LABEL = "http_route"

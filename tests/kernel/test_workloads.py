@@ -1,4 +1,4 @@
-"""Connections by workload, in real cgroups named as systemd and the kubelet name theirs:
+"""Connections and flows by workload, in real cgroups named as systemd and the kubelet name theirs:
 host services by unit, and pods (a network namespace behind a veth, a cgroup of either
 kubelet driver, the kubelet's log files) by namespace, pod and container."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from tests.support.captures import Capture
 from tests.support.cgroups import Cgroup, KubeletFiles, pod_cgroup
 from tests.support.exporter_process import Exporter
 from tests.support.namespaces import make_host_link, require_root
@@ -112,3 +113,83 @@ def test_pods_of_both_drivers_on_one_port_told_apart_and_gone_after_a_while(
             gen.close()
         for cgroup in cgroups:
             cgroup.remove()
+
+
+BYTES = "ebpf_net_flow_bytes_total"
+
+
+def flow_bytes(samples: Samples, **labels: str) -> float:
+    return sum(v for (name, keys), v in samples.items()
+               if name == BYTES and set(labels.items()) <= keys)
+
+
+def test_flows_of_local_sockets_by_systemd_unit_equal_a_capture() -> None:
+    require_root()
+    web = Cgroup("system.slice/e2e-web.service")
+    client = Cgroup("system.slice/e2e-client.service")
+    links = make_host_link("wf", 144)
+    link = next(links)
+    nginx = Nginx(link.server_ns, prefix=tuple(web.prefix()))
+    exporter = Exporter({"interfaces": [link.interface], "http": {"enabled": False},
+                         "flows": {"labels": ["network_io_direction", "protocol",
+                                              "server_port", "systemd_unit"]}})
+    try:
+        with Capture(link.interface, "tcp port 80") as capture:
+            curl(f"http://{link.server_v4}/big.bin", 3, client.prefix())
+            curl(f"http://{link.server_v4}/ok.txt", 4, client.prefix())
+        sent = capture.totals(link.client_v4, "tcp", 80)[1]
+        received = capture.totals(link.server_v4, "tcp", 80)[1]
+        unit = {"systemd_unit": "e2e-client.service", "server_port": "80"}
+        samples = wait_for(exporter.scrape, lambda s: flow_bytes(
+            s, network_io_direction="receive", **unit) == received)
+        assert flow_bytes(samples, network_io_direction="transmit", **unit) == sent
+        # Every byte on port 80 is the client unit's: the server is behind the link.
+        assert flow_bytes(samples, server_port="80") == sent + received
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        nginx.stop()
+        links.close()
+        for cgroup in (web, client):
+            cgroup.remove()
+
+
+def test_flows_on_a_pods_veth_are_the_pods_equal_to_a_capture(tmp_path: Path) -> None:
+    # A client in a namespace of its own reaches the pod through this host, which routes:
+    # on the pod's host-side veth neither end is a socket here, and the pod's is found in
+    # the pod's namespace.
+    require_root()
+    kubelet = KubeletFiles(tmp_path)
+    kubelet.add("shop", "web-a", UIDS[0], "nginx", IDS[0])
+    pod_cg = Cgroup(pod_cgroup(UIDS[0], IDS[0], "systemd"))
+    pod_links, client_links = make_host_link("wp", 145), make_host_link("wc", 146)
+    pod, client = next(pod_links), next(client_links)
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward")
+    was = forwarding.read_text()
+    forwarding.write_text("1\n")
+    for hosts in (pod, client):
+        subprocess.run(["ip", "-n", hosts.server_ns, "route", "add", "default", "via",
+                        hosts.client_v4], check=True)
+    nginx = Nginx(pod.server_ns, prefix=tuple(pod_cg.prefix()))
+    exporter = Exporter({
+        "interfaces": [pod.interface], "http": {"enabled": False},
+        "flows": {"labels": ["network_io_direction", "server_port", *POD_LABELS]},
+        "workloads": {"pod_log_dir": str(kubelet.pods),
+                      "container_log_dir": str(kubelet.containers)}})
+    try:
+        with Capture(pod.interface, "tcp port 80") as capture:
+            curl(f"http://{pod.server_v4}/big.bin", 2, ["ip", "netns", "exec", client.server_ns])
+        to_pod = capture.totals(client.server_v4, "tcp", 80)[1]
+        from_pod = capture.totals(pod.server_v4, "tcp", 80)[1]
+        web_a = {"k8s_namespace_name": "shop", "k8s_pod_name": "web-a",
+                 "k8s_container_name": "nginx", "server_port": "80"}
+        samples = wait_for(exporter.scrape, lambda s: flow_bytes(
+            s, network_io_direction="receive", **web_a) == from_pod)
+        assert flow_bytes(samples, network_io_direction="transmit", **web_a) == to_pod
+        assert flow_bytes(samples, server_port="80") == to_pod + from_pod
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        nginx.stop()
+        forwarding.write_text(was)
+        pod_links.close()
+        client_links.close()
+        pod_cg.remove()

@@ -30,7 +30,7 @@ def flow_key(size: int) -> type[ctypes.Structure]:
 
 class FlowValue(ctypes.Structure):
     _fields_ = [("packets", U64), ("bytes", U64), ("first_seen_ns", U64),
-                ("server_port", U16), ("server_known", U8), ("pad", U8 * 5)]
+                ("server_port", U16), ("server_known", U8), ("pad", U8 * 5), ("cgroup", U64)]
 
 
 class FakeTable:

@@ -35,19 +35,20 @@ def key(sport: int = 40000, dport: int = 443, direction: int = 0, proto: int = 6
 
 
 class FakeMap:
-    """Stands in for the kernel's flow map: key -> (packets, bytes, first, port, known)."""
+    """Stands in for the kernel's flow map: key -> (packets, bytes, first, port, known), each
+    flow of no workload (cgroup 0)."""
 
     def __init__(self) -> None:
         self.entries: dict[bytes, tuple[int, int, int, int, int]] = {}
 
     def read(self, _table: Any) -> tuple[bytes, bytes, int]:
         keys = b"".join(self.entries)
-        values = b"".join(VALUE.pack(*v) for v in self.entries.values())
+        values = b"".join(VALUE.pack(*v, 0) for v in self.entries.values())
         return keys, values, len(self.entries)
 
     def take(self, _table: Any, k: bytes) -> bytes | None:
         v = self.entries.pop(k, None)
-        return None if v is None else VALUE.pack(*v)
+        return None if v is None else VALUE.pack(*v, 0)
 
 
 def growth(deltas: list[FlowDelta]) -> dict[bytes, tuple[int, int]]:
@@ -56,7 +57,7 @@ def growth(deltas: list[FlowDelta]) -> dict[bytes, tuple[int, int]]:
 
 def delta(k: bytes, packets: int, nbytes: int, port: int) -> FlowDelta:
     ifindex, direction, proto, _, _ = (HEAD4 if len(k) == KEY4.size else HEAD6).unpack(k)
-    return (k, packets, nbytes, ifindex, direction, proto, port)
+    return (k, packets, nbytes, ifindex, direction, proto, port, 0)
 
 
 def test_growth_between_reads_and_key_reuse() -> None:
@@ -227,7 +228,7 @@ class FakeAccounting:
 
 
 def flow(ifindex: int, port: int, packets: int) -> FlowDelta:
-    return (key(), packets, packets * 100, ifindex, 0, 6, port)
+    return (key(), packets, packets * 100, ifindex, 0, 6, port, 0)
 
 
 def test_series_of_a_vanished_interface_go_after_a_while_and_free_the_cap() -> None:
