@@ -212,6 +212,12 @@ static __always_inline void count_packet(struct __sk_buff *skb, void *key, int i
         add_packet(val, server, skb);
     } else
         count(flow_counters.lookup(&(int){F_UNCOUNTED}), 1);
+#if LABEL_WORKLOAD && CHAIN_HTTP
+    // The HTTP classifier, next, keys its series by the packet's owner too.
+    u64 owner = val ? val->cgroup : 0;
+    skb->cb[0] = (u32)owner;
+    skb->cb[1] = (u32)(owner >> 32);
+#endif
     next_stage(skb, direction, protocol, l3_device);
 }
 

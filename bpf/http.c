@@ -10,6 +10,8 @@
 //   ROUTE_LABEL                  1 to key the histogram by path too (opt-in)
 //   EMIT_EVENTS                  1 to publish each matched status line
 //   EMIT_PACKETS                 1 to publish each HTTP packet (the `http` tool)
+//   LABEL_WORKLOAD               1 to key series by the local workload too: chained behind
+//                                bpf/flows.c, which passes each packet's owner in skb->cb
 
 #include "packet.h"    // also the directions, shared with the loader and bpf/flows.c
 #include "http.h"      // roles, QLEN and lengths, counter indexes, method codes: shared
@@ -53,6 +55,7 @@ struct stat_key {
     u8 pad;
     u16 status;
     u16 server_port;
+    u64 cgroup;  // the local socket's owner, with LABEL_WORKLOAD; else 0
 #if ROUTE_LABEL
     char route[ROUTE_LEN];
 #endif
@@ -430,6 +433,11 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
     sk.role = st->role;
     sk.status = status;
     sk.server_port = seg->sport;
+#if LABEL_WORKLOAD
+    // The owner of the response's local socket, as the traffic classifier (which runs this
+    // one by tail call) found it for this very packet.
+    sk.cgroup = skb->cb[0] | ((u64)skb->cb[1] << 32);
+#endif
 #if ROUTE_LABEL
     // The path up to '?', ' ' or the end, as the route.
     int stop = 0;

@@ -70,7 +70,8 @@ class Agent:
         config, stack = self.config, self._stack
         # Resolved only where a workload label is asked for: it walks the cgroup tree.
         wanted = {name: bool(set(labels) & set(WORKLOAD_LABELS)) for name, labels in
-                  (("connections", config.connections.labels), ("flows", config.flows.labels))}
+                  (("connections", config.connections.labels), ("flows", config.flows.labels),
+                   ("http", config.http.labels if config.http.enabled else ()))}
         workloads = open_workloads(config.workloads) if any(wanted.values()) else None
         keep_gone = config.workloads.keep_gone
         connections = TcpLifecycle(config.connections,
@@ -87,14 +88,18 @@ class Agent:
                                  "false.") from None
         accounting = http = None
         if config.interfaces:
+            # HTTP's series take each packet's owner from the traffic classifier.
             accounting = FlowAccounting(
                 config.flows, chain_http=config.http.enabled,
-                cgroup_root=workloads.root if workloads and wanted["flows"] else None)
+                cgroup_root=(workloads.root if workloads and (wanted["flows"] or wanted["http"])
+                             else None))
             stack.callback(accounting.close)
             self._classifiers.append(accounting)
             if config.http.enabled:
                 http = HttpInspection(config.http, config.flows.tc_priority,
-                                      emit_events=self._wants_events())
+                                      emit_events=self._wants_events(),
+                                      workloads=workloads if wanted["http"] else None,
+                                      keep_gone=keep_gone)
                 stack.callback(http.close)
                 self._classifiers.append(http)
                 # HTTP parsing runs inside the traffic classifier's run, by tail call.

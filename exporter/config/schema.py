@@ -11,11 +11,14 @@ from dataclasses import dataclass, replace
 
 from exporter.config import values as v
 from exporter.config.values import key
+from exporter.errors import ConfigError
 from exporter.model.labels import (
     CONNECTION_LABELS,
     DEFAULT_CONNECTION_LABELS,
     DEFAULT_FLOW_LABELS,
     FLOW_LABELS,
+    HTTP_CONFIG_LABELS,
+    HTTP_LABELS,
 )
 
 IPNetwork = v.IPNetwork
@@ -82,6 +85,15 @@ DEFAULT_REDACTED_PARAMS = ("token", "access_token", "id_token", "refresh_token",
                            "sig", "session", "code")
 
 
+def _http_labels(raw: object, where: str) -> tuple[str, ...]:
+    chosen = v.labels(HTTP_CONFIG_LABELS)(raw, where)
+    missing = [name for name in HTTP_LABELS if name not in chosen]
+    if missing:
+        raise ConfigError(where, f"{', '.join(missing)} cannot be left out (the histograms "
+                            "are kept by them in the kernel); add workload labels to them")
+    return chosen
+
+
 def _lowercase_names(raw: object, where: str) -> tuple[str, ...]:
     return tuple(name.lower() for name in v.items(v.string)(raw, where))
 
@@ -100,6 +112,7 @@ class HttpConfig:
     # Empty: every port, recognised by content.
     ports: tuple[int, ...] = key(v.items(v.whole(1, 65535)), (), null_is_default=True)
     buckets: tuple[float, ...] = key(v.buckets, OTEL_HTTP_BUCKETS)
+    labels: tuple[str, ...] = key(_http_labels, HTTP_LABELS)
     route_label: bool = key(v.boolean, False)
     max_connections: int = key(v.whole(16, 1 << 22), 16384)
     max_series: int = key(v.whole(1, 1 << 20), 2048)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from exporter.collector.periodic import Periodic
@@ -18,7 +19,9 @@ from exporter.http.codes import HEADER, METHODS, OVERFLOW, ROLES
 from exporter.http.expiry import Expiry
 from exporter.model.addresses import address
 from exporter.model.events import HttpEvent, HttpPacket
+from exporter.model.labels import WORKLOAD_LABELS
 from exporter.model.snapshot import HttpSeries, HttpSnapshot, MapUsage
+from exporter.workloads.resolver import NOBODY, Workloads
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,10 @@ def probation_size(max_connections: int) -> int:
     return max(16, max_connections // 4)
 
 
-def cflags(config: HttpConfig, emit_events: bool, emit_packets: bool) -> list[str]:
+def cflags(config: HttpConfig, emit_events: bool, emit_packets: bool,
+           workload: bool = False) -> list[str]:
     return [
+        f"-DLABEL_WORKLOAD={int(workload)}",
         f"-DNBUCKETS={len(config.buckets)}",
         "-D" + bucket_index_macro(config.buckets),
         "-D" + port_match_macro(config.ports),
@@ -70,9 +75,12 @@ def wall_time(ktime_ns: int) -> float:
     return ktime_ns / 1e9 + (time.time() - time.monotonic())
 
 
-def decode_series(key: Any, value: Any, config: HttpConfig) -> HttpSeries | None:
+def decode_series(key: Any, value: Any, config: HttpConfig,
+                  workloads: Workloads | None = None) -> HttpSeries | None:
     if key.overflow and value.count == 0:
         return None
+    names = [name for name in config.labels if name in WORKLOAD_LABELS]
+    owner = workloads.name(key.cgroup) if workloads is not None else NOBODY
     route = OVERFLOW if key.overflow else None
     if config.route_label and not key.overflow:
         route = text(bytes(key.route))
@@ -84,16 +92,34 @@ def decode_series(key: Any, value: Any, config: HttpConfig) -> HttpSeries | None
         route=route,
         buckets=tuple(int(b) for b in value.buckets),
         sum_ns=int(value.sum_ns),
+        workload=tuple(OVERFLOW if key.overflow else owner.label(n) for n in names),
     )
+
+
+def merge_series(series: Iterable[HttpSeries]) -> tuple[HttpSeries, ...]:
+    """Series of equal labels as one (kernel entries whose cgroups show alike)."""
+    merged: dict[tuple[object, ...], HttpSeries] = {}
+    for s in series:
+        labels = (s.role, s.method, s.status, s.server_port, s.route, s.workload)
+        if (seen := merged.get(labels)) is not None:
+            s = replace(seen, buckets=tuple(map(sum, zip(seen.buckets, s.buckets, strict=True))),
+                        sum_ns=seen.sum_ns + s.sum_ns)
+        merged[labels] = s
+    return tuple(merged.values())
 
 
 class HttpInspection:
     """The HTTP classifiers, attached to interfaces as they come and go."""
 
     def __init__(self, config: HttpConfig, priority: int, emit_events: bool = False,
-                 emit_packets: bool = False) -> None:
+                 emit_packets: bool = False, workloads: Workloads | None = None,
+                 keep_gone: float = 300.0) -> None:
+        """With `workloads`, the series are kept by the local workload too: the traffic
+        classifier, which runs these by tail call, must learn its flows' owners."""
         self.config = config
-        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, emit_packets))
+        self.workloads, self.keep_gone = workloads, keep_gone
+        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, emit_packets,
+                                                          workloads is not None))
         self.programs: Classifiers = load_classifiers(self.bpf, "http")
         self.filters = TcFilters(priority, TC_HANDLE)
         self.attached: set[int] = set()
@@ -137,8 +163,16 @@ class HttpInspection:
         counters = contract.counters(HEADER, COUNTERS,
                                      dict(self.bpf["http_counters"].items_lookup_batch()))
         entries = list(self._stats.items_lookup_batch())
-        series = tuple(s for s in (decode_series(k, v, self.config) for k, v in entries)
-                       if s is not None)
+        live = entries
+        if self.workloads is not None and (gone := self.workloads.gone(self.keep_gone)):
+            live = []
+            for key, value in entries:
+                if key.cgroup in gone:
+                    self._stats.pop(key, None)  # a workload gone a while: its series go
+                else:
+                    live.append((key, value))
+        series = merge_series(s for s in (decode_series(k, v, self.config, self.workloads)
+                                          for k, v in live) if s is not None)
         snapshot = HttpSnapshot(
             bucket_bounds=self.config.buckets,
             route_label=self.config.route_label,
@@ -147,6 +181,7 @@ class HttpInspection:
                              for (role, method, port), n in sorted(expiry.unanswered.items())),
             unconfirmed_unanswered=expiry.unconfirmed_unanswered,
             counters=counters,
+            workload_labels=tuple(n for n in self.config.labels if n in WORKLOAD_LABELS),
         )
         overflow_series = len(ROLES) * len(METHODS)
         return snapshot, [MapUsage("http_connections", expiry.live, self.config.max_connections),

@@ -16,8 +16,9 @@ def _part(snap: Snapshot) -> HttpSnapshot | None:
 def _durations(role: str) -> Callable[[Snapshot], Reading | None]:
     def read(http: HttpSnapshot) -> Reading:
         route = (HTTP_ROUTE_LABEL,) if http.route_label else ()
-        return Reading((*HTTP_LABELS, *route), [
-            Point((s.method, s.status, s.server_port, *((s.route or "",) if route else ())),
+        return Reading((*HTTP_LABELS, *route, *http.workload_labels), [
+            Point((s.method, s.status, s.server_port, *((s.route or "",) if route else ()),
+                   *s.workload),
                   sum(s.buckets), s.buckets, s.sum_ns / 1e9)
             for s in http.series if s.role == role], http.bucket_bounds)
     return of_part(_part, read)

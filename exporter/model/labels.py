@@ -56,4 +56,6 @@ FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port", "
                *WORKLOAD_LABELS)
 DEFAULT_FLOW_LABELS = ("interface", "network_io_direction", "protocol", "server_port")
 HTTP_LABELS = ("http_request_method", "http_response_status_code", "server_port")
+# http.labels: those three, always, and workload labels if asked for.
+HTTP_CONFIG_LABELS = (*HTTP_LABELS, *WORKLOAD_LABELS)
 HTTP_ROUTE_LABEL = "http_route"

@@ -81,6 +81,7 @@ class HttpSeries:
     route: str | None  # None unless the route label is on
     buckets: tuple[int, ...]  # per bucket, not cumulative; the last is +Inf
     sum_ns: int
+    workload: tuple[str, ...] = ()  # values of HttpSnapshot.workload_labels
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class HttpSnapshot:
     # Requests on connections whose handshake was not seen (counters["unconfirmed"]), left
     # unanswered past request_timeout.
     unconfirmed_unanswered: int = 0
+    workload_labels: tuple[str, ...] = ()  # the workload labels the series carry, in order
 
 
 @dataclass(frozen=True)

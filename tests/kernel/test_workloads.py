@@ -193,3 +193,37 @@ def test_flows_on_a_pods_veth_are_the_pods_equal_to_a_capture(tmp_path: Path) ->
         pod_links.close()
         client_links.close()
         pod_cg.remove()
+
+
+def test_http_answered_by_a_unit_equal_its_nginx_log() -> None:
+    # nginx on this host, in a unit's cgroup; clients behind the link, in a namespace.
+    require_root()
+    web = Cgroup("system.slice/e2e-web.service")
+    links = make_host_link("wh", 147)
+    link = next(links)
+    nginx = Nginx("", port=8087, prefix=tuple(web.prefix()))
+    exporter = Exporter({"interfaces": [link.interface],
+                         "http": {"labels": ["http_request_method",
+                                             "http_response_status_code", "server_port",
+                                             "systemd_unit"]}})
+    try:
+        in_peer = ["ip", "netns", "exec", link.server_ns]
+        curl(f"http://{link.client_v4}:8087/ok.txt", 4, in_peer)
+        subprocess.run([*in_peer, "curl", "-s", "-o", "/dev/null",
+                        f"http://{link.client_v4}:8087/missing"], check=True, timeout=30)
+        server = "http_server_request_duration_seconds_count"
+
+        def answered(samples: Samples, status: str) -> float:
+            return value(samples, server, http_request_method="GET",
+                         http_response_status_code=status, server_port="8087",
+                         systemd_unit="e2e-web.service")
+
+        samples = wait_for(exporter.scrape, lambda s: answered(s, "404") == 1)
+        assert answered(samples, "200") == 4
+        assert sorted(nginx.requests()) == [("GET", "200")] * 4 + [("GET", "404")]
+        assert sum(v for (name, _), v in samples.items() if name == server) == 5
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        nginx.stop()
+        links.close()
+        web.remove()
