@@ -1,10 +1,13 @@
-"""Connections and flows by workload, in real cgroups named as systemd and the kubelet name theirs:
-host services by unit, and pods (a network namespace behind a veth, a cgroup of either
-kubelet driver, the kubelet's log files) by namespace, pod and container."""
+"""Connections, flows and HTTP by workload, and the tools' workload column, in real cgroups
+named as systemd and the kubelet name theirs: host services by unit, and pods (a network
+namespace behind a veth, a cgroup of either kubelet driver, the kubelet's log files) by
+namespace, pod and container."""
 
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.captures import Capture
@@ -12,6 +15,7 @@ from tests.support.cgroups import Cgroup, KubeletFiles, pod_cgroup
 from tests.support.exporter_process import Exporter
 from tests.support.namespaces import make_host_link, require_root
 from tests.support.nginx import Nginx
+from tests.support.paths import PYTHON, ROOT
 from tests.support.scrapes import Samples, value, wait_for
 
 OPENED = "ebpf_net_tcp_connections_opened_total"
@@ -227,3 +231,86 @@ def test_http_answered_by_a_unit_equal_its_nginx_log() -> None:
         nginx.stop()
         links.close()
         web.remove()
+
+
+def tool_output(args: list[str], ready: str, traffic: Callable[[], None]) -> str:
+    tool = subprocess.Popen([PYTHON, "-m", "exporter", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tool.stderr is not None
+        banner = tool.stderr.readline()
+        assert ready in banner, banner + tool.stderr.read()
+        traffic()
+        time.sleep(1.5)
+    finally:
+        tool.terminate()
+        out, err = tool.communicate(timeout=30)
+    assert tool.returncode == 0, err
+    return out
+
+
+def test_log_and_track_name_the_workload() -> None:
+    require_root()
+    web = Cgroup("system.slice/e2e-web.service")
+    client = Cgroup("system.slice/e2e-client.service")
+    links = make_host_link("wt", 148)
+    link = next(links)
+    nginx = Nginx(link.server_ns, prefix=tuple(web.prefix()))
+    try:
+        url = f"http://{link.server_v4}/ok.txt"
+        log = tool_output(["log"], "Tracing TCP connections", lambda: curl(url, 2, client.prefix()))
+        blocks = [b for b in log.split("### [ Connection ] ###") if f"{link.server_v4}:80" in b]
+        assert sum("Workload: e2e-client.service" in b for b in blocks) == 2, log
+        assert sum("Workload: e2e-web.service" in b for b in blocks) == 2, log
+        track = tool_output(["track", "-i", link.interface, "-p", "0.5", "--table"],
+                            "Tracking connections on", lambda: curl(url, 1, client.prefix()))
+        rows = [line for line in track.splitlines() if f"{link.server_v4}:80" in line]
+        assert rows and all(line.endswith("  e2e-client.service") for line in rows), track
+    finally:
+        nginx.stop()
+        links.close()
+        for cgroup in (web, client):
+            cgroup.remove()
+
+
+def test_a_port_scan_from_a_pod_stays_under_the_series_cap(tmp_path: Path) -> None:
+    require_root()
+    kubelet = KubeletFiles(tmp_path)
+    kubelet.add("scan", "prober", UIDS[0], "nmap", IDS[0])
+    pod_cg = Cgroup(pod_cgroup(UIDS[0], IDS[0], "cgroupfs", qos="besteffort"))
+    links = make_host_link("ws", 149)
+    link = next(links)
+    cap = 8
+    exporter = Exporter({
+        "connections": {"labels": ["direction", "server_port", *POD_LABELS],
+                        "max_series": cap},
+        "workloads": {"pod_log_dir": str(kubelet.pods),
+                      "container_log_dir": str(kubelet.containers)}})
+    try:
+        scan = ("import socket\n"
+                "for port in range(21000, 21060):\n"
+                "    with socket.socket() as s:\n"
+                f"        assert s.connect_ex(('{link.client_v4}', port)) == 111\n")
+        subprocess.run([*pod_cg.prefix(), "ip", "netns", "exec", link.server_ns, PYTHON, "-c",
+                        scan], check=True, timeout=60)
+        failures = "ebpf_net_tcp_connect_failures_total"
+
+        def refused(samples: Samples) -> float:
+            return sum(v for (name, labels), v in samples.items() if name == failures
+                       and ("reason", "refused") in labels and ("direction", "outbound") in labels)
+
+        samples = wait_for(exporter.scrape, lambda s: refused(s) == 60)
+        series = {labels for (name, labels) in samples if name == failures}
+        # Every label of the connections group shares the cap: the overflow takes the rest.
+        assert len({frozenset(dict(s).items() - {("reason", r) for r in
+                                                ("refused", "timeout", "reset", "other")})
+                    for s in series}) <= cap + 1
+        prober = {("k8s_pod_name", "prober"), ("k8s_namespace_name", "scan"),
+                  ("k8s_container_name", "nmap")}
+        assert any(prober <= s for s in series)
+        assert value(samples, "ebpf_net_exporter_series_overflow_total",
+                     metric_group="tcp_connections") > 0
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        links.close()
+        pod_cg.remove()
