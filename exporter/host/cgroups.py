@@ -30,6 +30,8 @@ def cgroup2_root(configured: str = "", mountinfo: Path = MOUNTINFO) -> Path:
     mount: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one."""
     if configured:
         root = Path(configured)
+        if not (root / "cgroup.procs").is_file() and (root / "unified" / "cgroup.procs").is_file():
+            root = root / "unified"  # a hybrid host's /sys/fs/cgroup
         if not (root / "cgroup.procs").is_file():
             raise SetupError(f"workloads.cgroup_root: {root} is not a cgroup v2 tree (it has no "
                              "cgroup.procs); name the host's cgroup2 mount")

@@ -43,6 +43,10 @@ def test_values_are_parsed_into_typed_objects() -> None:
                                    "idle_timeout": "30s", "labels": ["interface"]}}).flows == \
         FlowsConfig(labels=("interface",), idle_timeout=30.0, address_groups=(AddressGroup(
             "lan", (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))),))
+    assert parse_config({"connections": {"labels": ["direction", "k8s_pod_name"]},
+                         "http": {"labels": ["http_request_method", "http_response_status_code",
+                                             "server_port", "systemd_unit"]},
+                         "workloads": {"keep_gone": "30s"}}).http.labels[-1] == "systemd_unit"
     assert parse_config({"http": {"ports": [80, 8080], "route_label": True,
                                   "events": {"output": "-"}}}).http == HttpConfig(
         ports=(80, 8080), route_label=True, events=HttpEventsConfig(output="-"))
@@ -116,6 +120,11 @@ def test_bad_durations(text: str) -> None:
     ({"otlp": {"temporality": "sometimes"}}, "otlp.temporality", "cumulative, delta"),
     ({"otlp": {"interval": "0ms"}}, "otlp.interval", "above zero"),
     ({"bpf_stats": "on"}, "bpf_stats", "true or false"),
+    ({"http": {"labels": ["http_request_method", "k8s_pod_name"]}}, "http.labels",
+     "http_response_status_code, server_port cannot be left out"),
+    ({"http": {"labels": ["interface"]}}, "http.labels[0]", "k8s_pod_name"),
+    ({"workloads": {"keep_gone": "later"}}, "workloads.keep_gone", "duration"),
+    ({"workloads": {"cgroup": "/x"}}, "workloads.cgroup", "unknown key"),
 ])
 def test_mistakes_name_their_key(raw: object, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -121,6 +121,16 @@ def test_dashboards_cover_what_the_issue_asks() -> None:
         assert words in text["http"], words
     for words in ("map fill", "drops", "collector cycle", "bpf program run time"):
         assert words in text["exporter-health"], words
+    # Who: each concern's dashboard groups by the workload label its variable names.
+    for name in ("tcp-connections", "traffic", "http"):
+        assert "by workload" in text[name], name
+        dashboard = json.loads((ROOT / "grafana" / "dashboards" / f"{name}.json").read_text())
+        workload = next(v for v in dashboard["templating"]["list"] if v["name"] == "workload")
+        assert workload["query"].split(",") == ["k8s_pod_name", "k8s_namespace_name",
+                                                "k8s_container_name", "container_id",
+                                                "systemd_unit"]
+        assert all("sum by ($workload" in t["expr"] for p in panels(dashboard)
+                   if "by workload" in p["title"] for t in p["targets"])
 
 
 def test_grafana_provisioning_points_at_the_dashboards() -> None:

@@ -102,3 +102,6 @@ def test_the_cgroup2_mount_is_found_or_named(tmp_path: Path) -> None:
         cgroup2_root("", mountinfo)
     with pytest.raises(SetupError, match=r"workloads\.cgroup_root: .* is not a cgroup v2 tree"):
         cgroup2_root(str(tmp_path))
+    (tmp_path / "unified").mkdir()
+    (tmp_path / "unified" / "cgroup.procs").touch()
+    assert cgroup2_root(str(tmp_path)) == tmp_path / "unified"  # a hybrid host's
