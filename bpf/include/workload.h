@@ -11,11 +11,11 @@
 // or connection, never per packet.
 //
 // TC programs cannot ask a looked-up socket for its cgroup (bpf_sk_cgroup_id is not theirs),
-// so each socket carries its owner in socket storage, written by workload_skb (cgroup_skb,
-// ingress and egress, on the cgroup v2 root, where bpf_sk_cgroup_id is allowed) at the
-// socket's first packet, and cloned to the sockets a listener accepts. TC sees a packet
-// before the socket it reaches does: until that socket's first packet, a lookup finds no
-// owner, and the caller asks again at the next packets.
+// so each socket carries its owner in socket storage, written by workload_skb (cgroup_skb
+// egress on the cgroup v2 root, where bpf_sk_cgroup_id is allowed) at the first packet the
+// socket sends since the exporter started, and cloned to the sockets a listener accepts
+// (a listener itself sends nothing: its handshakes leave from request sockets). Until then
+// a lookup finds no owner, and the caller asks again at the next packets.
 //
 // The including program declares the storage, its workload_skb (bcc takes programs and
 // rewrites map calls only in the program's own file) and, before including this file:

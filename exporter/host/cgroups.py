@@ -84,19 +84,15 @@ class CgroupLink:
 
 class SocketOwners:
     """A TC program's workload_skb (bpf/include/workload.h), which gives each socket its
-    owner's cgroup, attached to the cgroup v2 root both ways."""
+    owner's cgroup at the first packet it sends, attached to the cgroup v2 root. Egress
+    only: every connected socket sends (TCP acknowledges what it receives), and it halves
+    the runs on a host's own traffic."""
 
     def __init__(self, bpf: Any, root: Path) -> None:
         from bcc import BPF
 
         program = bpf.load_func(b"workload_skb", BPF.CGROUP_SKB)
-        self.links = [CgroupLink(program.fd, root, BPF_CGROUP_INET_INGRESS)]
-        try:
-            self.links.append(CgroupLink(program.fd, root, BPF_CGROUP_INET_EGRESS))
-        except SetupError:
-            self.close()
-            raise
+        self.link = CgroupLink(program.fd, root, BPF_CGROUP_INET_EGRESS)
 
     def close(self) -> None:
-        for link in self.links:
-            link.close()
+        self.link.close()
