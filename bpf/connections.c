@@ -60,6 +60,9 @@ struct conn_val {
     u64 opened;
     u64 closed;
     u64 closes_unseen;  // established, then gone without a CLOSE we saw (see on_birth)
+    u64 retransmits[NRETRANS];
+    u64 resets_sent;
+    u64 resets_received;
     u64 failures[NFAIL];
     u64 duration_sum_ns;
     u64 buckets[NBUCKETS + 1];
@@ -119,6 +122,13 @@ struct close_event {
 BPF_HASH(socks, u64, struct sock_info, MAX_SOCKS);
 BPF_HASH(conn_stats, struct conn_key, struct conn_val, MAX_SERIES);
 BPF_PERCPU_ARRAY(failed_close, struct pair_slot, 1);
+// The socket whose established CLOSE came last on this CPU, with its labels: an abort
+// (SO_LINGER 0) sends its reset right after the CLOSE that made us forget the socket.
+struct closed_slot {
+    u64 sk;
+    struct conn_key key;
+};
+BPF_PERCPU_ARRAY(just_closed, struct closed_slot, 1);
 BPF_PERCPU_ARRAY(early_error, struct pair_slot, 1);
 // Never written: the zeroed value a new series starts from. conn_val grows with the
 // buckets and passes the 512-byte stack at 64 bounds (config.MAX_BUCKETS).
@@ -282,6 +292,33 @@ int workload_ingress(struct __sk_buff *skb)
 }
 #endif
 
+// The labels a connection of `t` (its own tuple: local source) has, as far as its direction
+// and addresses give them; the workload and the process are the caller's to add.
+static __always_inline void fill_key(struct conn_key *key, u8 direction, struct tuple *t,
+                                     u8 family)
+{
+#if LABEL_DIRECTION
+    key->direction = direction;
+#endif
+#if LABEL_SERVER_PORT
+    key->server_port = direction == DIR_OUTBOUND ? t->dport : t->sport;
+#endif
+#if LABEL_PEER
+    key->family = family;
+    if (family == AF_INET) {
+        const u8 mask[4] = PEER_MASK4;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            key->peer[i] = t->daddr[i] & mask[i];
+    } else {
+        const u8 mask[16] = PEER_MASK6;
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            key->peer[i] = t->daddr[i] & mask[i];
+    }
+#endif
+}
+
 static __always_inline void on_birth(u64 sk, u8 direction, struct tuple *t, u8 family)
 {
     // connect() may be retried on a socket whose previous attempt failed.
@@ -299,26 +336,7 @@ static __always_inline void on_birth(u64 sk, u8 direction, struct tuple *t, u8 f
 
     struct sock_info info = {};
     info.start_ns = bpf_ktime_get_ns();
-#if LABEL_DIRECTION
-    info.key.direction = direction;
-#endif
-#if LABEL_SERVER_PORT
-    info.key.server_port = direction == DIR_OUTBOUND ? t->dport : t->sport;
-#endif
-#if LABEL_PEER
-    info.key.family = family;
-    if (family == AF_INET) {
-        const u8 mask[4] = PEER_MASK4;
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            info.key.peer[i] = t->daddr[i] & mask[i];
-    } else {
-        const u8 mask[16] = PEER_MASK6;
-#pragma unroll
-        for (int i = 0; i < 16; i++)
-            info.key.peer[i] = t->daddr[i] & mask[i];
-    }
-#endif
+    fill_key(&info.key, direction, t, family);
 #if LABEL_WORKLOAD
     info.key.cgroup = direction == DIR_OUTBOUND ? bpf_get_current_cgroup_id()
                                                 : handshake_cgroup(t);
@@ -444,6 +462,12 @@ static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, 
         count(counters.lookup(&(int){C_EVENTS_LOST}), 1);
     }
 #endif
+    int first = 0;
+    struct closed_slot *slot = just_closed.lookup(&first);
+    if (slot) {
+        slot->sk = sk;
+        slot->key = info->key;
+    }
     forget(sk);
 }
 
@@ -508,6 +532,32 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     return 0;
 }
 
+// The series a socket's retransmissions and resets count in: its own if we track it (or it
+// closed just before, on this CPU), else the overflow series of no direction, which the
+// sockets older than the exporter share (shown as direction="other").
+static __always_inline struct conn_val *series_of_socket(u64 sk)
+{
+    struct sock_info *info = socks.lookup(&sk);
+    if (info)
+        return series(&info->key);
+    int first = 0;
+    struct closed_slot *slot = just_closed.lookup(&first);
+    if (slot && slot->sk == sk && sk)
+        return series(&slot->key);
+    struct conn_key unknown = {};
+    unknown.overflow = 1;
+    return series(&unknown);
+}
+
+// An inbound connection's series from the listener's side of a tuple (local source), for
+// what happens before a socket of ours exists: a SYN-ACK resent, a reset to a closed port.
+static __always_inline struct conn_val *series_of_listener(struct tuple *t)
+{
+    struct conn_key key = {};
+    fill_key(&key, DIR_INBOUND, t, t->family);
+    return series(&key);
+}
+
 // Tests only: take a refused connect's report from tcp:tcp_receive_reset, which fires
 // before CLOSE on every kernel, instead of sock:inet_sk_error_report, which follows it on
 // this one: the order kernels before 6.10 had for timeouts, driven through the same code.
@@ -515,19 +565,24 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 #define TEST_ERROR_BEFORE_CLOSE 0
 #endif
 
-#if TEST_ERROR_BEFORE_CLOSE
 TRACEPOINT_PROBE(tcp, tcp_receive_reset)
 {
     u64 sk = (u64)args->skaddr;
+    struct conn_val *val = series_of_socket(sk);
+    if (val)
+        __sync_fetch_and_add(&val->resets_received, 1);
+#if TEST_ERROR_BEFORE_CLOSE
     struct sock_info *info = socks.lookup(&sk);
     if (!info)
         return 0;
     struct tuple t = {};
     TUPLE_OF_ARGS(&t);
     on_error_report(info->established ? 104 /* ECONNRESET */ : 111 /* ECONNREFUSED */, &t);
+#endif
     return 0;
 }
-#else
+
+#if !TEST_ERROR_BEFORE_CLOSE
 TRACEPOINT_PROBE(sock, inet_sk_error_report)
 {
     if (args->protocol != IPPROTO_TCP)
@@ -562,5 +617,57 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
             slot->valid = 0;
     }
     forget(sk);
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+{
+    struct conn_val *val = series_of_socket((u64)args->skaddr);
+    u32 kind = args->state == S_SYN_SENT ? RETRANS_SYN : RETRANS_DATA;
+    if (val && kind < NRETRANS)
+        __sync_fetch_and_add(&val->retransmits[kind], 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_retransmit_synack)
+{
+    struct tuple t = {};
+    TUPLE_OF_ARGS(&t);
+    struct conn_val *val = series_of_listener(&t);
+    if (val)
+        __sync_fetch_and_add(&val->retransmits[RETRANS_SYNACK], 1);
+    return 0;
+}
+
+// The reset's own addresses are socket addresses (uapi struct sockaddr_in/_in6: family,
+// port in network order, then the address), the sender's first.
+struct reset_addr {
+    u16 family;
+    u16 port;
+    u32 flowinfo_or_v4;
+    u8 v6[16];
+};
+
+TRACEPOINT_PROBE(tcp, tcp_send_reset)
+{
+    u64 sk = (u64)args->skaddr;
+    struct conn_val *val;
+    if (sk) {
+        val = series_of_socket(sk);
+    } else {
+        // No socket: the reply to a segment for a port nobody listens on (or a stale one).
+        struct reset_addr local = {}, remote = {};
+        bpf_probe_read_kernel(&local, sizeof(local), args->saddr);
+        bpf_probe_read_kernel(&remote, sizeof(remote), args->daddr);
+        struct tuple t = {};
+        u8 v4l[4], v4r[4];
+        __builtin_memcpy(v4l, &local.flowinfo_or_v4, 4);
+        __builtin_memcpy(v4r, &remote.flowinfo_or_v4, 4);
+        fill_tuple(&t, local.family, ntohs(local.port), ntohs(remote.port), v4l, v4r,
+                   local.v6, remote.v6);
+        val = series_of_listener(&t);
+    }
+    if (val)
+        __sync_fetch_and_add(&val->resets_sent, 1);
     return 0;
 }

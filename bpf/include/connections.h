@@ -16,6 +16,13 @@
 #define FAIL_OTHER 3
 #define NFAIL 4
 
+// Kinds of retransmission: indexes into conn_val.retransmits, named after what follows
+// RETRANS_, in lower case (the `type` label).
+#define RETRANS_DATA 0    // a segment of an opened connection (tcp:tcp_retransmit_skb)
+#define RETRANS_SYN 1     // a SYN of a connect() (tcp:tcp_retransmit_skb in SYN_SENT)
+#define RETRANS_SYNACK 2  // a listener's SYN-ACK (tcp:tcp_retransmit_synack)
+#define NRETRANS 3
+
 // Indexes into `counters` (see counters.h): self-metrics the program keeps about itself.
 #define C_SOCKS_TRACKED 0
 #define C_SOCKS_FULL 1

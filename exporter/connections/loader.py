@@ -14,7 +14,13 @@ from exporter.host.cgroups import BPF_CGROUP_INET_INGRESS, CgroupLink
 from exporter.model.addresses import address
 from exporter.model.events import CloseEvent
 from exporter.model.labels import WORKLOAD_LABELS
-from exporter.model.snapshot import FAILURE_REASONS, ConnectionSeries, ConnectionsSnapshot, MapUsage
+from exporter.model.snapshot import (
+    FAILURE_REASONS,
+    RETRANSMIT_TYPES,
+    ConnectionSeries,
+    ConnectionsSnapshot,
+    MapUsage,
+)
 from exporter.workloads.resolver import NOBODY, Workloads
 
 log = logging.getLogger(__name__)
@@ -31,7 +37,10 @@ OVERFLOW = "other"
 
 # What the program attaches to (Linux 4.16+; 5.15+ is required for the last).
 TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_destroy_sock"),
-               ("sock", "inet_sk_error_report"))
+               ("sock", "inet_sk_error_report"), ("tcp", "tcp_retransmit_skb"),
+               ("tcp", "tcp_retransmit_synack"), ("tcp", "tcp_send_reset"),
+               ("tcp", "tcp_receive_reset"))
+
 
 
 def check_tracepoints(exists: Callable[[str, str], bool]) -> None:
@@ -42,6 +51,16 @@ def check_tracepoints(exists: Callable[[str, str], bool]) -> None:
             f"This kernel's tracefs lacks the tracepoint(s) {', '.join(missing)}, which "
             "connection tracking attaches to (Linux 5.15 and newer have them all). Run on a "
             "kernel built with them, and check that tracefs is the running kernel's.")
+
+
+def check_retransmit_types() -> None:
+    """The program's kinds of retransmission (RETRANS_*, indexes into conn_val.retransmits)
+    must be the snapshot's RETRANSMIT_TYPES, in that order."""
+    kinds = tuple(name.lower() for name in contract.names(HEADER, "RETRANS_"))
+    if kinds != RETRANSMIT_TYPES:
+        raise SetupError(f"bpf/include/{HEADER} and exporter/model/snapshot.py disagree on the "
+                         f"retransmission types: RETRANS_* names {kinds}, RETRANSMIT_TYPES "
+                         f"{RETRANSMIT_TYPES}")
 
 
 def check_failure_reasons() -> None:
@@ -61,9 +80,10 @@ def check_layouts(bpf: Any, config: ConnectionsConfig) -> None:
     key, leaf = bpf["conn_stats"].Key, bpf["conn_stats"].Leaf
     contract.check_fields(key, ("direction", "family", "overflow", "server_port", "peer", "comm"),
                           PROGRAM, __name__)
-    contract.check_fields(leaf, ("opened", "closed", "closes_unseen", "duration_sum_ns"),
-                          PROGRAM, __name__)
+    contract.check_fields(leaf, ("opened", "closed", "closes_unseen", "duration_sum_ns",
+                                 "resets_sent", "resets_received"), PROGRAM, __name__)
     contract.check_lengths(leaf, {"failures": len(FAILURE_REASONS),
+                                  "retransmits": len(RETRANSMIT_TYPES),
                                   "buckets": len(config.buckets) + 1}, PROGRAM, __name__)
 
 
@@ -129,6 +149,9 @@ def decode_series(key: Any, value: Any, config: ConnectionsConfig,
         duration_buckets=tuple(int(b) for b in value.buckets),
         duration_sum_ns=int(value.duration_sum_ns),
         closes_unseen=int(value.closes_unseen),
+        retransmits=tuple(int(r) for r in value.retransmits),
+        resets_sent=int(value.resets_sent),
+        resets_received=int(value.resets_received),
     )
 
 
@@ -146,7 +169,10 @@ def merge_series(series: Iterable[ConnectionSeries]) -> tuple[ConnectionSeries, 
             duration_buckets=tuple(map(sum, zip(seen.duration_buckets, s.duration_buckets,
                                                 strict=True))),
             duration_sum_ns=seen.duration_sum_ns + s.duration_sum_ns,
-            closes_unseen=seen.closes_unseen + s.closes_unseen)
+            closes_unseen=seen.closes_unseen + s.closes_unseen,
+            retransmits=tuple(map(sum, zip(seen.retransmits, s.retransmits, strict=True))),
+            resets_sent=seen.resets_sent + s.resets_sent,
+            resets_received=seen.resets_received + s.resets_received)
     return tuple(merged.values())
 
 
@@ -164,6 +190,7 @@ class TcpLifecycle:
         root = kernel.tracefs_root()
         check_tracepoints(lambda c, e: kernel.tracepoint_exists(root, c, e))
         check_failure_reasons()
+        check_retransmit_types()
         self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events,
                                                           workloads is not None))
         check_layouts(self.bpf, config)

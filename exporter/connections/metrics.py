@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from exporter.model.metric import Kind, Metric, Point, Reading, of_part, scalar
-from exporter.model.snapshot import FAILURE_REASONS, ConnectionSeries, ConnectionsSnapshot, Snapshot
+from exporter.model.snapshot import (
+    FAILURE_REASONS,
+    RETRANSMIT_TYPES,
+    ConnectionSeries,
+    ConnectionsSnapshot,
+    Snapshot,
+)
 
 CONNECTION = "{connection}"
 
@@ -22,6 +28,10 @@ def _per_series(value: Callable[[ConnectionSeries], float]) -> Callable[[Snapsho
 _failures = of_part(_part, lambda conns: Reading((*conns.label_names, "reason"), [
     Point((*s.values, reason), count) for s in conns.series
     for reason, count in zip(FAILURE_REASONS, s.failures, strict=True)]))
+
+_retransmits = of_part(_part, lambda conns: Reading((*conns.label_names, "type"), [
+    Point((*s.values, kind), count) for s in conns.series
+    for kind, count in zip(RETRANSMIT_TYPES, s.retransmits, strict=True)]))
 
 _durations = of_part(_part, lambda conns: Reading(conns.label_names, [
     Point(s.values, sum(s.duration_buckets), s.duration_buckets, s.duration_sum_ns / 1e9)
@@ -63,4 +73,21 @@ METRICS = (
            "Connections not tracked because the socket map was full "
            "(raise connections.max_tracked).",
            scalar(_part, lambda c: c.counters["socks_full"])),
+    Metric("ebpf_net_tcp_retransmits_total", "ebpf_net.tcp.retransmits", Kind.COUNTER,
+           "{packet}",
+           "TCP retransmissions the kernel made, by type (data: a segment of an opened "
+           "connection; syn: a connect()'s SYN; synack: a listener's SYN-ACK), one per "
+           "retransmitted packet as tcp:tcp_retransmit_skb reports them: a GSO packet holding "
+           "several segments counts once. Sockets older than the exporter count under "
+           "direction=\"other\".",
+           _retransmits),
+    Metric("ebpf_net_tcp_resets_sent_total", "ebpf_net.tcp.resets.sent", Kind.COUNTER,
+           "{segment}",
+           "TCP resets this host sent: aborts, and replies to segments for no connection "
+           "(counted as inbound, on the port they tried).",
+           _per_series(lambda s: s.resets_sent)),
+    Metric("ebpf_net_tcp_resets_received_total", "ebpf_net.tcp.resets.received", Kind.COUNTER,
+           "{segment}",
+           "TCP resets this host's connections received (a refused connect included).",
+           _per_series(lambda s: s.resets_received)),
 )

@@ -25,6 +25,7 @@ LABELS = {label.name: label for label in (
     Label("network_io_direction", "network.io.direction"),
     Label("protocol", "network.transport"),
     Label("reason", "error.type"),
+    Label("type", "type"),
     Label("role", "role"),
     Label("http_request_method", "http.request.method"),
     Label("http_response_status_code", "http.response.status_code", numeric=True),

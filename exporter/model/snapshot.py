@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 FAILURE_REASONS = ("refused", "timeout", "reset", "other")
+RETRANSMIT_TYPES = ("data", "syn", "synack")
 # What the collector reads, each a `source` of its errors.
 SOURCES = ("tcp_lifecycle", "flows", "http", "bpf_stats")
 
@@ -26,6 +27,9 @@ class ConnectionSeries:
     # Established connections whose close the kernel never reported (skipped runs),
     # learned when a new socket reused the address: gone, but not in `closed`.
     closes_unseen: int = 0
+    retransmits: tuple[int, ...] = (0,) * len(RETRANSMIT_TYPES)  # by RETRANSMIT_TYPES
+    resets_sent: int = 0
+    resets_received: int = 0
 
     @property
     def values(self) -> tuple[str, ...]:

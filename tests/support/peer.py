@@ -221,6 +221,11 @@ def fail(mode: str, host: str, port: int, count: int) -> None:
                 sock.connect_ex((host, port))
                 time.sleep(0.2)
                 outcome = "aborted"
+            elif mode == "linger0":  # established, then closed with a reset (SO_LINGER 0)
+                sock.connect((host, port))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                time.sleep(0.05)
+                outcome = "reset"
             else:
                 if mode == "timeout":
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)

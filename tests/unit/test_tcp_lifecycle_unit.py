@@ -69,7 +69,9 @@ class Key(ctypes.Structure):
 
 class Value(ctypes.Structure):
     _fields_ = [("opened", ctypes.c_uint64), ("closed", ctypes.c_uint64),
-                ("closes_unseen", ctypes.c_uint64), ("failures", ctypes.c_uint64 * 4),
+                ("closes_unseen", ctypes.c_uint64), ("retransmits", ctypes.c_uint64 * 3),
+                ("resets_sent", ctypes.c_uint64), ("resets_received", ctypes.c_uint64),
+                ("failures", ctypes.c_uint64 * 4),
                 ("duration_sum_ns", ctypes.c_uint64),
                 ("buckets", ctypes.c_uint64 * 3)]
 
