@@ -72,10 +72,16 @@ class Prometheus:
 def dashboard_queries() -> list[tuple[str, str]]:
     found = []
     for path in sorted((ROOT / "grafana" / "dashboards").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
+        dashboard = json.loads(path.read_text())
+        # Variables that name a label take their default (the workload label's, say).
+        chosen = {f"${v['name']}": v["current"]["value"] for v in dashboard["templating"]["list"]
+                  if v["type"] == "custom"}
+        for panel in dashboard["panels"]:
             for target in panel["targets"]:
                 expr = (target["expr"].replace("$__rate_interval", "1m")
                         .replace('"$job"', '".*"').replace('"$instance"', '".*"'))
+                for name, label in chosen.items():
+                    expr = expr.replace(name, label)
                 found.append((f"{path.stem}: {panel['title']}", expr))
     return found
 
