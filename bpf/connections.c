@@ -639,6 +639,12 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_synack)
     return 0;
 }
 
+// tcp:tcp_send_reset's `reason` is an enum (Linux 6.10+) that the 6.1 fallback headers
+// lack; it is not read, so a stand-in of its size serves, under a name of its own so that
+// headers which do have it keep theirs.
+#define sk_rst_reason ebpf_net_rst_reason
+enum ebpf_net_rst_reason { EBPF_NET_RST_REASON_ANY };
+
 // The reset's own addresses are socket addresses (uapi struct sockaddr_in/_in6: family,
 // port in network order, then the address), the sender's first.
 struct reset_addr {

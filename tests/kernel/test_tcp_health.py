@@ -4,9 +4,16 @@ writes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
 from tests.support.exporter_process import Exporter
 from tests.support.kernel_counters import kernel_counters
-from tests.support.namespaces import Hosts, require_root
+from tests.support.namespaces import Hosts, in_namespace, ip, require_root
+from tests.support.paths import PEER, PYTHON
 from tests.support.scrapes import Samples, value, wait_for
 
 RETRANSMITS = "ebpf_net_tcp_retransmits_total"
@@ -24,7 +31,7 @@ def test_syn_retransmissions_equal_the_kernels_count(hosts: Hosts, exporter: Exp
     outcome = hosts.run(hosts.client_ns, "fail", "timeout", hosts.silent_v4, "7801", "3")
     assert outcome == {"TimeoutError": 3}
     retransmitted = grew(before, hosts.client_ns, "TcpExtTCPSynRetrans")
-    assert retransmitted == 3
+    assert retransmitted >= 3  # at least one each; the kernel's timer decides how many
 
     def syn(samples: Samples) -> float:
         return value(samples, RETRANSMITS, direction="outbound", server_port="7801", type="syn")
@@ -58,3 +65,74 @@ def test_resets_both_ways_equal_the_kernels_count(hosts: Hosts, exporter: Export
     samples = wait_for(exporter.scrape, lambda s: counted(s) == (refused, refused,
                                                                  aborted, aborted))
     assert value(samples, SENT, direction="inbound", server_port="7803") == 0
+
+
+SENDER, ROUTER, RECEIVER = "ent-h-snd", "ent-h-rtr", "ent-h-rcv"
+
+
+@pytest.fixture
+def lossy_path() -> Iterator[tuple[str, str]]:
+    """A sender and a receiver namespace joined through a router namespace whose link to the
+    receiver is an htb class of 2 Mbit/s over a 5-packet pfifo: losses happen in the
+    network, not on the sender's own qdisc (which TCP would not retransmit for). The sender
+    sends one segment per packet (gso_max_segs 1), so packets and segments agree.
+    Yields (sender's address, receiver's address)."""
+    require_root()
+    for ns in (SENDER, ROUTER, RECEIVER):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        ip("netns", "add", ns)
+    try:
+        ip("-n", SENDER, "link", "add", "snd0", "type", "veth", "peer", "name", "rtr0",
+           "netns", ROUTER)
+        ip("-n", ROUTER, "link", "add", "rtr1", "type", "veth", "peer", "name", "rcv0",
+           "netns", RECEIVER)
+        for ns, dev, address in ((SENDER, "snd0", "10.216.1.1/24"),
+                                 (ROUTER, "rtr0", "10.216.1.2/24"),
+                                 (ROUTER, "rtr1", "10.216.2.2/24"),
+                                 (RECEIVER, "rcv0", "10.216.2.1/24")):
+            ip("-n", ns, "addr", "add", address, "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", SENDER, "route", "add", "default", "via", "10.216.1.2")
+        ip("-n", RECEIVER, "route", "add", "default", "via", "10.216.2.2")
+        subprocess.run([*in_namespace(ROUTER), "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                       check=True)
+        ip("-n", SENDER, "link", "set", "snd0", "gso_max_segs", "1")
+        for args in (("qdisc", "add", "dev", "rtr1", "root", "handle", "1:", "htb",
+                      "default", "1"),
+                     ("class", "add", "dev", "rtr1", "parent", "1:", "classid", "1:1", "htb",
+                      "rate", "2mbit", "burst", "2k"),
+                     ("qdisc", "add", "dev", "rtr1", "parent", "1:1", "pfifo", "limit", "5")):
+            subprocess.run(["tc", "-n", ROUTER, *args], check=True)
+        yield "10.216.1.1", "10.216.2.1"
+    finally:
+        for ns in (SENDER, ROUTER, RECEIVER):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_data_retransmissions_equal_the_senders_count(lossy_path: tuple[str, str],
+                                                      exporter: Exporter) -> None:
+    _, receiver = lossy_path
+    server = subprocess.Popen([*in_namespace(RECEIVER), PYTHON, str(PEER), "serve", "7804"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        assert json.loads(server.stdout.readline()) == {"ready": [7804]}
+        before = kernel_counters(SENDER)
+        out = subprocess.run([*in_namespace(SENDER), PYTHON, str(PEER), "exchange", receiver,
+                              "7804", "400000", "0"], capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+        assert json.loads(out.splitlines()[-1]) == {"sent": 400000, "received": 0}
+        retransmitted = grew(before, SENDER, "TcpRetransSegs")
+        assert retransmitted > 0, "the router dropped nothing: no loss to count"
+
+        def ours(samples: Samples) -> float:
+            return sum(v for (name, labels), v in samples.items() if name == RETRANSMITS
+                       and ("server_port", "7804") in labels)
+
+        samples = wait_for(exporter.scrape, lambda s: ours(s) == retransmitted)
+        assert value(samples, RETRANSMITS, direction="outbound", server_port="7804",
+                     type="data") == retransmitted
+    finally:
+        server.terminate()
+        server.wait(10)
