@@ -13,6 +13,8 @@
 //                                workload_ingress is attached to the cgroup v2 root
 //   PEER_MASK4, PEER_MASK6       byte masks aggregating peer addresses
 //   EMIT_EVENTS                  1 to publish each closed connection (log)
+//   NRTT_BUCKETS, RTT_BUCKET_INDEX(us), RTT_SAMPLE_NS   the RTT histogram and how often a
+//                                long-lived connection's RTT is sampled
 
 #include <linux/socket.h>
 #include <uapi/linux/in.h>
@@ -66,6 +68,8 @@ struct conn_val {
     u64 failures[NFAIL];
     u64 duration_sum_ns;
     u64 buckets[NBUCKETS + 1];
+    u64 rtt_sum_us;
+    u64 rtt_buckets[NRTT_BUCKETS + 1];  // smoothed RTT samples (see on_probe)
 };
 
 struct sock_info {
@@ -74,6 +78,9 @@ struct sock_info {
     u8 established;
     u8 failed;       // closed before ESTABLISHED; counted when destroyed
     u8 pad[2];
+    u32 srtt_us;     // the kernel's smoothed RTT at the last ACK (tcp:tcp_probe), 0 if none
+    u32 pad2;
+    u64 rtt_due_ns;  // when a long-lived connection's next RTT sample is due
     struct conn_key key;
 };
 
@@ -336,6 +343,7 @@ static __always_inline void on_birth(u64 sk, u8 direction, struct tuple *t, u8 f
 
     struct sock_info info = {};
     info.start_ns = bpf_ktime_get_ns();
+    info.rtt_due_ns = info.start_ns + RTT_SAMPLE_NS;
     fill_key(&info.key, direction, t, family);
 #if LABEL_WORKLOAD
     info.key.cgroup = direction == DIR_OUTBOUND ? bpf_get_current_cgroup_id()
@@ -364,6 +372,20 @@ static __always_inline void on_established(struct sock_info *info)
     struct conn_val *val = series(&info->key);
     if (val)
         __sync_fetch_and_add(&val->opened, 1);
+}
+
+// One sample of the connection's smoothed RTT into its series' histogram.
+static __always_inline void add_rtt(struct sock_info *info)
+{
+    if (!info->srtt_us)
+        return;
+    struct conn_val *val = series(&info->key);
+    if (!val)
+        return;
+    u32 b = RTT_BUCKET_INDEX((u64)info->srtt_us);
+    if (b <= NRTT_BUCKETS)
+        __sync_fetch_and_add(&val->rtt_buckets[b], 1);
+    __sync_fetch_and_add(&val->rtt_sum_us, info->srtt_us);
 }
 
 static __always_inline void forget(u64 sk)
@@ -438,6 +460,7 @@ static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, 
     }
 
     u64 duration = bpf_ktime_get_ns() - info->start_ns;
+    add_rtt(info);  // the RTT the connection had at its end
     struct conn_val *val = series(&info->key);
     if (val) {
         __sync_fetch_and_add(&val->closed, 1);
@@ -675,5 +698,22 @@ TRACEPOINT_PROBE(tcp, tcp_send_reset)
     }
     if (val)
         __sync_fetch_and_add(&val->resets_sent, 1);
+    return 0;
+}
+
+// Every ACK an established connection processes (tcp_rcv_established): the kernel's smoothed
+// RTT is kept, and sampled into the histogram at most every RTT_SAMPLE_NS (and at the close).
+TRACEPOINT_PROBE(tcp, tcp_probe)
+{
+    u64 sk = (u64)args->skaddr;
+    struct sock_info *info = socks.lookup(&sk);
+    if (!info || !info->established)
+        return 0;
+    info->srtt_us = args->srtt;
+    u64 now = bpf_ktime_get_ns();
+    if (now < info->rtt_due_ns)
+        return 0;
+    info->rtt_due_ns = now + RTT_SAMPLE_NS;
+    add_rtt(info);
     return 0;
 }

@@ -51,6 +51,11 @@ class ConnectionsConfig:
     peer_prefix_ipv6: int = key(v.whole(0, 128), 64)
     max_tracked: int = key(v.whole(16, 1 << 24), 65536)
     max_series: int = key(v.whole(1, 1 << 20), 4096)
+    # Smoothed-RTT histogram bounds, seconds: from a host's loopback to another continent.
+    rtt_buckets: tuple[float, ...] = key(v.buckets, (0.0001, 0.0005, 0.001, 0.0025, 0.005,
+                                                     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+    # A connection's RTT is taken at its close, and while it lasts at most this often.
+    rtt_sample_interval: float = key(v.duration, 10.0)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ OVERFLOW = "other"
 
 
 # What the program attaches to (Linux 4.16+; 5.15+ is required for the last).
-TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_destroy_sock"),
+TRACEPOINTS = (("sock", "inet_sock_set_state"), ("tcp", "tcp_destroy_sock"), ("tcp", "tcp_probe"),
                ("sock", "inet_sk_error_report"), ("tcp", "tcp_retransmit_skb"),
                ("tcp", "tcp_retransmit_synack"), ("tcp", "tcp_send_reset"),
                ("tcp", "tcp_receive_reset"))
@@ -84,15 +84,18 @@ def check_layouts(bpf: Any, config: ConnectionsConfig) -> None:
                                  "resets_sent", "resets_received"), PROGRAM, __name__)
     contract.check_lengths(leaf, {"failures": len(FAILURE_REASONS),
                                   "retransmits": len(RETRANSMIT_TYPES),
+                                  "rtt_buckets": len(config.rtt_buckets) + 1,
                                   "buckets": len(config.buckets) + 1}, PROGRAM, __name__)
 
 
-def bucket_index_macro(bounds: tuple[float, ...]) -> str:
-    """An unrolled `le` search: the verifier accepts it and it costs a few compares."""
+def bucket_index_macro(bounds: tuple[float, ...], name: str = "BUCKET_INDEX",
+                       per_second: float = 1e9) -> str:
+    """An unrolled `le` search over bounds in seconds, for values in 1/per_second units
+    (ns by default): the verifier accepts it and it costs a few compares."""
     expr = str(len(bounds))
     for i in reversed(range(len(bounds))):
-        expr = f"((d) <= {round(bounds[i] * 1e9)}ULL ? {i} : {expr})"
-    return f"BUCKET_INDEX(d)={expr}"
+        expr = f"((d) <= {round(bounds[i] * per_second)}ULL ? {i} : {expr})"
+    return f"{name}(d)={expr}"
 
 
 def prefix_mask(length: int, size: int) -> str:
@@ -106,6 +109,9 @@ def cflags(config: ConnectionsConfig, emit_events: bool, workload: bool = False)
         f"-DLABEL_WORKLOAD={int(workload)}",
         f"-DNBUCKETS={len(config.buckets)}",
         "-D" + bucket_index_macro(config.buckets),
+        f"-DNRTT_BUCKETS={len(config.rtt_buckets)}",
+        "-D" + bucket_index_macro(config.rtt_buckets, "RTT_BUCKET_INDEX", 1e6),
+        f"-DRTT_SAMPLE_NS={round(config.rtt_sample_interval * 1e9)}ULL",
         f"-DMAX_SOCKS={config.max_tracked}",
         # The overflow series (one per direction) live beside the capped ones.
         f"-DMAX_SERIES={config.max_series + 3}",
@@ -150,6 +156,8 @@ def decode_series(key: Any, value: Any, config: ConnectionsConfig,
         duration_sum_ns=int(value.duration_sum_ns),
         closes_unseen=int(value.closes_unseen),
         retransmits=tuple(int(r) for r in value.retransmits),
+        rtt_buckets=tuple(int(b) for b in value.rtt_buckets),
+        rtt_sum_ns=int(value.rtt_sum_us) * 1000,
         resets_sent=int(value.resets_sent),
         resets_received=int(value.resets_received),
     )
@@ -172,7 +180,9 @@ def merge_series(series: Iterable[ConnectionSeries]) -> tuple[ConnectionSeries, 
             closes_unseen=seen.closes_unseen + s.closes_unseen,
             retransmits=tuple(map(sum, zip(seen.retransmits, s.retransmits, strict=True))),
             resets_sent=seen.resets_sent + s.resets_sent,
-            resets_received=seen.resets_received + s.resets_received)
+            resets_received=seen.resets_received + s.resets_received,
+            rtt_buckets=tuple(map(sum, zip(seen.rtt_buckets, s.rtt_buckets, strict=True))),
+            rtt_sum_ns=seen.rtt_sum_ns + s.rtt_sum_ns)
     return tuple(merged.values())
 
 
@@ -224,6 +234,7 @@ class TcpLifecycle:
         snapshot = ConnectionsSnapshot(
             label_names=self.config.labels,
             bucket_bounds=self.config.buckets,
+            rtt_bounds=self.config.rtt_buckets,
             series=visible,
             counters=counters,
         )

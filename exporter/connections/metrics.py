@@ -33,6 +33,14 @@ _retransmits = of_part(_part, lambda conns: Reading((*conns.label_names, "type")
     Point((*s.values, kind), count) for s in conns.series
     for kind, count in zip(RETRANSMIT_TYPES, s.retransmits, strict=True)]))
 
+def _rtt_buckets(s: ConnectionSeries, bounds: tuple[float, ...]) -> tuple[int, ...]:
+    return s.rtt_buckets or (0,) * (len(bounds) + 1)  # a series made with no RTT samples
+
+
+_rtt = of_part(_part, lambda conns: Reading(conns.label_names, [
+    Point(s.values, sum(s.rtt_buckets), _rtt_buckets(s, conns.rtt_bounds), s.rtt_sum_ns / 1e9)
+    for s in conns.series], conns.rtt_bounds))
+
 _durations = of_part(_part, lambda conns: Reading(conns.label_names, [
     Point(s.values, sum(s.duration_buckets), s.duration_buckets, s.duration_sum_ns / 1e9)
     for s in conns.series], conns.bucket_bounds))
@@ -90,4 +98,9 @@ METRICS = (
            "{segment}",
            "TCP resets this host's connections received (a refused connect included).",
            _per_series(lambda s: s.resets_received)),
+    Metric("ebpf_net_tcp_rtt_seconds", "ebpf_net.tcp.rtt", Kind.HISTOGRAM, "s",
+           "The kernel's smoothed round-trip time of established TCP connections, taken at "
+           "each one's close and, while it lasts, at most every "
+           "connections.rtt_sample_interval; bucketed in the kernel.",
+           _rtt),
 )

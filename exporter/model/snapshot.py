@@ -28,6 +28,10 @@ class ConnectionSeries:
     # learned when a new socket reused the address: gone, but not in `closed`.
     closes_unseen: int = 0
     retransmits: tuple[int, ...] = (0,) * len(RETRANSMIT_TYPES)  # by RETRANSMIT_TYPES
+    # Smoothed RTT samples (at close, and every rtt_sample_interval while open), per bucket
+    # of ConnectionsSnapshot.rtt_bounds, not cumulative; the last is +Inf.
+    rtt_buckets: tuple[int, ...] = ()
+    rtt_sum_ns: int = 0
     resets_sent: int = 0
     resets_received: int = 0
 
@@ -55,6 +59,7 @@ class ConnectionsSnapshot:
     # The program's own counters, by the names of their indexes in bpf/include/connections.h
     # (C_SOCKS_FULL is "socks_full"): see exporter/host/contract.py.
     counters: Mapping[str, int]
+    rtt_bounds: tuple[float, ...] = ()  # the RTT histogram's upper bounds, +Inf left out
 
 
 @dataclass(frozen=True)

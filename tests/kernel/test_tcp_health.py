@@ -5,6 +5,7 @@ writes."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 
@@ -133,6 +134,70 @@ def test_data_retransmissions_equal_the_senders_count(lossy_path: tuple[str, str
         samples = wait_for(exporter.scrape, lambda s: ours(s) == retransmitted)
         assert value(samples, RETRANSMITS, direction="outbound", server_port="7804",
                      type="data") == retransmitted
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+# In a namespace: connect, send, wait until all is acknowledged, print what `ss -ti` says of
+# the connection, then close it.
+RTT_CLIENT = """
+import socket, subprocess, sys, time
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with socket.create_connection((host, port)) as sock:
+    sock.sendall(b"s" * size)
+    time.sleep(1.5)
+    print(subprocess.run(["ss", "-tin", "dst", f"{host}:{port}"], capture_output=True,
+                         text=True, check=True).stdout, flush=True)
+"""
+
+
+def ss_rtt_seconds(ns: str, host: str, port: int, size: int) -> float:
+    out = subprocess.run([*in_namespace(ns), PYTHON, "-c", RTT_CLIENT, host, str(port),
+                          str(size)], capture_output=True, text=True, check=True,
+                         timeout=60).stdout
+    match = re.search(r"\brtt:([\d.]+)/", out)
+    assert match, out
+    return float(match[1]) / 1000
+
+
+def rtt_bucket(samples: Samples, port: str) -> tuple[float, str]:
+    """(samples, the smallest `le` holding them all) of the outbound RTT histogram."""
+    name = "ebpf_net_tcp_rtt_seconds_bucket"
+    bounds = sorted(((dict(labels)["le"], v) for (n, labels), v in samples.items()
+                     if n == name and ("server_port", port) in labels
+                     and ("direction", "outbound") in labels),
+                    key=lambda b: float(b[0]))
+    total = value(samples, "ebpf_net_tcp_rtt_seconds_count", direction="outbound",
+                  server_port=port)
+    return total, next((le for le, v in bounds if v == total), "")
+
+
+def test_rtt_at_close_is_in_the_bucket_of_what_ss_shows(
+        lossy_path: tuple[str, str], hosts: Hosts, exporter: Exporter) -> None:
+    # A plain link, and the router's rate-limited one with a deep queue (no loss, delay).
+    subprocess.run(["tc", "-n", ROUTER, "qdisc", "change", "dev", "rtr1", "parent", "1:1",
+                    "pfifo", "limit", "1000"], check=True)
+    _, receiver = lossy_path
+    hosts.serve(7805)
+    server = subprocess.Popen([*in_namespace(RECEIVER), PYTHON, str(PEER), "serve", "7806"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        assert json.loads(server.stdout.readline()) == {"ready": [7806]}
+        plain = ss_rtt_seconds(hosts.client_ns, hosts.server_v4, 7805, 100_000)
+        shaped = ss_rtt_seconds(SENDER, receiver, 7806, 400_000)
+        assert shaped > 10 * plain  # the queue behind 2 Mbit/s shows
+        for port, rtt in (("7805", plain), ("7806", shaped)):
+            def sampled(samples: Samples, port: str = port) -> bool:
+                return rtt_bucket(samples, port)[0] == 1
+
+            samples = wait_for(exporter.scrape, sampled)
+            le = rtt_bucket(samples, port)[1]
+            bounds = [float(b) for b in ("0.0001 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 "
+                                         "0.1 0.25 0.5 1.0").split()]
+            expected = next((str(b) for b in bounds if rtt <= b), "+Inf")
+            assert le == expected, (port, rtt, le)
     finally:
         server.terminate()
         server.wait(10)

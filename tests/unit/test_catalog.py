@@ -33,7 +33,9 @@ def every_part() -> Snapshot:
                                  opened=5, closed=4, failures=(1, 0, 0, 2),
                                  duration_buckets=(1, 2, 1), duration_sum_ns=2_500_000_000,
                                  closes_unseen=1, retransmits=(3, 1, 0), resets_sent=2,
-                                 resets_received=1),),
+                                 resets_received=1, rtt_buckets=(1, 0, 3),
+                                 rtt_sum_ns=4_000_000),),
+        rtt_bounds=(0.001, 0.01),
         counters={"socks_full": 1, "series_overflow": 2, "events_lost": 3})
     flows = FlowsSnapshot(label_names=("interface", "network_io_direction", "protocol",
                                        "server_port"),

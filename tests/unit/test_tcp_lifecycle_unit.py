@@ -73,7 +73,8 @@ class Value(ctypes.Structure):
                 ("resets_sent", ctypes.c_uint64), ("resets_received", ctypes.c_uint64),
                 ("failures", ctypes.c_uint64 * 4),
                 ("duration_sum_ns", ctypes.c_uint64),
-                ("buckets", ctypes.c_uint64 * 3)]
+                ("buckets", ctypes.c_uint64 * 3), ("rtt_sum_us", ctypes.c_uint64),
+                ("rtt_buckets", ctypes.c_uint64 * 13)]
 
 
 def test_decode_series_renders_labels() -> None:
@@ -90,7 +91,7 @@ def test_decode_series_renders_labels() -> None:
         labels=(("direction", "outbound"), ("server_port", "443"),
                 ("peer_address", "10.1.0.0/16"), ("process", "curl")),
         opened=5, closed=3, failures=(2, 0, 0, 0), duration_buckets=(2, 0, 1),
-        duration_sum_ns=1_500_000)
+        duration_sum_ns=1_500_000, rtt_buckets=(0,) * 13)
     assert series.active == 2
 
 
@@ -125,7 +126,7 @@ def test_unseen_closes_leave_active_and_are_counted_apart_from_closed() -> None:
     assert series is not None
     assert (series.closed, series.closes_unseen, series.active) == (6, 3, 1)
     snap = ConnectionsSnapshot(label_names=("direction",), bucket_bounds=(1.0, 2.0),
-                               series=(series,),
+                               series=(series,), rtt_bounds=config.rtt_buckets,
                                counters={"socks_full": 0, "series_overflow": 0, "events_lost": 0})
     families = {f.name: f for f in connection_metrics(snap)}
     assert families["ebpf_net_exporter_tcp_unseen_closes"].samples[0].value == 3
