@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from exporter.config.schema import ConnectionsConfig
+from exporter.connections.netstat import ListenOverflows
+from exporter.connections.series import (
+    AF_INET6,
+    DIRECTIONS,
+    HEADER,
+    decode_series,
+    merge_series,
+)
 from exporter.errors import SetupError
 from exporter.host import bpfstats, contract, kernel
 from exporter.host.cgroups import BPF_CGROUP_INET_INGRESS, CgroupLink
@@ -17,22 +25,16 @@ from exporter.model.labels import WORKLOAD_LABELS
 from exporter.model.snapshot import (
     FAILURE_REASONS,
     RETRANSMIT_TYPES,
-    ConnectionSeries,
     ConnectionsSnapshot,
     MapUsage,
 )
-from exporter.workloads.resolver import NOBODY, Workloads
+from exporter.workloads.resolver import Workloads
 
 log = logging.getLogger(__name__)
 
 PROGRAM = "connections.c"
-HEADER = "connections.h"  # what the program and this loader share (see exporter/host/contract.py)
-DIRECTIONS = {code: name.lower()
-              for code, name in enumerate(contract.names(HEADER, "DIR_", first=1), start=1)}
-AF_INET, AF_INET6 = 2, 10
 # Indexes of the program's `counters` array.
 COUNTERS = "C_"  # the prefix of their names in the header
-OVERFLOW = "other"
 
 
 # What the program attaches to (Linux 4.16+; 5.15+ is required for the last).
@@ -125,67 +127,6 @@ def cflags(config: ConnectionsConfig, emit_events: bool, workload: bool = False)
     ]
 
 
-def decode_series(key: Any, value: Any, config: ConnectionsConfig,
-                  workloads: Workloads | None = None) -> ConnectionSeries | None:
-    """One conn_stats entry as labels and counts; None for an unused overflow series."""
-    overflow = bool(key.overflow)
-    if overflow and value.opened == 0 and not any(value.failures):
-        return None  # the reserved overflow series stay hidden until used
-    labels: list[tuple[str, str]] = []
-    for name in config.labels:
-        if name == "direction":
-            text = DIRECTIONS.get(key.direction, OVERFLOW)
-        elif overflow:
-            text = OVERFLOW
-        elif name == "server_port":
-            text = str(key.server_port)
-        elif name == "peer_address":
-            prefix = config.peer_prefix_ipv4 if key.family == AF_INET else config.peer_prefix_ipv6
-            text = f"{address(bytes(key.peer), key.family == AF_INET6)}/{prefix}"
-        elif name in WORKLOAD_LABELS:
-            text = (workloads.name(key.cgroup) if workloads else NOBODY).label(name)
-        else:
-            text = bytes(key.comm).split(b"\0", 1)[0].decode("utf-8", "replace")
-        labels.append((name, text))
-    return ConnectionSeries(
-        labels=tuple(labels),
-        opened=int(value.opened),
-        closed=int(value.closed),
-        failures=tuple(int(f) for f in value.failures),
-        duration_buckets=tuple(int(b) for b in value.buckets),
-        duration_sum_ns=int(value.duration_sum_ns),
-        closes_unseen=int(value.closes_unseen),
-        retransmits=tuple(int(r) for r in value.retransmits),
-        rtt_buckets=tuple(int(b) for b in value.rtt_buckets),
-        rtt_sum_ns=int(value.rtt_sum_us) * 1000,
-        resets_sent=int(value.resets_sent),
-        resets_received=int(value.resets_received),
-    )
-
-
-def merge_series(series: Iterable[ConnectionSeries]) -> tuple[ConnectionSeries, ...]:
-    """Series of equal labels as one: kernel entries that differ only in what no label
-    shows (two cgroups of one pod, when only the pod is a label)."""
-    merged: dict[tuple[tuple[str, str], ...], ConnectionSeries] = {}
-    for s in series:
-        if (seen := merged.get(s.labels)) is None:
-            merged[s.labels] = s
-            continue
-        merged[s.labels] = ConnectionSeries(
-            labels=s.labels, opened=seen.opened + s.opened, closed=seen.closed + s.closed,
-            failures=tuple(map(sum, zip(seen.failures, s.failures, strict=True))),
-            duration_buckets=tuple(map(sum, zip(seen.duration_buckets, s.duration_buckets,
-                                                strict=True))),
-            duration_sum_ns=seen.duration_sum_ns + s.duration_sum_ns,
-            closes_unseen=seen.closes_unseen + s.closes_unseen,
-            retransmits=tuple(map(sum, zip(seen.retransmits, s.retransmits, strict=True))),
-            resets_sent=seen.resets_sent + s.resets_sent,
-            resets_received=seen.resets_received + s.resets_received,
-            rtt_buckets=tuple(map(sum, zip(seen.rtt_buckets, s.rtt_buckets, strict=True))),
-            rtt_sum_ns=seen.rtt_sum_ns + s.rtt_sum_ns)
-    return tuple(merged.values())
-
-
 class TcpLifecycle:
     """The connection lifecycle program, attached for as long as this object lives."""
 
@@ -214,6 +155,8 @@ class TcpLifecycle:
         log.info("tcp lifecycle attached")
         self._stats = self.bpf["conn_stats"]
         self._counters = self.bpf["counters"]
+        self._who = tuple(n for n in config.labels if n in WORKLOAD_LABELS)
+        self._overflows = ListenOverflows(self._overflow_labels)
         self._insert_overflow_series()
 
     def _insert_overflow_series(self) -> None:
@@ -235,6 +178,8 @@ class TcpLifecycle:
             label_names=self.config.labels,
             bucket_bounds=self.config.buckets,
             rtt_bounds=self.config.rtt_buckets,
+            listen_overflow_labels=self._who,
+            listen_overflows=tuple(sorted(self._overflows.read().items())),
             series=visible,
             counters=counters,
         )
@@ -244,6 +189,12 @@ class TcpLifecycle:
             MapUsage("tcp_connection_series", len(series) - 3, self.config.max_series),
         ]
         return snapshot, maps
+
+    def _overflow_labels(self, path: str) -> tuple[str, ...]:
+        if not self._who or self.workloads is None:
+            return ()
+        workload = self.workloads.name_path(path)
+        return tuple(workload.label(name) for name in self._who)
 
     def _drop_gone(self, entries: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
         """The series of workloads gone for keep_gone go, as a vanished interface's do."""

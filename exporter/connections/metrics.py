@@ -41,6 +41,11 @@ _rtt = of_part(_part, lambda conns: Reading(conns.label_names, [
     Point(s.values, sum(s.rtt_buckets), _rtt_buckets(s, conns.rtt_bounds), s.rtt_sum_ns / 1e9)
     for s in conns.series], conns.rtt_bounds))
 
+def _listen_overflows(conns: ConnectionsSnapshot) -> Reading:
+    counts = conns.listen_overflows or ((("",) * len(conns.listen_overflow_labels), 0),)
+    return Reading(conns.listen_overflow_labels, [Point(labels, n) for labels, n in counts])
+
+
 _durations = of_part(_part, lambda conns: Reading(conns.label_names, [
     Point(s.values, sum(s.duration_buckets), s.duration_buckets, s.duration_sum_ns / 1e9)
     for s in conns.series], conns.bucket_bounds))
@@ -103,4 +108,10 @@ METRICS = (
            "each one's close and, while it lasts, at most every "
            "connections.rtt_sample_interval; bucketed in the kernel.",
            _rtt),
+    Metric("ebpf_net_tcp_listen_overflows_total", "ebpf_net.tcp.listen.overflows",
+           Kind.COUNTER, CONNECTION,
+           "Connections dropped because a listener's accept queue was full, since the "
+           "exporter started: the kernel's own count (TcpExt ListenOverflows) of each network "
+           "namespace, as no tracepoint fires for these drops.",
+           of_part(_part, _listen_overflows)),
 )

@@ -60,6 +60,10 @@ class ConnectionsSnapshot:
     # (C_SOCKS_FULL is "socks_full"): see exporter/host/contract.py.
     counters: Mapping[str, int]
     rtt_bounds: tuple[float, ...] = ()  # the RTT histogram's upper bounds, +Inf left out
+    # Listen-queue overflows since start (the kernel's count, per network namespace), by
+    # the values of listen_overflow_labels (the workload labels asked for, if any).
+    listen_overflow_labels: tuple[str, ...] = ()
+    listen_overflows: tuple[tuple[tuple[str, ...], int], ...] = ()
 
 
 @dataclass(frozen=True)

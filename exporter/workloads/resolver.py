@@ -99,6 +99,10 @@ class Workloads:
             k8s_container_name=kubelet.containers.get(parsed.container_id, "") if pod else "",
         )
 
+    def name_path(self, path: str) -> Workload:
+        """The workload of a cgroup by its path (as /proc/<pid>/cgroup gives it)."""
+        return self._workload(path, read_kubelet_files(self.pod_logs, self.container_logs))
+
     def name(self, cgroup: int) -> Workload:
         """The workload of a cgroup id; NOBODY for 0 (none known) and for ids the tree does
         not hold (any more)."""

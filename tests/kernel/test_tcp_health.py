@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.cgroups import Cgroup
 from tests.support.exporter_process import Exporter
 from tests.support.kernel_counters import kernel_counters
-from tests.support.namespaces import Hosts, in_namespace, ip, require_root
+from tests.support.namespaces import Hosts, in_namespace, ip, make_host_link, require_root
 from tests.support.paths import PEER, PYTHON
 from tests.support.scrapes import Samples, value, wait_for
 
@@ -132,8 +133,9 @@ def test_data_retransmissions_equal_the_senders_count(lossy_path: tuple[str, str
                        and ("server_port", "7804") in labels)
 
         samples = wait_for(exporter.scrape, lambda s: ours(s) == retransmitted)
-        assert value(samples, RETRANSMITS, direction="outbound", server_port="7804",
-                     type="data") == retransmitted
+        # Data, and the SYN's if the router dropped it.
+        assert sum(value(samples, RETRANSMITS, direction="outbound", server_port="7804",
+                         type=kind) for kind in ("data", "syn")) == retransmitted
     finally:
         server.terminate()
         server.wait(10)
@@ -201,3 +203,56 @@ def test_rtt_at_close_is_in_the_bucket_of_what_ss_shows(
     finally:
         server.terminate()
         server.wait(10)
+
+
+BACKLOG_SERVER = """
+import socket, sys, time
+listener = socket.socket()
+listener.bind(("0.0.0.0", int(sys.argv[1])))
+listener.listen(1)  # and never accepts
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+CLIENTS = """
+import socket, sys, time
+socks = []
+for _ in range(int(sys.argv[3])):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((sys.argv[1], int(sys.argv[2])))
+    socks.append(s)
+time.sleep(3)
+"""
+
+
+def test_listen_overflows_equal_the_namespaces_count() -> None:
+    require_root()
+    unit = Cgroup("system.slice/e2e-backlog.service")
+    exporter = Exporter({"connections": {"labels": ["direction", "server_port",
+                                                    "systemd_unit"]}})
+    links = make_host_link("lo", 150)  # a namespace born after the exporter: all its count
+    link = next(links)
+    server = subprocess.Popen([*unit.prefix(), *in_namespace(link.server_ns), PYTHON, "-c",
+                               BACKLOG_SERVER, "7807"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        subprocess.run([PYTHON, "-c", CLIENTS, link.server_v4, "7807", "20"], check=True,
+                       timeout=60)
+        overflows = kernel_counters(link.server_ns)["TcpExtListenOverflows"]
+        assert overflows > 0
+
+        def ours(samples: Samples) -> float:
+            return value(samples, "ebpf_net_tcp_listen_overflows_total",
+                         systemd_unit="e2e-backlog.service")
+
+        # The namespace is found at the exporter's next walk of /proc (every 30 s at most).
+        samples = wait_for(exporter.scrape, lambda s: ours(s) == kernel_counters(
+            link.server_ns)["TcpExtListenOverflows"], timeout=45)
+        assert ours(samples) >= overflows
+    finally:
+        server.kill()
+        server.wait(10)
+        assert exporter.stop() == 0, exporter.log()
+        links.close()
+        unit.remove()

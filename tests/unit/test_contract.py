@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.connections.loader import DIRECTIONS, check_failure_reasons
+from exporter.connections.loader import check_failure_reasons
+from exporter.connections.series import DIRECTIONS
 from exporter.errors import SetupError
 from exporter.flows.table import DIRECTIONS as FLOW_DIRECTIONS
 from exporter.flows.table import HEAD4, HEAD6, KEY4, KEY6, VALUE, check_layouts

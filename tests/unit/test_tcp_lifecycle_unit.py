@@ -9,13 +9,8 @@ from pathlib import Path
 from prometheus_client.core import Metric
 
 from exporter.config.schema import ConnectionsConfig
-from exporter.connections.loader import (
-    bucket_index_macro,
-    cflags,
-    decode_series,
-    merge_series,
-    prefix_mask,
-)
+from exporter.connections.loader import bucket_index_macro, cflags, prefix_mask
+from exporter.connections.series import decode_series, merge_series
 from exporter.model.snapshot import ConnectionSeries, ConnectionsSnapshot, Snapshot
 from exporter.sinks.prometheus import SnapshotCollector
 from exporter.workloads.resolver import NOBODY, Workload

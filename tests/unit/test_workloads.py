@@ -105,3 +105,28 @@ def test_the_cgroup2_mount_is_found_or_named(tmp_path: Path) -> None:
     (tmp_path / "unified").mkdir()
     (tmp_path / "unified" / "cgroup.procs").touch()
     assert cgroup2_root(str(tmp_path)) == tmp_path / "unified"  # a hybrid host's
+
+
+def test_listen_overflows_grow_per_namespace_and_never_go_back(tmp_path: Path) -> None:
+    from exporter.connections.netstat import ListenOverflows, listen_overflows
+
+    def process(pid: str, cgroup: str, overflows: int) -> None:
+        (tmp_path / pid / "net").mkdir(parents=True, exist_ok=True)
+        (tmp_path / pid / "net" / "netstat").write_text(
+            "TcpExt: SyncookiesSent ListenOverflows\n"
+            f"TcpExt: 0 {overflows}\nIpExt: InNoRoutes\nIpExt: 0\n")
+        (tmp_path / pid / "cgroup").write_text(f"1:cpu:/\n0::/{cgroup}\n")
+
+    assert listen_overflows("TcpExt: A ListenOverflows\nTcpExt: 1 7\n") == 7
+    process("1", "", 5)  # namespaces are told by their netstat file's inode: one each here
+    process("20", "system.slice/web.service", 2)
+    now = [0.0]
+    counts = ListenOverflows(lambda path: (path,), tmp_path, clock=lambda: now[0])
+    assert counts.read() == {("",): 0, ("system.slice/web.service",): 0}  # history: not ours
+    process("20", "system.slice/web.service", 6)
+    assert counts.read()[("system.slice/web.service",)] == 4
+    process("30", "kubepods/pod1", 3)  # born later: all of its count, once walked again
+    now[0] = 31.0
+    assert counts.read()[("kubepods/pod1",)] == 3
+    (tmp_path / "30" / "net" / "netstat").unlink()  # its process ended: the count stays
+    assert counts.read()[("kubepods/pod1",)] == 3
