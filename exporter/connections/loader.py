@@ -156,7 +156,7 @@ class TcpLifecycle:
         self._stats = self.bpf["conn_stats"]
         self._counters = self.bpf["counters"]
         self._who = tuple(n for n in config.labels if n in WORKLOAD_LABELS)
-        self._overflows = ListenOverflows(self._overflow_labels)
+        self._overflows = ListenOverflows(self._overflow_labels, keep_gone=keep_gone)
         self._insert_overflow_series()
 
     def _insert_overflow_series(self) -> None:

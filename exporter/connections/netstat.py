@@ -45,8 +45,14 @@ class ListenOverflows:
     gives its process's cgroup path (() when no workload label is asked for)."""
 
     def __init__(self, labels_of: Callable[[str], tuple[str, ...]] = lambda _path: (),
-                 proc: Path = PROC, clock: Callable[[], float] = time.monotonic) -> None:
+                 proc: Path = PROC, clock: Callable[[], float] = time.monotonic,
+                 keep_gone: float = 300.0) -> None:
+        """A namespace of a workload whose processes are gone loses its series after
+        `keep_gone`, as the workload's other series do; one of no workload (empty labels,
+        or none asked for) keeps its growth in its series, which must not go backwards."""
         self.labels_of, self.proc, self.clock = labels_of, proc, clock
+        self.keep_gone = keep_gone
+        self._gone: dict[int, float] = {}  # namespace -> when its last process was missed
         self._pids: dict[int, str] = {}  # namespace -> a process in it
         self._base: dict[int, int] = {}  # namespace -> its count when first seen
         self._last: dict[int, tuple[tuple[str, ...], int]] = {}  # namespace -> labels, growth
@@ -75,11 +81,20 @@ class ListenOverflows:
                 labels = self.labels_of(cgroup_path(pid, self.proc))
             except OSError:
                 del self._pids[netns]  # the process ended: the next walk finds another
+                self._gone.setdefault(netns, self.clock())
                 self._scanned = float("-inf")
                 continue
+            self._gone.pop(netns, None)
             base = self._base.setdefault(netns, count if self._first else 0)
             self._last[netns] = (labels, count - base)
         self._first = False
+        now = self.clock()
+        for netns, since in list(self._gone.items()):
+            if netns in self._pids:
+                del self._gone[netns]  # another process of it was found
+            elif now - since >= self.keep_gone and any(self._last.get(netns, ((), 0))[0]):
+                del self._gone[netns]
+                self._last.pop(netns, None)
         totals: dict[tuple[str, ...], int] = {}
         for labels, grown in self._last.values():
             totals[labels] = totals.get(labels, 0) + grown

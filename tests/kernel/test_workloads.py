@@ -103,9 +103,11 @@ def test_pods_of_both_drivers_on_one_port_told_apart_and_gone_after_a_while(
             # web-b goes: its series go after keep_gone, web-a's stay.
             servers[1][1].stop()
             cgroups[1].remove()
-            samples = wait_for(exporter.scrape, lambda s: pod(s, OPENED, "inbound",
-                                                               "web-b") == 0)
-            assert not any(("k8s_pod_name", "web-b") in labels for _, labels in samples)
+            def web_b(samples: Samples) -> list[str]:
+                return [name for name, labels in samples if ("k8s_pod_name", "web-b") in labels]
+
+            samples = wait_for(exporter.scrape, lambda s: not web_b(s))
+            assert web_b(samples) == []
             assert pod(samples, OPENED, "inbound", "web-a") == 3
         finally:
             assert exporter.stop() == 0, exporter.log()

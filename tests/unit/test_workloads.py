@@ -128,5 +128,14 @@ def test_listen_overflows_grow_per_namespace_and_never_go_back(tmp_path: Path) -
     process("30", "kubepods/pod1", 3)  # born later: all of its count, once walked again
     now[0] = 31.0
     assert counts.read()[("kubepods/pod1",)] == 3
-    (tmp_path / "30" / "net" / "netstat").unlink()  # its process ended: the count stays
+    (tmp_path / "30" / "net" / "netstat").unlink()  # its process ended: the count stays...
     assert counts.read()[("kubepods/pod1",)] == 3
+    now[0] = 400.0  # ...until the workload has been gone for keep_gone (300 s)
+    assert ("kubepods/pod1",) not in counts.read()
+    process("1", "", 9)
+    assert counts.read()[("",)] == 4
+    (tmp_path / "1" / "net" / "netstat").unlink()  # no workload: its growth stays
+    now[0] = 800.0
+    assert counts.read()[("",)] == 4
+    now[0] = 1200.0
+    assert counts.read()[("",)] == 4
