@@ -25,7 +25,7 @@ def test_promtool_checks_the_rules_and_passes_their_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", "rules.yml"], cwd=RULES,
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 12 rules found" in check.stdout
+    assert "SUCCESS: 14 rules found" in check.stdout
     test = subprocess.run(["promtool", "test", "rules", "rules_test.yml"], cwd=RULES,
                           capture_output=True, text=True)
     assert test.returncode == 0, test.stdout + test.stderr
@@ -110,7 +110,7 @@ def test_dashboard_is_well_formed(path: Path) -> None:
 def test_dashboards_cover_what_the_issue_asks() -> None:
     titles = {path.stem: [p["title"] for p in panels(json.loads(path.read_text()))]
               for path in DASHBOARDS}
-    assert set(titles) == {"tcp-connections", "traffic", "http", "exporter-health"}
+    assert set(titles) == {"tcp-connections", "traffic", "http", "exporter-health", "tcp-health"}
     text = {k: " ".join(v).lower() for k, v in titles.items()}
     for words in ("opened and closed", "active", "duration", "percentiles", "failures by reason"):
         assert words in text["tcp-connections"], words
@@ -121,6 +121,9 @@ def test_dashboards_cover_what_the_issue_asks() -> None:
         assert words in text["http"], words
     for words in ("map fill", "drops", "collector cycle", "bpf program run time"):
         assert words in text["exporter-health"], words
+    for words in ("retransmit ratio by server port", "resets", "rtt", "rtt percentiles",
+                  "listen queue overflows"):
+        assert words in text["tcp-health"], words
     # Who: each concern's dashboard groups by the workload label its variable names.
     for name in ("tcp-connections", "traffic", "http"):
         assert "by workload" in text[name], name
