@@ -4,6 +4,7 @@ without and with the exporter."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -11,14 +12,14 @@ import statistics
 import struct
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exporter.host.bpfmaps import NR_BPF
 from tests.support.exporter_process import Exporter
-from tests.support.namespaces import Hosts
+from tests.support.namespaces import Hosts, in_namespace, make_host_link
 
 # The traffic classifier; HTTP parsing runs inside its runs, by tail call.
 CLASSIFIERS = ("flows_ingress", "flows_egress")
@@ -151,6 +152,35 @@ def reference_cost(link: Hosts, load: Callable[[], object], name: str) -> float:
         filters.detach(index)
         filters.close()
         bpf.cleanup()
+
+
+# iperf3's packet-rate load: 64-byte UDP datagrams, as fast as they go.
+SMALL_UDP = ("-u", "-b", "0", "-l", "64")
+
+
+def iperf(link: Hosts, seconds: int, *options: str) -> float:
+    """Bytes per second the server received."""
+    out = subprocess.run(["iperf3", "-c", link.server_v4, "-t", str(seconds), "-J", *options],
+                         capture_output=True, text=True, check=True).stdout
+    end = json.loads(out)["end"]
+    summary = end["sum"] if "sum" in end and options else end["sum_received"]
+    return float(summary["bits_per_second"]) / 8
+
+
+@contextlib.contextmanager
+def iperf_link(tag: str, subnet: int) -> Iterator[Hosts]:
+    """This host and a namespace joined by a veth pair, an iperf3 server in the namespace."""
+    links = make_host_link(tag, subnet)
+    link = next(links)
+    server = subprocess.Popen([*in_namespace(link.server_ns), "iperf3", "-s"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        yield link
+    finally:
+        server.terminate()
+        server.wait()
+        links.close()
 
 
 def paired_ratios(rounds: int, without: Callable[[], float],

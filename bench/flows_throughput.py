@@ -15,72 +15,54 @@ carry). Both are shown next to reference classifiers under the same load.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    SMALL_UDP,
     compare_with_exporter,
     enable_bpf_stats,
     exporter_cost,
+    iperf,
+    iperf_link,
     print_comparison,
     reference_cost,
     rounds_arguments,
 )
-from tests.support.namespaces import Hosts, in_namespace, make_host_link
 
-SMALL_UDP = ("-u", "-b", "0", "-l", "64")
 SMALL_RUNS = 10
-
-
-def iperf(link: Hosts, seconds: int, *options: str) -> float:
-    """Bytes per second the server received."""
-    out = subprocess.run(["iperf3", "-c", link.server_v4, "-t", str(seconds), "-J", *options],
-                         capture_output=True, text=True, check=True).stdout
-    end = json.loads(out)["end"]
-    summary = end["sum"] if "sum" in end and options else end["sum_received"]
-    return float(summary["bits_per_second"]) / 8
 
 
 def main() -> None:
     args = rounds_arguments()
     restore_stats = enable_bpf_stats()
-    links = make_host_link("b1", 61)
-    link = next(links)
-    server = subprocess.Popen([*in_namespace(link.server_ns), "iperf3", "-s"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1)
-        bulk = compare_with_exporter(link.interface, args.rounds, args.seconds,
-                                     lambda: iperf(link, args.seconds))
-        bulk_flows_only = exporter_cost(link.interface, lambda: iperf(link, args.seconds),
-                                        http=False)
-        bulk_empty = reference_cost(link, lambda: iperf(link, args.seconds), "empty_cls")
-        bulk_lru = reference_cost(link, lambda: iperf(link, args.seconds), "lru_counter")
-        bulk_tuple = reference_cost(link, lambda: iperf(link, args.seconds), "tuple_counter")
-        # Short runs vary by +-10 ns here: the packet-rate figures are medians of several.
-        small: list[float] = []
-        small_empty: list[float] = []
-        small_lru: list[float] = []
-        small_tuple: list[float] = []
-        for _ in range(SMALL_RUNS):
-            small.append(exporter_cost(link.interface,
-                                       lambda: iperf(link, args.seconds, *SMALL_UDP)))
-            small_empty.append(reference_cost(
-                link, lambda: iperf(link, args.seconds, *SMALL_UDP), "empty_cls"))
-            small_lru.append(reference_cost(
-                link, lambda: iperf(link, args.seconds, *SMALL_UDP), "lru_counter"))
-            small_tuple.append(reference_cost(
-                link, lambda: iperf(link, args.seconds, *SMALL_UDP), "tuple_counter"))
+        with iperf_link("b1", 61) as link:
+            bulk = compare_with_exporter(link.interface, args.rounds, args.seconds,
+                                         lambda: iperf(link, args.seconds))
+            bulk_flows_only = exporter_cost(link.interface, lambda: iperf(link, args.seconds),
+                                            http=False)
+            bulk_empty = reference_cost(link, lambda: iperf(link, args.seconds), "empty_cls")
+            bulk_lru = reference_cost(link, lambda: iperf(link, args.seconds), "lru_counter")
+            bulk_tuple = reference_cost(link, lambda: iperf(link, args.seconds), "tuple_counter")
+            # Short runs vary by +-10 ns here: the packet-rate figures are medians of several.
+            small: list[float] = []
+            small_empty: list[float] = []
+            small_lru: list[float] = []
+            small_tuple: list[float] = []
+            for _ in range(SMALL_RUNS):
+                small.append(exporter_cost(link.interface,
+                                           lambda: iperf(link, args.seconds, *SMALL_UDP)))
+                small_empty.append(reference_cost(
+                    link, lambda: iperf(link, args.seconds, *SMALL_UDP), "empty_cls"))
+                small_lru.append(reference_cost(
+                    link, lambda: iperf(link, args.seconds, *SMALL_UDP), "lru_counter"))
+                small_tuple.append(reference_cost(
+                    link, lambda: iperf(link, args.seconds, *SMALL_UDP), "tuple_counter"))
     finally:
-        server.terminate()
-        server.wait()
-        links.close()
         restore_stats()
     print(f"iperf3 (TCP) over veth, {args.rounds} rounds of {args.seconds} s (order alternating):")
     print_comparison(bulk, lambda bytes_per_s: f"{bytes_per_s * 8 / 1e9:.2f}", "Gbit/s", "GB",

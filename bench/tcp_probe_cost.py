@@ -12,17 +12,14 @@ ACKs per second, and what that adds up to per second of load.
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import rounds_arguments
-from bench.workload_cost import iperf
+from bench.common import iperf, iperf_link, paired_ratios, rounds_arguments
 from tests.support.exporter_process import Exporter
-from tests.support.namespaces import in_namespace, make_host_link
 from tests.support.scrapes import Samples, value
 
 PROBE = {"program": "tcp:tcp_probe"}
@@ -35,37 +32,27 @@ def probe_totals(samples: Samples) -> tuple[float, float]:
 
 def main() -> None:
     args = rounds_arguments()
-    links = make_host_link("b5", 65)
-    link = next(links)
-    server = subprocess.Popen([*in_namespace(link.server_ns), "iperf3", "-s"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    without: list[float] = []
-    with_: list[float] = []
     per_run: list[float] = []
     per_second: list[float] = []
-    try:
-        time.sleep(1)
-        for r in range(args.rounds):
-            for on in ((False, True) if r % 2 == 0 else (True, False)):
-                if not on:
-                    without.append(iperf(link, args.seconds))
-                    continue
-                exporter = Exporter({"bpf_stats": True, "interval": "1s"})
-                try:
-                    time.sleep(2)
-                    spent, runs = probe_totals(exporter.scrape())
-                    with_.append(iperf(link, args.seconds))
-                    time.sleep(1.5)  # a collector cycle after the load
-                    spent2, runs2 = probe_totals(exporter.scrape())
-                finally:
-                    exporter.stop()
-                per_run.append((spent2 - spent) / max(runs2 - runs, 1) * 1e9)
-                per_second.append((runs2 - runs) / args.seconds)
-    finally:
-        server.terminate()
-        server.wait()
-        links.close()
-    ratios = sorted(b / a for a, b in zip(without, with_, strict=True))
+    with iperf_link("b5", 65) as link:
+
+        def with_exporter() -> float:
+            exporter = Exporter({"bpf_stats": True, "interval": "1s"})
+            try:
+                time.sleep(2)
+                spent, runs = probe_totals(exporter.scrape())
+                rate = iperf(link, args.seconds)
+                time.sleep(1.5)  # a collector cycle after the load
+                spent2, runs2 = probe_totals(exporter.scrape())
+            finally:
+                exporter.stop()
+            per_run.append((spent2 - spent) / max(runs2 - runs, 1) * 1e9)
+            per_second.append((runs2 - runs) / args.seconds)
+            return rate
+
+        without, with_, ratios = paired_ratios(args.rounds, lambda: iperf(link, args.seconds),
+                                               with_exporter)
+    ratios.sort()
     print(f"iperf3 bulk TCP over veth, {args.rounds} rounds of {args.seconds} s (order alternating):")
     print(f"  without exporter: {statistics.median(without) * 8 / 1e9:.2f} Gbit/s; with: "
           f"{statistics.median(with_) * 8 / 1e9:.2f} Gbit/s; per round with/without: median "

@@ -13,9 +13,7 @@ handshakes), all from the kernel's BPF statistics. Two loads: bulk TCP and 64-by
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,14 +22,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import CLASSIFIERS, cost_per_run, enable_bpf_stats, rounds_arguments, run_totals
+from bench.common import (
+    CLASSIFIERS,
+    SMALL_UDP,
+    cost_per_run,
+    enable_bpf_stats,
+    iperf,
+    iperf_link,
+    rounds_arguments,
+    run_totals,
+)
 from tests.support.exporter_process import Exporter
-from tests.support.namespaces import Hosts, in_namespace, make_host_link
+from tests.support.namespaces import Hosts
 
 # The kernel keeps 15 characters of a program's name.
 CGROUP_PROGRAMS = ("workload_skb", "workload_ingres")
 WHO = ["k8s_namespace_name", "k8s_pod_name", "systemd_unit"]
-SMALL_UDP = ("-u", "-b", "0", "-l", "64")
 
 
 def configs(interface: str) -> dict[str, dict[str, Any]]:
@@ -47,15 +53,6 @@ def configs(interface: str) -> dict[str, dict[str, Any]]:
                                 "server_port", *WHO]},
         },
     }
-
-
-def iperf(link: Hosts, seconds: int, *options: str) -> float:
-    """Bytes per second the server received."""
-    out = subprocess.run(["iperf3", "-c", link.server_v4, "-t", str(seconds), "-J", *options],
-                         capture_output=True, text=True, check=True).stdout
-    end = json.loads(out)["end"]
-    summary = end["sum"] if "sum" in end and options else end["sum_received"]
-    return float(summary["bits_per_second"]) / 8
 
 
 def measure(config: dict[str, Any], load: Callable[[], float]) -> tuple[float, float, float]:
@@ -92,22 +89,15 @@ def compare(name: str, link: Hosts, rounds: int, load: Callable[[], float],
 def main() -> None:
     args = rounds_arguments()
     restore_stats = enable_bpf_stats()
-    links = make_host_link("b4", 64)
-    link = next(links)
-    server = subprocess.Popen([*in_namespace(link.server_ns), "iperf3", "-s"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1)
-        compare("iperf3 bulk TCP over veth", link, args.rounds,
-                lambda: iperf(link, args.seconds),
-                lambda r: f"{r * 8 / 1e9:.2f} Gbit/s")
-        compare("iperf3 64-byte UDP over veth", link, args.rounds,
-                lambda: iperf(link, args.seconds, *SMALL_UDP),
-                lambda r: f"{r / 64 / 1e3:.0f} kpkt/s")
+        with iperf_link("b4", 64) as link:
+            compare("iperf3 bulk TCP over veth", link, args.rounds,
+                    lambda: iperf(link, args.seconds),
+                    lambda r: f"{r * 8 / 1e9:.2f} Gbit/s")
+            compare("iperf3 64-byte UDP over veth", link, args.rounds,
+                    lambda: iperf(link, args.seconds, *SMALL_UDP),
+                    lambda r: f"{r / 64 / 1e3:.0f} kpkt/s")
     finally:
-        server.terminate()
-        server.wait()
-        links.close()
         restore_stats()
 
 
