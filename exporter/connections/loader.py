@@ -171,7 +171,7 @@ class TcpLifecycle:
         counters = contract.counters(HEADER, COUNTERS, dict(self._counters.items_lookup_batch()))
         entries = list(self._stats.items_lookup_batch())
         if self.workloads is not None:
-            entries = self._drop_gone(entries)
+            entries = self.workloads.drop_gone(self._stats, entries, self.keep_gone)
         series = [decode_series(k, v, self.config, self.workloads) for k, v in entries]
         visible = merge_series(s for s in series if s is not None)
         snapshot = ConnectionsSnapshot(
@@ -195,20 +195,6 @@ class TcpLifecycle:
             return ()
         workload = self.workloads.name_path(path)
         return tuple(workload.label(name) for name in self._who)
-
-    def _drop_gone(self, entries: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-        """The series of workloads gone for keep_gone go, as a vanished interface's do."""
-        assert self.workloads is not None
-        gone = self.workloads.gone(self.keep_gone)
-        if not gone:
-            return entries
-        kept = []
-        for key, value in entries:
-            if key.cgroup in gone:
-                self._stats.pop(key, None)
-            else:
-                kept.append((key, value))
-        return kept
 
     def open_events(self, handle: Callable[[CloseEvent], None]) -> None:
         table = self.bpf["close_events"]

@@ -163,14 +163,8 @@ class HttpInspection:
         counters = contract.counters(HEADER, COUNTERS,
                                      dict(self.bpf["http_counters"].items_lookup_batch()))
         entries = list(self._stats.items_lookup_batch())
-        live = entries
-        if self.workloads is not None and (gone := self.workloads.gone(self.keep_gone)):
-            live = []
-            for key, value in entries:
-                if key.cgroup in gone:
-                    self._stats.pop(key, None)  # a workload gone a while: its series go
-                else:
-                    live.append((key, value))
+        live = (entries if self.workloads is None
+                else self.workloads.drop_gone(self._stats, entries, self.keep_gone))
         series = merge_series(s for s in (decode_series(k, v, self.config, self.workloads)
                                           for k, v in live) if s is not None)
         snapshot = HttpSnapshot(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from exporter.config.schema import WorkloadsConfig
 from exporter.host.cgroups import cgroup2_root
@@ -71,6 +72,7 @@ class Workloads:
         self._paths: dict[int, str] = {}
         self._names: dict[int, Workload] = {}
         self._gone: dict[int, float] = {}  # ids whose cgroup went, and when it was missed
+        self._kubelet = KubeletFiles()  # as the last walk read them
         self._scanned = float("-inf")
         self.scan()
 
@@ -83,7 +85,7 @@ class Workloads:
             self._gone.setdefault(cgroup, now)
         for cgroup in paths.keys() & self._gone.keys():
             del self._gone[cgroup]
-        self._paths, self._scanned = paths, now
+        self._paths, self._scanned, self._kubelet = paths, now, kubelet
         self._names = {cgroup: self._workload(path, kubelet) for cgroup, path in paths.items()
                        if cgroup in self._names}
 
@@ -100,8 +102,10 @@ class Workloads:
         )
 
     def name_path(self, path: str) -> Workload:
-        """The workload of a cgroup by its path (as /proc/<pid>/cgroup gives it)."""
-        return self._workload(path, read_kubelet_files(self.pod_logs, self.container_logs))
+        """The workload of a cgroup by its path (as /proc/<pid>/cgroup gives it), named from
+        the kubelet's files as the last walk read them: asked every cycle, it must not read
+        them each time (gone(), each cycle, walks again at most every `rescan`)."""
+        return self._workload(path, self._kubelet)
 
     def name(self, cgroup: int) -> Workload:
         """The workload of a cgroup id; NOBODY for 0 (none known) and for ids the tree does
@@ -126,6 +130,22 @@ class Workloads:
             self.scan()
         now = self.clock()
         return {cgroup for cgroup, since in self._gone.items() if now - since >= keep}
+
+    def drop_gone(self, table: Any, entries: list[tuple[Any, Any]],
+                  keep: float) -> list[tuple[Any, Any]]:
+        """The entries of a map keyed by workload (`key.cgroup`) whose workload is still
+        here: those of workloads gone for `keep` seconds are deleted from the map, so that
+        their series go, as a vanished interface's do."""
+        gone = self.gone(keep)
+        if not gone:
+            return entries
+        kept = []
+        for key, value in entries:
+            if key.cgroup in gone:
+                table.pop(key, None)
+            else:
+                kept.append((key, value))
+        return kept
 
     def forget(self, cgroups: set[int]) -> None:
         """Gone ids whose series went: not reported again."""

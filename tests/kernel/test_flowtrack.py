@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.support.captures import Capture
-from tests.support.exporter_process import Exporter
+from tests.support.exporter_process import Exporter, tool_output
 from tests.support.namespaces import Hosts, make_host_link, require_root
 from tests.support.paths import PYTHON, ROOT
 from tests.support.scrapes import assert_udp_counted
@@ -32,20 +31,8 @@ def link() -> Iterator[Hosts]:
 
 def run_track(link: Hosts, traffic: Callable[[], None]) -> str:
     """track's output over `traffic` (and one more report after it)."""
-    track = subprocess.Popen([PYTHON, "-m", "exporter", "track", "-i", link.interface,
-                              "-p", "0.5"], cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        assert track.stderr is not None
-        banner = track.stderr.readline()
-        assert "Tracking connections on" in banner, banner + track.stderr.read()
-        traffic()
-        time.sleep(1.5)
-    finally:
-        track.terminate()
-        out, err = track.communicate(timeout=30)
-    assert track.returncode == 0, err
-    return out
+    return tool_output(["track", "-i", link.interface, "-p", "0.5"], "Tracking connections on",
+                       traffic)
 
 
 def test_track_reports_bytes_and_packets_per_connection(link: Hosts) -> None:

@@ -5,17 +5,18 @@ namespace, pod and container."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.captures import Capture
 from tests.support.cgroups import Cgroup, KubeletFiles, pod_cgroup
-from tests.support.exporter_process import Exporter
-from tests.support.namespaces import make_host_link, require_root
+from tests.support.exporter_process import Exporter, tool_output
+from tests.support.namespaces import Hosts, make_host_link, require_root
 from tests.support.nginx import Nginx
-from tests.support.paths import PYTHON, ROOT
+from tests.support.paths import PYTHON
 from tests.support.scrapes import Samples, value, wait_for
 
 OPENED = "ebpf_net_tcp_connections_opened_total"
@@ -29,38 +30,56 @@ def curl(url: str, times: int, prefix: list[str] | None = None) -> None:
                        timeout=30)
 
 
-def test_connections_by_systemd_unit_both_ways() -> None:
+@dataclass
+class Units:
+    link: Hosts
+    nginx: Nginx  # in system.slice/e2e-web.service, in the namespace behind the link
+    client: Cgroup  # system.slice/e2e-client.service, for the clients on this host
+
+
+@contextlib.contextmanager
+def units_behind_a_link(tag: str, subnet: int) -> Iterator[Units]:
     require_root()
     web = Cgroup("system.slice/e2e-web.service")
     client = Cgroup("system.slice/e2e-client.service")
-    links = make_host_link("wu", 141)
-    link = next(links)
-    nginx = Nginx(link.server_ns, prefix=tuple(web.prefix()))
-    exporter = Exporter({"connections": {"labels": ["direction", "server_port",
-                                                    "systemd_unit"]}})
+    links = make_host_link(tag, subnet)
     try:
-        curl(f"http://{link.server_v4}/ok.txt", 5, client.prefix())
-        curl(f"http://[{link.server_v6}]/ok.txt", 2, client.prefix())
-        curl(f"http://{link.server_v4}/ok.txt", 3)  # from the test's own cgroup: no unit
-
-        def unit(samples: Samples, name: str, direction: str, unit: str) -> float:
-            return value(samples, name, direction=direction, server_port="80",
-                         systemd_unit=unit)
-
-        samples = wait_for(exporter.scrape, lambda s: unit(s, CLOSED, "inbound",
-                                                             "e2e-web.service") == 10)
-        assert len(nginx.requests()) == 10
-        for name in (OPENED, CLOSED):
-            assert unit(samples, name, "outbound", "e2e-client.service") == 7
-            assert unit(samples, name, "inbound", "e2e-web.service") == 10
-            assert unit(samples, name, "outbound", "") == 3
-            assert unit(samples, name, "inbound", "") == 0
+        link = next(links)
+        nginx = Nginx(link.server_ns, prefix=tuple(web.prefix()))
+        try:
+            yield Units(link, nginx, client)
+        finally:
+            nginx.stop()
     finally:
-        assert exporter.stop() == 0, exporter.log()
-        nginx.stop()
         links.close()
         for cgroup in (web, client):
             cgroup.remove()
+
+
+def test_connections_by_systemd_unit_both_ways() -> None:
+    with units_behind_a_link("wu", 141) as units:
+        link, nginx, client = units.link, units.nginx, units.client
+        exporter = Exporter({"connections": {"labels": ["direction", "server_port",
+                                                        "systemd_unit"]}})
+        try:
+            curl(f"http://{link.server_v4}/ok.txt", 5, client.prefix())
+            curl(f"http://[{link.server_v6}]/ok.txt", 2, client.prefix())
+            curl(f"http://{link.server_v4}/ok.txt", 3)  # from the test's own cgroup: no unit
+
+            def unit(samples: Samples, name: str, direction: str, unit: str) -> float:
+                return value(samples, name, direction=direction, server_port="80",
+                             systemd_unit=unit)
+
+            samples = wait_for(exporter.scrape, lambda s: unit(s, CLOSED, "inbound",
+                                                                 "e2e-web.service") == 10)
+            assert len(nginx.requests()) == 10
+            for name in (OPENED, CLOSED):
+                assert unit(samples, name, "outbound", "e2e-client.service") == 7
+                assert unit(samples, name, "inbound", "e2e-web.service") == 10
+                assert unit(samples, name, "outbound", "") == 3
+                assert unit(samples, name, "inbound", "") == 0
+        finally:
+            assert exporter.stop() == 0, exporter.log()
 
 
 UIDS = ("0a1b2c3d-0000-4000-8000-00000000000a", "0a1b2c3d-0000-4000-8000-00000000000b")
@@ -130,33 +149,25 @@ def flow_bytes(samples: Samples, **labels: str) -> float:
 
 
 def test_flows_of_local_sockets_by_systemd_unit_equal_a_capture() -> None:
-    require_root()
-    web = Cgroup("system.slice/e2e-web.service")
-    client = Cgroup("system.slice/e2e-client.service")
-    links = make_host_link("wf", 144)
-    link = next(links)
-    nginx = Nginx(link.server_ns, prefix=tuple(web.prefix()))
-    exporter = Exporter({"interfaces": [link.interface], "http": {"enabled": False},
-                         "flows": {"labels": ["network_io_direction", "protocol",
-                                              "server_port", "systemd_unit"]}})
-    try:
-        with Capture(link.interface, "tcp port 80") as capture:
-            curl(f"http://{link.server_v4}/big.bin", 3, client.prefix())
-            curl(f"http://{link.server_v4}/ok.txt", 4, client.prefix())
-        sent = capture.totals(link.client_v4, "tcp", 80)[1]
-        received = capture.totals(link.server_v4, "tcp", 80)[1]
-        unit = {"systemd_unit": "e2e-client.service", "server_port": "80"}
-        samples = wait_for(exporter.scrape, lambda s: flow_bytes(
-            s, network_io_direction="receive", **unit) == received)
-        assert flow_bytes(samples, network_io_direction="transmit", **unit) == sent
-        # Every byte on port 80 is the client unit's: the server is behind the link.
-        assert flow_bytes(samples, server_port="80") == sent + received
-    finally:
-        assert exporter.stop() == 0, exporter.log()
-        nginx.stop()
-        links.close()
-        for cgroup in (web, client):
-            cgroup.remove()
+    with units_behind_a_link("wf", 144) as units:
+        link, client = units.link, units.client
+        exporter = Exporter({"interfaces": [link.interface], "http": {"enabled": False},
+                             "flows": {"labels": ["network_io_direction", "protocol",
+                                                  "server_port", "systemd_unit"]}})
+        try:
+            with Capture(link.interface, "tcp port 80") as capture:
+                curl(f"http://{link.server_v4}/big.bin", 3, client.prefix())
+                curl(f"http://{link.server_v4}/ok.txt", 4, client.prefix())
+            sent = capture.totals(link.client_v4, "tcp", 80)[1]
+            received = capture.totals(link.server_v4, "tcp", 80)[1]
+            unit = {"systemd_unit": "e2e-client.service", "server_port": "80"}
+            samples = wait_for(exporter.scrape, lambda s: flow_bytes(
+                s, network_io_direction="receive", **unit) == received)
+            assert flow_bytes(samples, network_io_direction="transmit", **unit) == sent
+            # Every byte on port 80 is the client unit's: the server is behind the link.
+            assert flow_bytes(samples, server_port="80") == sent + received
+        finally:
+            assert exporter.stop() == 0, exporter.log()
 
 
 def test_flows_on_a_pods_veth_are_the_pods_equal_to_a_capture(tmp_path: Path) -> None:
@@ -235,30 +246,9 @@ def test_http_answered_by_a_unit_equal_its_nginx_log() -> None:
         web.remove()
 
 
-def tool_output(args: list[str], ready: str, traffic: Callable[[], None]) -> str:
-    tool = subprocess.Popen([PYTHON, "-m", "exporter", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert tool.stderr is not None
-        banner = tool.stderr.readline()
-        assert ready in banner, banner + tool.stderr.read()
-        traffic()
-        time.sleep(1.5)
-    finally:
-        tool.terminate()
-        out, err = tool.communicate(timeout=30)
-    assert tool.returncode == 0, err
-    return out
-
-
 def test_log_and_track_name_the_workload() -> None:
-    require_root()
-    web = Cgroup("system.slice/e2e-web.service")
-    client = Cgroup("system.slice/e2e-client.service")
-    links = make_host_link("wt", 148)
-    link = next(links)
-    nginx = Nginx(link.server_ns, prefix=tuple(web.prefix()))
-    try:
+    with units_behind_a_link("wt", 148) as units:
+        link, client = units.link, units.client
         url = f"http://{link.server_v4}/ok.txt"
         log = tool_output(["log"], "Tracing TCP connections", lambda: curl(url, 2, client.prefix()))
         blocks = [b for b in log.split("### [ Connection ] ###") if f"{link.server_v4}:80" in b]
@@ -268,11 +258,6 @@ def test_log_and_track_name_the_workload() -> None:
                             "Tracking connections on", lambda: curl(url, 1, client.prefix()))
         rows = [line for line in track.splitlines() if f"{link.server_v4}:80" in line]
         assert rows and all(line.endswith("  e2e-client.service") for line in rows), track
-    finally:
-        nginx.stop()
-        links.close()
-        for cgroup in (web, client):
-            cgroup.remove()
 
 
 def test_a_port_scan_from_a_pod_stays_under_the_series_cap(tmp_path: Path) -> None:

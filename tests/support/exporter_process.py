@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,3 +79,21 @@ class Exporter:
         self._log.close()
         self.dir.cleanup()
         return code
+
+
+def tool_output(args: list[str], ready: str, traffic: Callable[[], None]) -> str:
+    """What a tool (`log`, `track`, `http`) printed while `traffic` ran, and a moment after;
+    its banner on standard error must say `ready` first."""
+    tool = subprocess.Popen([PYTHON, "-m", "exporter", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tool.stderr is not None
+        banner = tool.stderr.readline()
+        assert ready in banner, banner + tool.stderr.read()
+        traffic()
+        time.sleep(1.5)
+    finally:
+        tool.terminate()
+        out, err = tool.communicate(timeout=30)
+    assert tool.returncode == 0, err
+    return out
