@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -95,15 +96,24 @@ def tc_filters(interface: str, hook: str) -> list[str]:
     return [line for line in out.splitlines() if "handle" in line]
 
 
-def chained_programs() -> dict[int, str]:
-    """The programs the traffic classifier tail-calls, by slot (0 receive, 1 transmit; 2 and
-    3 on links without a link-layer header)."""
+def chained_programs(pid: int) -> dict[int, str]:
+    """The programs the traffic classifier of process `pid` tail-calls, by slot (0 receive,
+    1 transmit; 2 and 3 on links without a link-layer header). The map is found through the
+    process's own file descriptors: a map of an exporter that just stopped can outlive it for
+    a moment, and two maps of one name change bpftool's output."""
     def bpftool(*args: str) -> Any:
         out = subprocess.run(["bpftool", *args, "-j"], check=True, capture_output=True,
                              text=True).stdout
         return json.loads(out)
 
-    slots = bpftool("map", "dump", "name", "flows_next")
+    ids = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            for line in info.read_text().splitlines():
+                if line.startswith("map_id:"):
+                    ids.add(line.split()[1])
+    [map_id] = [i for i in ids if bpftool("map", "show", "id", i)["name"] == "flows_next"]
+    slots = bpftool("map", "dump", "id", map_id)
     return {e["formatted"]["key"]: bpftool("prog", "show", "id", str(e["formatted"]["value"]))
             ["name"] for e in slots}
 
@@ -116,7 +126,7 @@ def test_filters_are_ours_alone_and_at_our_priority(link: Hosts, exporter: Expor
         assert len(lines) == 1, lines
         assert "pref 9435" in lines[0]
         assert "handle 0x9435" in lines[0] and f"flows_{hook}" in lines[0]
-    assert chained_programs() == {0: "http_ingress", 1: "http_egress",
+    assert chained_programs(exporter.proc.pid) == {0: "http_ingress", 1: "http_egress",
                                   2: "http_ingress_l3", 3: "http_egress_l3"}
 
 
