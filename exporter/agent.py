@@ -10,11 +10,13 @@ from contextlib import ExitStack
 from exporter.collector.collector import Collector
 from exporter.config.schema import Config, OtlpConfig
 from exporter.connections.loader import TcpLifecycle
+from exporter.drops.loader import KernelDrops
 from exporter.errors import SetupError
 from exporter.flows.loader import FlowAccounting
 from exporter.flows.series import FlowMetrics
 from exporter.host import bpfstats, privileges
 from exporter.host.links import InterfaceWatcher
+from exporter.host.netns_helper import NetnsHelper
 from exporter.http.loader import HttpInspection, event_pump
 from exporter.model.events import HttpEvent
 from exporter.model.labels import WORKLOAD_LABELS
@@ -74,10 +76,18 @@ class Agent:
                    ("http", config.http.labels if config.http.enabled else ()))}
         workloads = open_workloads(config.workloads) if any(wanted.values()) else None
         keep_gone = config.workloads.keep_gone
+        # Listen queues of other namespaces are read by a helper that keeps what entering
+        # them needs; it must start before the exporter gives that up.
+        helper = NetnsHelper()
+        helper.start()
+        stack.callback(helper.close)
         connections = TcpLifecycle(config.connections,
                                    workloads=workloads if wanted["connections"] else None,
-                                   keep_gone=keep_gone)
+                                   keep_gone=keep_gone, netns_helper=helper)
         stack.callback(connections.close)
+        drops = KernelDrops() if config.drops.enabled else None
+        if drops is not None:
+            stack.callback(drops.close)
         if config.bpf_stats:
             try:
                 stack.callback(os.close, bpfstats.enable_stats())
@@ -116,7 +126,7 @@ class Agent:
                              workload_keep=keep_gone)
                  if accounting else None)
         collector = Collector(config.interval, connections, flows, http,
-                              push.results.copy if push else None)
+                              push.results.copy if push else None, drops)
         if http is not None and accounting is not None and self._wants_events():
             self._publish_events(http, accounting, event_log)
         if accounting is not None:

@@ -15,6 +15,7 @@ from exporter.config.durations import parse_duration
 from exporter.config.load import load_config
 from exporter.config.schema import Config
 from exporter.connections.tool import run_log
+from exporter.drops.tool import run_drops
 from exporter.errors import ConfigError, SetupError
 from exporter.flows.tool import run_track
 from exporter.http.tool import run_http
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("-i", "--interface", required=True, help="interface name")
     http.add_argument("--config", type=Path, default=None,
                       help="configuration file, for http.ports (optional)")
+
+    drops = sub.add_parser("drops", help="report the kernel's packet drops by reason, protocol "
+                           "and function every period")
+    drops.add_argument("-p", "--period", default="1s",
+                       help="seconds between reports, or a duration such as 500ms (default 1s)")
     return parser
 
 
@@ -69,11 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config).with_overrides(args.listen, args.log_level)
             web = load_web_config(args.web_config) if args.web_config else None
             return run_serve(config, web)
-        config = load_config(args.config) if args.config else Config()
+        source = getattr(args, "config", None)
+        config = load_config(source) if source else Config()
         if args.command == "track":
             return run_track(config, args.interface, _period(args.period), args.table)
         if args.command == "http":
             return run_http(config, args.interface)
+        if args.command == "drops":
+            return run_drops(_period(args.period))
         return run_log(config)
     except ConfigError as exc:
         source = getattr(args, "config", None)

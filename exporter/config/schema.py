@@ -153,6 +153,13 @@ class OtlpConfig:
 
 
 @dataclass(frozen=True)
+class DropsConfig:
+    """Kernel drops by reason (bpf/drops.c): the whole host's, whatever the interfaces."""
+
+    enabled: bool = key(v.boolean, True)
+
+
+@dataclass(frozen=True)
 class WorkloadsConfig:
     """Where the workload labels' names come from (exporter/workloads/)."""
 
@@ -174,6 +181,7 @@ class Config:
                                          null_is_default=True)
     flows: FlowsConfig = key(v.section(FlowsConfig), FlowsConfig(), null_is_default=True)
     http: HttpConfig = key(v.section(HttpConfig), HttpConfig(), null_is_default=True)
+    drops: DropsConfig = key(v.section(DropsConfig), DropsConfig(), null_is_default=True)
     workloads: WorkloadsConfig = key(v.section(WorkloadsConfig), WorkloadsConfig(),
                                      null_is_default=True)
     # None: no push, unless the environment names an endpoint.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.config.schema import ConnectionsConfig
+from exporter.connections.listen_queues import ListenQueues
 from exporter.connections.netstat import ListenOverflows
 from exporter.connections.series import (
     AF_INET6,
@@ -19,6 +20,7 @@ from exporter.connections.series import (
 from exporter.errors import SetupError
 from exporter.host import bpfstats, contract, kernel
 from exporter.host.cgroups import BPF_CGROUP_INET_INGRESS, CgroupLink
+from exporter.host.netns_helper import NetnsHelper
 from exporter.model.addresses import address
 from exporter.model.events import CloseEvent
 from exporter.model.labels import WORKLOAD_LABELS
@@ -131,10 +133,12 @@ class TcpLifecycle:
     """The connection lifecycle program, attached for as long as this object lives."""
 
     def __init__(self, config: ConnectionsConfig, emit_events: bool = False,
-                 workloads: Workloads | None = None, keep_gone: float = 300.0) -> None:
+                 workloads: Workloads | None = None, keep_gone: float = 300.0,
+                 netns_helper: NetnsHelper | None = None) -> None:
         """With `workloads`, series are kept by the local socket's cgroup too (the workload
         labels, and the `log` tool's workload column); a cgroup gone for `keep_gone`
-        seconds loses its series."""
+        seconds loses its series. Listen queues of namespaces other than the exporter's
+        are read through `netns_helper`."""
         self.config = config
         self.workloads, self.keep_gone = workloads, keep_gone
         kernel.check_privileges()
@@ -157,6 +161,8 @@ class TcpLifecycle:
         self._counters = self.bpf["counters"]
         self._who = tuple(n for n in config.labels if n in WORKLOAD_LABELS)
         self._overflows = ListenOverflows(self._overflow_labels, keep_gone=keep_gone)
+        self._queues = ListenQueues(self._overflows.namespaces, self._overflow_labels,
+                                    netns_helper)
         self._insert_overflow_series()
 
     def _insert_overflow_series(self) -> None:
@@ -180,6 +186,8 @@ class TcpLifecycle:
             rtt_bounds=self.config.rtt_buckets,
             listen_overflow_labels=self._who,
             listen_overflows=tuple(sorted(self._overflows.read().items())),
+            listen_queues=tuple(sorted((labels, queued, limit) for labels, (queued, limit)
+                                       in self._queues.read().items())),
             series=visible,
             counters=counters,
         )

@@ -46,6 +46,12 @@ def _listen_overflows(conns: ConnectionsSnapshot) -> Reading:
     return Reading(conns.listen_overflow_labels, [Point(labels, n) for labels, n in counts])
 
 
+def _listen_queues(conns: ConnectionsSnapshot, limit: bool) -> Reading:
+    return Reading(("server_port", *conns.listen_overflow_labels), [
+        Point(labels, queue_limit if limit else queued)
+        for labels, queued, queue_limit in conns.listen_queues])
+
+
 _durations = of_part(_part, lambda conns: Reading(conns.label_names, [
     Point(s.values, sum(s.duration_buckets), s.duration_buckets, s.duration_sum_ns / 1e9)
     for s in conns.series], conns.bucket_bounds))
@@ -114,4 +120,15 @@ METRICS = (
            "exporter started: the kernel's own count (TcpExt ListenOverflows) of each network "
            "namespace, as no tracepoint fires for these drops.",
            of_part(_part, _listen_overflows)),
+    Metric("ebpf_net_tcp_listen_queue_length", "ebpf_net.tcp.listen.queue.length",
+           Kind.GAUGE, CONNECTION,
+           "Connections in TCP listeners' accept queues, not yet accepted, by server port "
+           "(sock_diag, as ss -lnt shows them as Recv-Q), in every network namespace.",
+           of_part(_part, lambda conns: _listen_queues(conns, limit=False))),
+    Metric("ebpf_net_tcp_listen_queue_limit", "ebpf_net.tcp.listen.queue.limit",
+           Kind.GAUGE, CONNECTION,
+           "The size of TCP listeners' accept queues (the backlog given to listen(), capped "
+           "by net.core.somaxconn; ss -lnt's Send-Q), by server port, in every network "
+           "namespace: beyond it, handshakes are dropped (listen overflows).",
+           of_part(_part, lambda conns: _listen_queues(conns, limit=True))),
 )

@@ -70,6 +70,12 @@ class ListenOverflows:
                 continue  # gone, or not ours to read
         self._pids, self._scanned = found, self.clock()
 
+    def namespaces(self) -> dict[int, str]:
+        """A process of each network namespace found, by the namespace's inode."""
+        if self.clock() - self._scanned >= RESCAN_SECONDS:
+            self._scan()
+        return dict(self._pids)
+
     def read(self) -> dict[tuple[str, ...], int]:
         """Overflows since the exporter started, by label values: namespaces that went keep
         their last growth, so the counters never go backwards."""

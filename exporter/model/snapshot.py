@@ -64,6 +64,9 @@ class ConnectionsSnapshot:
     # the values of listen_overflow_labels (the workload labels asked for, if any).
     listen_overflow_labels: tuple[str, ...] = ()
     listen_overflows: tuple[tuple[tuple[str, ...], int], ...] = ()
+    # Each listener's accept queue now and its limit, summed by server port and the values of
+    # listen_overflow_labels: (values, queued, limit).
+    listen_queues: tuple[tuple[tuple[str, ...], int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,11 +124,21 @@ class ProgramRun:
 
 
 @dataclass(frozen=True)
+class DropsSnapshot:
+    # Packets dropped since the exporter started, by (reason, protocol): see
+    # exporter/drops/reasons.py for how each is named.
+    counts: tuple[tuple[tuple[str, str], int], ...]
+    # The program's own counters, by the names of their indexes in bpf/include/drops.h.
+    counters: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     timestamp: float
     connections: ConnectionsSnapshot | None
     flows: FlowsSnapshot | None = None
     http: HttpSnapshot | None = None
+    drops: DropsSnapshot | None = None
     maps: tuple[MapUsage, ...] = ()
     programs: tuple[ProgramRun, ...] = ()
     cycles: int = 0

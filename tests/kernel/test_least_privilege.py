@@ -41,6 +41,14 @@ def test_root_drops_every_other_capability_after_start_up() -> None:
             fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
             assert int(fields["CapEff"], 16) == keep, (task, fields["CapEff"])
             assert int(fields["CapBnd"], 16) == keep, (task, fields["CapBnd"])
+        # The listen-queue helper keeps what entering other network namespaces needs, alone.
+        main = exporter.proc.pid
+        [helper] = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+        status = Path(f"/proc/{helper}/status").read_text()
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        entering = (1 << kernel.CAP_SYS_ADMIN) | (1 << 19)  # CAP_SYS_PTRACE
+        assert int(fields["CapEff"], 16) == int(fields["CapBnd"], 16) == entering, fields
+        assert fields["NoNewPrivs"].strip() == "1"
         # What it kept is enough for an interface that appears afterwards.
         links = make_host_link("q2", 111)
         link = next(links)

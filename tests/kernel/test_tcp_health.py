@@ -14,9 +14,10 @@ import pytest
 from tests.support.cgroups import Cgroup
 from tests.support.exporter_process import Exporter
 from tests.support.kernel_counters import kernel_counters
-from tests.support.namespaces import Hosts, in_namespace, ip, make_host_link, require_root
+from tests.support.lossy import RECEIVER, ROUTER, SENDER, lossy_path
+from tests.support.namespaces import Hosts, in_namespace, make_host_link, require_root
 from tests.support.paths import PEER, PYTHON
-from tests.support.scrapes import Samples, value, wait_for
+from tests.support.scrapes import Samples, until, value, wait_for
 
 RETRANSMITS = "ebpf_net_tcp_retransmits_total"
 SENT, RECEIVED = "ebpf_net_tcp_resets_sent_total", "ebpf_net_tcp_resets_received_total"
@@ -69,52 +70,15 @@ def test_resets_both_ways_equal_the_kernels_count(hosts: Hosts, exporter: Export
     assert value(samples, SENT, direction="inbound", server_port="7803") == 0
 
 
-SENDER, ROUTER, RECEIVER = "ent-h-snd", "ent-h-rtr", "ent-h-rcv"
-
-
 @pytest.fixture
-def lossy_path() -> Iterator[tuple[str, str]]:
-    """A sender and a receiver namespace joined through a router namespace whose link to the
-    receiver is an htb class of 2 Mbit/s over a 5-packet pfifo: losses happen in the
-    network, not on the sender's own qdisc (which TCP would not retransmit for). The sender
-    sends one segment per packet (gso_max_segs 1), so packets and segments agree.
-    Yields (sender's address, receiver's address)."""
-    require_root()
-    for ns in (SENDER, ROUTER, RECEIVER):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        ip("netns", "add", ns)
-    try:
-        ip("-n", SENDER, "link", "add", "snd0", "type", "veth", "peer", "name", "rtr0",
-           "netns", ROUTER)
-        ip("-n", ROUTER, "link", "add", "rtr1", "type", "veth", "peer", "name", "rcv0",
-           "netns", RECEIVER)
-        for ns, dev, address in ((SENDER, "snd0", "10.216.1.1/24"),
-                                 (ROUTER, "rtr0", "10.216.1.2/24"),
-                                 (ROUTER, "rtr1", "10.216.2.2/24"),
-                                 (RECEIVER, "rcv0", "10.216.2.1/24")):
-            ip("-n", ns, "addr", "add", address, "dev", dev)
-            ip("-n", ns, "link", "set", dev, "up")
-            ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", SENDER, "route", "add", "default", "via", "10.216.1.2")
-        ip("-n", RECEIVER, "route", "add", "default", "via", "10.216.2.2")
-        subprocess.run([*in_namespace(ROUTER), "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-                       check=True)
-        ip("-n", SENDER, "link", "set", "snd0", "gso_max_segs", "1")
-        for args in (("qdisc", "add", "dev", "rtr1", "root", "handle", "1:", "htb",
-                      "default", "1"),
-                     ("class", "add", "dev", "rtr1", "parent", "1:", "classid", "1:1", "htb",
-                      "rate", "2mbit", "burst", "2k"),
-                     ("qdisc", "add", "dev", "rtr1", "parent", "1:1", "pfifo", "limit", "5")):
-            subprocess.run(["tc", "-n", ROUTER, *args], check=True)
-        yield "10.216.1.1", "10.216.2.1"
-    finally:
-        for ns in (SENDER, ROUTER, RECEIVER):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+def lossy() -> Iterator[tuple[str, str]]:
+    with lossy_path() as path:
+        yield path
 
 
-def test_data_retransmissions_equal_the_senders_count(lossy_path: tuple[str, str],
+def test_data_retransmissions_equal_the_senders_count(lossy: tuple[str, str],
                                                       exporter: Exporter) -> None:
-    _, receiver = lossy_path
+    _, receiver = lossy
     server = subprocess.Popen([*in_namespace(RECEIVER), PYTHON, str(PEER), "serve", "7804"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -176,11 +140,11 @@ def rtt_bucket(samples: Samples, port: str) -> tuple[float, str]:
 
 
 def test_rtt_at_close_is_in_the_bucket_of_what_ss_shows(
-        lossy_path: tuple[str, str], hosts: Hosts, exporter: Exporter) -> None:
+        lossy: tuple[str, str], hosts: Hosts, exporter: Exporter) -> None:
     # A plain link, and the router's rate-limited one with a deep queue (no loss, delay).
     subprocess.run(["tc", "-n", ROUTER, "qdisc", "change", "dev", "rtr1", "parent", "1:1",
                     "pfifo", "limit", "1000"], check=True)
-    _, receiver = lossy_path
+    _, receiver = lossy
     hosts.serve(7805)
     server = subprocess.Popen([*in_namespace(RECEIVER), PYTHON, str(PEER), "serve", "7806"],
                               stdout=subprocess.PIPE, text=True)
@@ -222,7 +186,7 @@ for _ in range(int(sys.argv[3])):
     s.setblocking(False)
     s.connect_ex((sys.argv[1], int(sys.argv[2])))
     socks.append(s)
-time.sleep(3)
+time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 3)
 """
 
 
@@ -251,6 +215,56 @@ def test_listen_overflows_equal_the_namespaces_count() -> None:
             link.server_ns)["TcpExtListenOverflows"], timeout=45)
         assert ours(samples) >= overflows
     finally:
+        server.kill()
+        server.wait(10)
+        assert exporter.stop() == 0, exporter.log()
+        links.close()
+        unit.remove()
+
+
+def ss_listener(ns: str, port: int) -> tuple[int, int]:
+    """Recv-Q and Send-Q of the namespace's listener on `port`, as ss shows them."""
+    out = subprocess.run([*in_namespace(ns), "ss", "-lntH", f"sport = :{port}"], check=True,
+                         capture_output=True, text=True).stdout
+    [line] = out.splitlines()
+    _state, queued, limit, *_ = line.split()
+    return int(queued), int(limit)
+
+
+def test_listen_queue_gauges_show_what_ss_shows_in_the_listeners_namespace() -> None:
+    require_root()
+    unit = Cgroup("system.slice/e2e-queue.service")
+    exporter = Exporter({"connections": {"labels": ["direction", "server_port",
+                                                    "systemd_unit"]}})
+    links = make_host_link("lq", 151)  # another namespace: read through the helper
+    link = next(links)
+    server = subprocess.Popen([*unit.prefix(), *in_namespace(link.server_ns), PYTHON, "-c",
+                               BACKLOG_SERVER, "7808"], stdout=subprocess.PIPE, text=True)
+    clients = None
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        clients = subprocess.Popen([PYTHON, "-c", CLIENTS, link.server_v4, "7808", "6", "90"])
+        # The queue fills to the backlog of 1 and one more (the kernel's test is `>`).
+        until(lambda: ss_listener(link.server_ns, 7808)[0] == 2)
+        queued, limit = ss_listener(link.server_ns, 7808)
+        assert (queued, limit) == (2, 1)
+
+        def ours(samples: Samples) -> tuple[float, float]:
+            labels = {"server_port": "7808", "systemd_unit": "e2e-queue.service"}
+            return (value(samples, "ebpf_net_tcp_listen_queue_length", **labels),
+                    value(samples, "ebpf_net_tcp_listen_queue_limit", **labels))
+
+        # The namespace is found at the exporter's next walk of /proc (every 30 s at most).
+        samples = wait_for(exporter.scrape, lambda s: ours(s) == (queued, limit), timeout=45)
+        assert ours(samples) == (2, 1)
+        # The exporter's own namespace's listeners too: its own /metrics listener, idle.
+        assert sum(v for (name, labels), v in samples.items()
+                   if name == "ebpf_net_tcp_listen_queue_limit"
+                   and ("server_port", str(exporter.port)) in labels) > 0
+    finally:
+        if clients is not None:
+            clients.kill()
+            clients.wait(10)
         server.kill()
         server.wait(10)
         assert exporter.stop() == 0, exporter.log()

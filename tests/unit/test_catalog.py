@@ -12,6 +12,7 @@ from exporter.model.metric import Kind
 from exporter.model.snapshot import (
     ConnectionSeries,
     ConnectionsSnapshot,
+    DropsSnapshot,
     FlowSeries,
     FlowsSnapshot,
     HttpSeries,
@@ -35,7 +36,7 @@ def every_part() -> Snapshot:
                                  closes_unseen=1, retransmits=(3, 1, 0), resets_sent=2,
                                  resets_received=1, rtt_buckets=(1, 0, 3),
                                  rtt_sum_ns=4_000_000),),
-        rtt_bounds=(0.001, 0.01),
+        rtt_bounds=(0.001, 0.01), listen_queues=((("443",), 2, 128),),
         counters={"socks_full": 1, "series_overflow": 2, "events_lost": 3})
     flows = FlowsSnapshot(label_names=("interface", "network_io_direction", "protocol",
                                        "server_port"),
@@ -48,7 +49,9 @@ def every_part() -> Snapshot:
         unanswered=(("client", "GET", "8080", 2),), unconfirmed_unanswered=8,
         counters={"unmatched": 1, "short": 2, "queue_full": 3, "conns_full": 4,
                   "events_lost": 5, "series_overflow": 6, "unconfirmed": 7})
-    return Snapshot(timestamp=0.0, connections=conns, flows=flows, http=http,
+    drops = DropsSnapshot(counts=((("NETFILTER_DROP", "unknown"), 4), (("NO_SOCKET", "udp"), 2)),
+                          counters={"keys_full": 1})
+    return Snapshot(timestamp=0.0, connections=conns, flows=flows, http=http, drops=drops,
                     maps=(MapUsage("tcp_sockets", 3, 100),),
                     programs=(ProgramRun("flows_ingress", 1000, 10, 0),), cycles=2,
                     cycle_seconds_sum=0.25, errors={"flows": 1},

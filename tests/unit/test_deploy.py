@@ -25,7 +25,7 @@ def test_promtool_checks_the_rules_and_passes_their_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", "rules.yml"], cwd=RULES,
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 14 rules found" in check.stdout
+    assert "SUCCESS: 15 rules found" in check.stdout
     test = subprocess.run(["promtool", "test", "rules", "rules_test.yml"], cwd=RULES,
                           capture_output=True, text=True)
     assert test.returncode == 0, test.stdout + test.stderr
@@ -122,7 +122,7 @@ def test_dashboards_cover_what_the_issue_asks() -> None:
     for words in ("map fill", "drops", "collector cycle", "bpf program run time"):
         assert words in text["exporter-health"], words
     for words in ("retransmit ratio by server port", "resets", "rtt", "rtt percentiles",
-                  "listen queue overflows"):
+                  "listen queue overflows", "listen queue fill", "kernel drops by reason"):
         assert words in text["tcp-health"], words
     # Who: each concern's dashboard groups by the workload label its variable names.
     for name in ("tcp-connections", "traffic", "http"):
@@ -157,11 +157,12 @@ def test_kubernetes_manifests_validate_against_the_schemas() -> None:
 def test_daemonset_runs_with_capabilities_not_privileged() -> None:
     docs = list(yaml.safe_load_all((KUBE / "daemonset.yaml").read_text()))
     pod = docs[0]["spec"]["template"]["spec"]
-    assert pod["hostNetwork"] is True
+    assert pod["hostNetwork"] is True and pod["hostPID"] is True
     context = pod["containers"][0]["securityContext"]
     assert context["privileged"] is False
     assert context["capabilities"] == {"drop": ["ALL"],
-                                       "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]}
+                                       "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE",
+                                               "SYSLOG", "SYS_ADMIN", "SYS_PTRACE"]}
     mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert {"/lib/modules", "/usr/src", "/sys/kernel/tracing", "/sys/kernel/debug",
             "/sys/fs/bpf"} <= mounts
