@@ -14,15 +14,13 @@ from exporter.drops.loader import KernelDrops
 from exporter.errors import SetupError
 from exporter.flows.loader import FlowAccounting
 from exporter.flows.series import FlowMetrics
-from exporter.host import bpfstats, privileges
+from exporter.host import bpfstats, compiler, privileges
 from exporter.host.links import InterfaceWatcher
 from exporter.host.netns_helper import NetnsHelper
 from exporter.http.loader import HttpInspection, event_pump
 from exporter.model.events import HttpEvent
 from exporter.model.labels import WORKLOAD_LABELS
 from exporter.sinks.jsonlines import EventLog
-from exporter.sinks.otlp import logs as otlp_logs
-from exporter.sinks.otlp import metrics as otlp_metrics
 from exporter.sinks.otlp import setup as otlp
 from exporter.sinks.prometheus import serve
 from exporter.sinks.web.config import WebConfig
@@ -114,14 +112,20 @@ class Agent:
                 self._classifiers.append(http)
                 # HTTP parsing runs inside the traffic classifier's run, by tail call.
                 http.chain_behind(accounting.chain)
+        # Every program is loaded: the compiling process (and its LLVM) ends. Interfaces that
+        # come later get the programs already loaded.
+        compiler.done()
         # Files are opened while root can still read and write anyone's.
         event_log = self._open_event_log(accounting) if http is not None else None
         # Everything that needs more than CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN is done;
         # no thread has started yet, so all of them inherit the smaller set.
         privileges.keep_only()
         # Made before the collector, whose snapshots carry its results; started after it.
-        push = (otlp_metrics.reader(self._otlp, lambda: collector.snapshot)
-                if self._otlp is not None else None)
+        push = None
+        if self._otlp is not None:  # the OpenTelemetry SDK is imported only then
+            from exporter.sinks.otlp import metrics as otlp_metrics
+
+            push = otlp_metrics.reader(self._otlp, lambda: collector.snapshot)
         flows = (FlowMetrics(accounting, workloads=workloads if wanted["flows"] else None,
                              workload_keep=keep_gone)
                  if accounting else None)
@@ -173,6 +177,8 @@ class Agent:
         if event_log is not None:
             handlers.append(event_log)
         if self._otlp is not None and self._otlp_logs:
+            from exporter.sinks.otlp import logs as otlp_logs
+
             records = otlp_logs.EventLogs(self._otlp, otlp.resource(self._otlp),
                                      accounting.interface_name)
             self._stack.callback(records.close)

@@ -19,6 +19,7 @@ from exporter.connections.series import (
 )
 from exporter.errors import SetupError
 from exporter.host import bpfstats, contract, kernel
+from exporter.host.bpfobject import CGROUP_SKB
 from exporter.host.cgroups import BPF_CGROUP_INET_INGRESS, CgroupLink
 from exporter.host.netns_helper import NetnsHelper
 from exporter.model.addresses import address
@@ -146,15 +147,14 @@ class TcpLifecycle:
         check_tracepoints(lambda c, e: kernel.tracepoint_exists(root, c, e))
         check_failure_reasons()
         check_retransmit_types()
-        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events,
-                                                          workloads is not None))
+        self.bpf = kernel.compile_program(
+            PROGRAM, cflags(config, emit_events, workloads is not None),
+            {"workload_ingress": CGROUP_SKB} if workloads is not None else {})
         check_layouts(self.bpf, config)
         # TRACEPOINT_PROBE functions attach themselves on load.
         self._link: CgroupLink | None = None
         if workloads is not None:
-            from bcc import BPF
-
-            program = self.bpf.load_func(b"workload_ingress", BPF.CGROUP_SKB)
+            program = self.bpf.load_func(b"workload_ingress", CGROUP_SKB)
             self._link = CgroupLink(program.fd, workloads.root, BPF_CGROUP_INET_INGRESS)
         log.info("tcp lifecycle attached")
         self._stats = self.bpf["conn_stats"]

@@ -8,6 +8,7 @@ from typing import TextIO
 from exporter.config.schema import Config
 from exporter.connections.loader import TcpLifecycle
 from exporter.errors import SetupError
+from exporter.host import compiler
 from exporter.model.addresses import endpoint
 from exporter.model.events import CloseEvent
 from exporter.signals import stop_on_signals
@@ -48,6 +49,7 @@ def run_log(config: Config) -> int:
         print(f"no workload column: {exc}", file=sys.stderr)
         workloads = None
     connections = TcpLifecycle(config.connections, emit_events=True, workloads=workloads)
+    compiler.done()  # loaded: the compiling process ends
     try:
         connections.open_events(lambda ev: print_connection(ev, workloads=workloads))
         print("Tracing TCP connections... Ctrl-C to end.", file=sys.stderr, flush=True)

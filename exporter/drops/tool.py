@@ -9,6 +9,7 @@ from typing import TextIO
 
 from exporter.drops.loader import KernelDrops, by_function
 from exporter.drops.reasons import KernelText
+from exporter.host import compiler
 from exporter.signals import stop_on_signals
 
 Key = tuple[int, int, int]  # location, reason, L3 protocol
@@ -31,6 +32,7 @@ def format_period(drops: KernelDrops, grown: dict[Key, int], clock: str) -> str:
 def run_drops(period: float, out: TextIO = sys.stdout) -> int:
     stop = stop_on_signals()
     drops = KernelDrops(kallsyms=lambda: KernelText.read(classify=str))
+    compiler.done()  # loaded: the compiling process ends
     try:
         print("Counting kernel drops... Ctrl-C to end.", file=sys.stderr, flush=True)
         last: dict[Key, int] = {}

@@ -22,9 +22,16 @@ from exporter.flows.table import (
     evicted,
 )
 from exporter.host import bpfstats, contract, kernel
-from exporter.host.cgroups import SocketOwners
+from exporter.host.cgroups import OWNER_FUNCTIONS, SocketOwners
 from exporter.host.links import link_exists, workload_netns
-from exporter.host.tc import HOOKS, Classifiers, TcFilters, load_classifiers, starts_at_ip
+from exporter.host.tc import (
+    HOOKS,
+    Classifiers,
+    TcFilters,
+    classifier_functions,
+    load_classifiers,
+    starts_at_ip,
+)
 from exporter.model.snapshot import MapUsage
 
 log = logging.getLogger(__name__)
@@ -54,9 +61,10 @@ class FlowAccounting:
         cgroup (see bpf/include/workload.h)."""
         self.config = config
         self.workload = workload = cgroup_root is not None
-        self.bpf = kernel.compile_program(PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}",
-                                                    f"-DCHAIN_HTTP={int(chain_http)}",
-                                                    f"-DLABEL_WORKLOAD={int(workload)}"])
+        self.bpf = kernel.compile_program(
+            PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}",
+                      f"-DCHAIN_HTTP={int(chain_http)}", f"-DLABEL_WORKLOAD={int(workload)}"],
+            {**classifier_functions("flows"), **(OWNER_FUNCTIONS if workload else {})})
         self._programs = load_classifiers(self.bpf, "flows")
         self._owners = SocketOwners(self.bpf, cgroup_root) if cgroup_root else None
         self._tables: dict[str, FlowTable] = {}

@@ -12,6 +12,7 @@ from exporter.config.schema import Config
 from exporter.errors import SetupError
 from exporter.flows.loader import FlowAccounting
 from exporter.flows.table import FlowDelta, FlowKey, decode_key
+from exporter.host import compiler
 from exporter.host.links import check_still_there, link_index
 from exporter.model.addresses import endpoint
 from exporter.signals import stop_on_signals
@@ -94,6 +95,7 @@ def run_track(config: Config, interface: str, period: float, table: bool) -> int
             print(f"no workload column: {exc}", file=sys.stderr)
     accounting = FlowAccounting(config.flows, tc_handle=TC_HANDLE,
                                 cgroup_root=workloads.root if workloads else None)
+    compiler.done()  # loaded: the compiling process ends
     try:
         accounting.attach(index, interface)
         print(f"Tracking connections on {interface} every {period:g} s... Ctrl-C to end.",

@@ -1,8 +1,7 @@
-"""Bulk reads of BPF hash maps as raw bytes, for maps too large for per-entry ctypes.
-
-bcc's items_lookup_batch() builds a ctypes object per entry; at 100,000 flows that
-costs more than the read itself. These return the kernel's buffers as they are,
-for struct.iter_unpack.
+"""BPF map commands by the bpf(2) system call, with no library: the serving process never
+loads bcc (see compiler.py). Bulk reads return the kernel's buffers as they are, for
+struct.iter_unpack: a ctypes object per entry costs more than the read itself at 100,000
+flows.
 """
 
 from __future__ import annotations
@@ -13,7 +12,10 @@ import os
 import platform
 from typing import Any
 
+_BPF_MAP_LOOKUP_ELEM = 1
 _BPF_MAP_UPDATE_ELEM = 2
+_BPF_MAP_DELETE_ELEM = 3
+_BPF_MAP_LOOKUP_BATCH = 24
 _BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 _BPF_NOEXIST = 1
 # The bpf(2) system call's number by the kernel's architecture (platform.machine()), for a
@@ -30,6 +32,34 @@ class _ElemAttr(ctypes.Structure):
     _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32),
                 ("key", ctypes.c_uint64), ("value", ctypes.c_uint64),
                 ("flags", ctypes.c_uint64)]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [("in_batch", ctypes.c_uint64), ("out_batch", ctypes.c_uint64),
+                ("keys", ctypes.c_uint64), ("values", ctypes.c_uint64),
+                ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
+                ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+def _address(pointer: Any) -> int:
+    """The address a ctypes pointer or byref() holds; 0 for None."""
+    if pointer is None:
+        return 0
+    return ctypes.cast(pointer, ctypes.c_void_p).value or 0
+
+
+def lookup_batch(fd: int, in_batch: Any, out_batch: Any, keys: Any, values: Any,
+                 count: Any) -> int:
+    """libbpf's bpf_map_lookup_batch, by the system call: -1 and errno on failure, and
+    `count` (a pointer to a u32) holds the entries read either way."""
+    counted = ctypes.cast(count, ctypes.POINTER(ctypes.c_uint32))
+    attr = _BatchAttr(in_batch=_address(in_batch), out_batch=_address(out_batch),
+                      keys=_address(keys), values=_address(values), count=counted[0],
+                      map_fd=fd)
+    result: int = _libc.syscall(NR_BPF, _BPF_MAP_LOOKUP_BATCH, ctypes.byref(attr),
+                                ctypes.sizeof(attr))
+    counted[0] = attr.count
+    return result
 
 
 class BatchReader:
@@ -58,9 +88,7 @@ class BatchReader:
 
     def __call__(self, table: Any) -> tuple[bytes, bytes, int]:
         """(keys, values, count): the entries packed back to back."""
-        from bcc.libbcc import lib
-
-        return self.read(table.map_fd, lib.bpf_lookup_batch)
+        return self.read(table.map_fd, lookup_batch)
 
     def read(self, fd: int, lookup_batch: Any) -> tuple[bytes, bytes, int]:
         """The walk, with libbpf's bpf_map_lookup_batch (or a stand-in) as `lookup_batch`."""
@@ -108,9 +136,28 @@ def _elem_command(command: int, name: str, table: Any, key: bytes, value: Any, f
     raise OSError(err, f"{name} failed: {os.strerror(err)}")
 
 
+def lookup(table: Any, key: bytes) -> bytes | None:
+    """One entry's value; None if the key has none."""
+    value = ctypes.create_string_buffer(table.value_size)
+    found = _elem_command(_BPF_MAP_LOOKUP_ELEM, "BPF_MAP_LOOKUP_ELEM", table, key, value, 0,
+                          (errno.ENOENT,))
+    return value.raw if found else None
+
+
+def update(table: Any, key: bytes, value: bytes) -> None:
+    _elem_command(_BPF_MAP_UPDATE_ELEM, "BPF_MAP_UPDATE_ELEM", table, key,
+                  ctypes.create_string_buffer(value, len(value)), 0, ())
+
+
+def delete(table: Any, key: bytes) -> bool:
+    """False if the key had no entry."""
+    return _elem_command(_BPF_MAP_DELETE_ELEM, "BPF_MAP_DELETE_ELEM", table, key,
+                         ctypes.c_uint64(0), 0, (errno.ENOENT,))
+
+
 def lookup_and_delete(table: Any, key: bytes) -> bytes | None:
     """Atomically take one entry out of the map; None if it is not there."""
-    value = ctypes.create_string_buffer(ctypes.sizeof(table.Leaf))
+    value = ctypes.create_string_buffer(table.value_size)
     taken = _elem_command(_BPF_MAP_LOOKUP_AND_DELETE_ELEM, "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
                           table, key, value, 0, (errno.ENOENT,))
     return value.raw if taken else None

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from exporter.host.bpfmaps import NR_BPF
 
+_BPF_OBJ_GET_INFO_BY_FD = 15
 _BPF_ENABLE_STATS = 32
 _BPF_STATS_RUN_TIME = 0
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -23,6 +24,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _INFO_LEN = 216
 _RUN = struct.Struct("<QQQ")
 _RUN_OFFSET = 192
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
+                ("info", ctypes.c_uint64)]
 
 
 def enable_stats() -> int:
@@ -39,11 +45,10 @@ def program_run(fd: int) -> tuple[int, int, int]:
     """(run time in ns, runs, missed runs) of the program behind `fd`. A run is missed
     when the program's event fires while a BPF program already runs on that CPU (an
     interrupt nested in it): the kernel skips it, and counts it even without statistics."""
-    from bcc.libbcc import lib
-
     info = ctypes.create_string_buffer(_INFO_LEN)
-    size = ctypes.c_uint32(_INFO_LEN)
-    if lib.bpf_obj_get_info(fd, info, ctypes.byref(size)) != 0:
+    attr = _InfoAttr(fd, _INFO_LEN, ctypes.addressof(info))
+    if _libc.syscall(NR_BPF, _BPF_OBJ_GET_INFO_BY_FD, ctypes.byref(attr),
+                     ctypes.sizeof(attr)) != 0:
         err = ctypes.get_errno() or errno.EINVAL
         raise OSError(err, f"BPF_OBJ_GET_INFO_BY_FD failed: {os.strerror(err)}")
     run_time, runs, missed = _RUN.unpack_from(info.raw, _RUN_OFFSET)
@@ -51,7 +56,7 @@ def program_run(fd: int) -> tuple[int, int, int]:
 
 
 def programs(bpf: object) -> Iterable[tuple[str, int]]:
-    """(name, fd) of each loaded program of a bcc BPF object."""
+    """(name, fd) of each loaded program of a BPF object."""
     for name, fn in getattr(bpf, "funcs", {}).items():
         label = name.decode() if isinstance(name, bytes) else str(name)
         yield label.removeprefix("tracepoint__").replace("__", ":"), fn.fd

@@ -9,6 +9,7 @@ from typing import Any
 
 from exporter.errors import SetupError
 from exporter.host.bpfmaps import NR_BPF
+from exporter.host.bpfobject import CGROUP_SKB
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -82,6 +83,9 @@ class CgroupLink:
             self.fd = None
 
 
+OWNER_FUNCTIONS = {"workload_skb": CGROUP_SKB}  # what compile_program loads for SocketOwners
+
+
 class SocketOwners:
     """A TC program's workload_skb (bpf/include/workload.h), which gives each socket its
     owner's cgroup at the first packet it sends, attached to the cgroup v2 root. Egress
@@ -89,9 +93,7 @@ class SocketOwners:
     the runs on a host's own traffic."""
 
     def __init__(self, bpf: Any, root: Path) -> None:
-        from bcc import BPF
-
-        program = bpf.load_func(b"workload_skb", BPF.CGROUP_SKB)
+        program = bpf.load_func(b"workload_skb", CGROUP_SKB)
         self.link = CgroupLink(program.fd, root, BPF_CGROUP_INET_EGRESS)
 
     def close(self) -> None:

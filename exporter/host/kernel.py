@@ -6,12 +6,13 @@ import os
 import platform
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from exporter.errors import SetupError
+from exporter.host.bpfobject import BpfObject
 
 TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 # Written by scripts/kernel-headers.sh into the Debian 6.1 tree it unpacks.
@@ -135,12 +136,22 @@ def program_source(name: str) -> str:
 TEST_DEFINES = "EBPF_NET_EXPORTER_TEST_DEFINES"
 
 
-def compile_program(name: str, cflags: Sequence[str]) -> Any:
-    """Compile and load one program from bpf/, turning bcc's failures into remedies."""
+def compile_program(name: str, cflags: Sequence[str],
+                    functions: Mapping[str, int] | None = None) -> BpfObject:
+    """Compile and load one program from bpf/ in the compiling process (compiler.py), and
+    hold what it loaded: its tracepoint functions (attached), `functions` (name -> program
+    type) loaded for the caller to attach, and its maps. bcc's failures become remedies."""
     check_privileges()
     check_kernel_version()
     check_kernel_headers()
     check_architecture()
+    from exporter.host import compiler
+
+    return compiler.compile_program(name, cflags, functions or {})
+
+
+def build_program(name: str, cflags: Sequence[str]) -> Any:
+    """bcc's BPF object for a program of bpf/: in the compiling process only."""
     from bcc import BPF  # imported late: it is only on the system Python's path
 
     test_defines = [f"-D{d}" for d in os.environ.get(TEST_DEFINES, "").split()]
@@ -154,4 +165,3 @@ def compile_program(name: str, cflags: Sequence[str]) -> Any:
             f"{headers_dir()} do not fit this kernel: run `make setup` again. If the "
             "verifier refused it, report the kernel version (`uname -r`) with that output."
         ) from None
-

@@ -18,6 +18,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from exporter.host.bpfobject import SCHED_CLS
+
 log = logging.getLogger(__name__)
 
 INGRESS = 0xFFFFFFF2  # ffff:fff2
@@ -38,12 +40,19 @@ def starts_at_ip(name: str, sys_class_net: Path = Path("/sys/class/net")) -> boo
         return False  # gone, or unreadable: its removal or an Ethernet framing follows
 
 
+def _classifier(prefix: str, hook: str, l3: bool) -> str:
+    return f"{prefix}_{hook}{'_l3' if l3 else ''}"
+
+
+def classifier_functions(prefix: str) -> dict[str, int]:
+    """What compile_program must load for load_classifiers (name -> program type)."""
+    return {_classifier(prefix, hook, l3): SCHED_CLS for hook in HOOKS for l3 in (False, True)}
+
+
 def load_classifiers(bpf: Any, prefix: str) -> Classifiers:
     """`prefix`_ingress/_egress, and their _l3 forms for links without a link-layer header."""
-    from bcc import BPF
-
-    return {l3: {hook: bpf.load_func(f"{prefix}_{hook}{'_l3' if l3 else ''}".encode(),
-                                     BPF.SCHED_CLS) for hook in HOOKS}
+    return {l3: {hook: bpf.load_func(_classifier(prefix, hook, l3).encode(), SCHED_CLS)
+                 for hook in HOOKS}
             for l3 in (False, True)}
 
 

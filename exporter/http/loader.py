@@ -14,7 +14,13 @@ from exporter.config.schema import HttpConfig
 from exporter.connections.loader import bucket_index_macro
 from exporter.host import bpfstats, contract, kernel
 from exporter.host.links import faces_workload
-from exporter.host.tc import Classifiers, TcFilters, load_classifiers, starts_at_ip
+from exporter.host.tc import (
+    Classifiers,
+    TcFilters,
+    classifier_functions,
+    load_classifiers,
+    starts_at_ip,
+)
 from exporter.http.codes import HEADER, METHODS, OVERFLOW, ROLES
 from exporter.http.expiry import Expiry
 from exporter.model.addresses import address
@@ -119,7 +125,8 @@ class HttpInspection:
         self.config = config
         self.workloads, self.keep_gone = workloads, keep_gone
         self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, emit_packets,
-                                                          workloads is not None))
+                                                          workloads is not None),
+                                          classifier_functions("http"))
         self.programs: Classifiers = load_classifiers(self.bpf, "http")
         self.filters = TcFilters(priority, TC_HANDLE)
         self.attached: set[int] = set()

@@ -7,6 +7,7 @@ import time
 from typing import TextIO
 
 from exporter.config.schema import Config
+from exporter.host import compiler
 from exporter.host.links import check_still_there, link_index
 from exporter.http.loader import HttpInspection
 from exporter.model.events import HttpPacket
@@ -30,6 +31,7 @@ def run_http(config: Config, interface: str) -> int:
     index = link_index(interface)
     stop = stop_on_signals()
     inspection = HttpInspection(config.http, config.flows.tc_priority, emit_packets=True)
+    compiler.done()  # loaded: the compiling process ends
     try:
         inspection.open_packets(print_packet)
         inspection.attach(index, interface)

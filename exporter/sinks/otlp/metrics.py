@@ -41,12 +41,12 @@ from exporter.model.labels import LABELS
 from exporter.model.metric import Kind
 from exporter.model.snapshot import Snapshot
 from exporter.sinks.otlp.setup import (
-    SCOPE,
     STOP_SECONDS,
     bounded,
     metric_exporter,
     milliseconds,
     resource,
+    scope,
     timeout,
 )
 
@@ -159,7 +159,7 @@ class SnapshotMetricReader:
             metrics.append(Metric(entry.otlp, entry.help, entry.unit,
                                   self._data(entry, bounds, points, start, now_ns)))
         self._starts, self._built_ns = self._next_starts, now_ns
-        return MetricsData([ResourceMetrics(self.resource, [ScopeMetrics(SCOPE, metrics, "")],
+        return MetricsData([ResourceMetrics(self.resource, [ScopeMetrics(scope(), metrics, "")],
                                             "")])
 
     def _data(self, entry: metric.Metric, bounds: tuple[float, ...], points: list[Point],

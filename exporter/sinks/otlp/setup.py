@@ -10,18 +10,23 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.config.schema import OtlpConfig
 from exporter.errors import ConfigError
 
+if TYPE_CHECKING:  # the SDK is imported only where OTLP is on: it costs memory
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
 log = logging.getLogger(__name__)
 
-SCOPE = InstrumentationScope("ebpf-net-exporter", __version__)
+
+def scope() -> InstrumentationScope:
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    return InstrumentationScope("ebpf-net-exporter", __version__)
 
 
 def endpoint_configured(config: OtlpConfig | None, env: Mapping[str, str] = os.environ) -> bool:
@@ -41,7 +46,7 @@ def logs_endpoint_configured(config: OtlpConfig, env: Mapping[str, str] = os.env
 def resource(config: OtlpConfig) -> Resource:
     """Built-in attributes, then OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over them, as
     the specification says, then the configuration's resource_attributes over those."""
-    from opentelemetry.sdk.resources import OTELResourceDetector
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
     attributes: dict[str, Any] = {"service.name": "ebpf-net-exporter",
                                   "service.version": __version__,
