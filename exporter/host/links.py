@@ -14,13 +14,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_LINK, RTMGRP_TC
 
 from exporter.errors import SetupError
+from exporter.host import rtnetlink
+from exporter.host.rtnetlink import (
+    IFLA_IFNAME,
+    IFLA_LINK_NETNSID,
+    RTM_DELLINK,
+    RTM_DELQDISC,
+    RTM_DELTFILTER,
+    RTM_NEWLINK,
+    RTMGRP_LINK,
+    RTMGRP_TC,
+    DumpInterrupted,
+    Message,
+    NetlinkError,
+    Rtnl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +41,12 @@ DRAIN_READS = 10_000
 
 
 def link_index(name: str) -> int:
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
-    if not found:
+    found = rtnetlink.link_index(name)
+    if found is None:
         raise SetupError(f"interface {name} does not exist in this network namespace. "
                          "`ip link` lists the interfaces; for a container's traffic, name its "
                          "host-side veth, or run the exporter in its namespace.")
-    return int(found[0])
+    return found
 
 
 def workload_netns(index: int) -> int | None:
@@ -47,20 +56,18 @@ def workload_netns(index: int) -> int | None:
     uplink is a veth, or an exporter in a pod watching its own eth0, is not facing a
     workload but the world). None otherwise."""
     try:
-        with IPRoute() as ipr:
-            link = ipr.link("get", index=index)[0]
-            netns = link.get_attr("IFLA_LINK_NETNSID")
-            if netns is None:
+        link = rtnetlink.get_link(index)
+        if link is None:
+            return None  # gone: its removal follows
+        netns = link.s32(IFLA_LINK_NETNSID)
+        if netns is None:
+            return None
+        for family in (socket.AF_INET, socket.AF_INET6):
+            if index in rtnetlink.default_route_links(family):
                 return None
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for route in ipr.get_default_routes(family=family):
-                    hops = [route.get_attr("RTA_OIF")]
-                    hops += [nh["oif"] for nh in route.get_attr("RTA_MULTIPATH") or ()]
-                    if index in hops:
-                        return None
     except NetlinkError:
         return None  # gone: its removal follows
-    return int(netns)
+    return netns
 
 
 def faces_workload(index: int) -> bool:
@@ -77,25 +84,19 @@ def check_still_there(index: int, interface: str) -> None:
 
 def link_exists(index: int) -> bool:
     try:
-        with IPRoute() as ipr:
-            ipr.link("get", index=index)
-    except NetlinkError:
-        return False
+        return rtnetlink.get_link(index) is not None
     except Exception:
         return True  # cannot tell: assume it is there, so that a failure is not played down
-    return True
 
 
-def _list_links() -> list[Any]:
+def _list_links() -> list[Message]:
     # A dump that links changed under is refused (NLM_F_DUMP_INTR): ask again.
     for _ in range(DUMP_ATTEMPTS - 1):
         try:
-            with IPRoute() as ipr:
-                return list(ipr.get_links())
-        except NetlinkDumpInterrupted:
+            return rtnetlink.list_links()
+        except DumpInterrupted:
             time.sleep(0.05)
-    with IPRoute() as ipr:
-        return list(ipr.get_links())
+    return rtnetlink.list_links()
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:
@@ -115,8 +116,7 @@ class InterfaceWatcher:
         self.on_remove = on_remove
         self.on_tc_removal = on_tc_removal
         self.present: dict[int, str] = {}
-        self._events = IPRoute()
-        self._events.bind(groups=RTMGRP_LINK | (RTMGRP_TC if on_tc_removal else 0))
+        self._events = Rtnl(groups=RTMGRP_LINK | (RTMGRP_TC if on_tc_removal else 0))
         # TC events come for every interface on the host (ours too: attaching a few hundred
         # links queues three each): a larger buffer makes an overflow, and a resync, rarer.
         try:
@@ -139,7 +139,7 @@ class InterfaceWatcher:
         known = set(self.present)
         for link in links:
             self._handle(link, self._seen)
-        listed = {link["index"] for link in links}
+        listed = {link.index for link in links}
         for index in [i for i in self.present if i not in listed]:
             self._forget(index)
         if self.on_tc_removal is not None:
@@ -173,9 +173,7 @@ class InterfaceWatcher:
             if not ready:
                 continue
             try:
-                # get() is a generator: the socket is read, and ENOBUFS raised, as it is
-                # iterated.
-                messages = list(self._events.get())
+                messages = self._events.events()  # ENOBUFS: events were lost
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -187,12 +185,11 @@ class InterfaceWatcher:
             for msg in messages:
                 if self._stop.is_set():
                     return  # stopping: the filters are being removed, not to be restored
-                event = msg.get("event")
-                if event == "RTM_NEWLINK":
+                if msg.kind == RTM_NEWLINK:
                     self._handle(msg, self._seen)
-                elif event == "RTM_DELLINK":
+                elif msg.kind == RTM_DELLINK:
                     self._handle(msg, self._gone)
-                elif event in ("RTM_DELTFILTER", "RTM_DELQDISC"):
+                elif msg.kind in (RTM_DELTFILTER, RTM_DELQDISC):
                     self._handle(msg, self._tc_removed)
 
     def _drain(self) -> None:
@@ -200,12 +197,12 @@ class InterfaceWatcher:
             if not select.select([self._events], [], [], 0)[0]:
                 return
             try:
-                list(self._events.get())
+                self._events.events()
             except OSError:
                 pass  # ENOBUFS again: the listing that follows covers it
 
-    def _handle(self, msg: Any, step: Callable[[Any], None]) -> None:
-        self._guarded(msg["index"], msg.get_attr("IFLA_IFNAME"), lambda: step(msg))
+    def _handle(self, msg: Message, step: Callable[[Message], None]) -> None:
+        self._guarded(msg.index, msg.text(IFLA_IFNAME), lambda: step(msg))
 
     def _guarded(self, index: int, name: str | None, step: Callable[[], None]) -> None:
         # One link's trouble (a netlink error while detaching, say) must not end the
@@ -216,8 +213,8 @@ class InterfaceWatcher:
             log.exception("handling a change of interface %s failed",
                           name or self.present.get(index, index))
 
-    def _seen(self, msg: Any) -> None:
-        index, name = msg["index"], msg.get_attr("IFLA_IFNAME")
+    def _seen(self, msg: Message) -> None:
+        index, name = msg.index, msg.text(IFLA_IFNAME)
         if not name or not matches(name, self.patterns):
             if index in self.present:
                 self._gone(msg)  # renamed to a name we do not watch
@@ -238,11 +235,11 @@ class InterfaceWatcher:
             self.present.pop(index, None)
             self.on_remove(index, name)
 
-    def _gone(self, msg: Any) -> None:
-        self._forget(msg["index"])
+    def _gone(self, msg: Message) -> None:
+        self._forget(msg.index)
 
-    def _tc_removed(self, msg: Any) -> None:
-        self._tc_check(msg["index"])
+    def _tc_removed(self, msg: Message) -> None:
+        self._tc_check(msg.index)
 
     def _tc_check(self, index: int) -> None:
         name = self.present.get(index)

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from exporter.host import rtnetlink
 from exporter.host.bpfobject import SCHED_CLS
+from exporter.host.rtnetlink import Filter, NetlinkError, Rtnl
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,8 @@ class TcFilters:
     def __init__(self, priority: int, handle: int) -> None:
         self.priority = priority
         self.handle = handle
-        self._ipr = IPRoute()
-        self._lock = threading.Lock()  # pyroute2 sockets are not thread-safe
+        self._rtnl = Rtnl()
+        self._lock = threading.Lock()  # one socket: one request at a time
         self._created_qdisc: set[int] = set()
         self._attached: set[int] = set()  # by this instance, since it started
 
@@ -69,7 +68,7 @@ class TcFilters:
         """Install (or replace a stale copy of) our filter on each hook in `programs`."""
         with self._lock:
             try:
-                self._ipr.tc("add", "clsact", ifindex)
+                rtnetlink.add_clsact(self._rtnl, ifindex)
                 self._created_qdisc.add(ifindex)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
@@ -82,9 +81,9 @@ class TcFilters:
             self._attached.add(ifindex)
             for hook, fn in programs.items():
                 # replace, not add: a filter left by a killed exporter is taken over.
-                self._ipr.tc("replace-filter", "bpf", ifindex, self.handle, fd=fn.fd,
-                             name=fn.name, parent=HOOKS[hook], classid=1,
-                             direct_action=True, prio=self.priority)
+                name = fn.name.decode() if isinstance(fn.name, bytes) else str(fn.name)
+                rtnetlink.replace_bpf_filter(self._rtnl, ifindex, HOOKS[hook], self.priority,
+                                             self.handle, fn.fd, name)
 
     def installed(self, ifindex: int, hooks: list[str]) -> bool:
         """Whether our filter is on each of these hooks."""
@@ -98,7 +97,7 @@ class TcFilters:
                 for parent in HOOKS.values():
                     self._gone_or_done(self._delete_ours, ifindex, parent)
                 if ifindex in self._created_qdisc and not self._others(ifindex):
-                    self._gone_or_done(self._ipr.tc, "del", "clsact", ifindex)
+                    self._gone_or_done(rtnetlink.delete_clsact, self._rtnl, ifindex)
             finally:
                 self._created_qdisc.discard(ifindex)
                 self._attached.discard(ifindex)
@@ -119,23 +118,23 @@ class TcFilters:
         self.close()
 
     def close(self) -> None:
-        self._ipr.close()
+        self._rtnl.close()
 
-    def _filters(self, ifindex: int, parent: int) -> list[Any]:
+    def _filters(self, ifindex: int, parent: int) -> list[Filter]:
         try:
-            return list(self._ipr.get_filters(index=ifindex, parent=parent))
+            return rtnetlink.filters(self._rtnl, ifindex, parent)
         except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                 return []
             raise
 
-    def _is_ours(self, msg: Any) -> bool:
-        return bool(msg["handle"] == self.handle and (msg["info"] >> 16) == self.priority)
+    def _is_ours(self, found: Filter) -> bool:
+        return found.handle == self.handle and found.priority == self.priority
 
-    def _installed(self, ifindex: int) -> list[Any]:
-        # get_filters also returns one header entry per priority (handle 0).
-        return [msg for parent in HOOKS.values() for msg in self._filters(ifindex, parent)
-                if msg["handle"] != 0]
+    def _installed(self, ifindex: int) -> list[Filter]:
+        # A dump also gives one header entry per priority (handle 0).
+        return [found for parent in HOOKS.values() for found in self._filters(ifindex, parent)
+                if found.handle != 0]
 
     def _others(self, ifindex: int) -> bool:
         return any(not self._is_ours(msg) for msg in self._installed(ifindex))
@@ -158,5 +157,5 @@ class TcFilters:
 
     def _delete_ours(self, ifindex: int, parent: int) -> None:
         if self._has_ours(ifindex, parent):
-            self._ipr.tc("del-filter", "bpf", ifindex, self.handle, parent=parent,
-                         prio=self.priority)
+            rtnetlink.delete_bpf_filter(self._rtnl, ifindex, parent, self.priority,
+                                        self.handle)

@@ -7,12 +7,11 @@ import logging
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from exporter.host.links import SO_RCVBUFFORCE, InterfaceWatcher
+from exporter.host.rtnetlink import Message
 from tests.support.namespaces import ip, require_root
 from tests.support.scrapes import until
 
@@ -34,16 +33,15 @@ def test_lost_link_events_are_made_up_for_by_listing_the_links_again() -> None:
         # reading fails with ENOBUFS, and only listing the links again can tell.
         losing = threading.Event()
         losing.set()
-        read = watcher._events.get
+        read = watcher._events.events
 
-        def lossy() -> Iterator[Any]:
-            # A generator, as pyroute2's get() is: the error comes while iterating.
-            messages = list(read())
+        def lossy() -> list[Message]:
+            messages = read()
             if losing.is_set():
                 raise OSError(errno.ENOBUFS, "No buffer space available")
-            yield from messages
+            return messages
 
-        watcher._events.get = lossy
+        watcher._events.events = lossy  # type: ignore[method-assign]
         ip("link", "add", "entrs2", "type", "veth", "peer", "name", "entrp2")
         ip("link", "del", "entrs1")
         until(lambda: (added, removed) == (["entrs1", "entrs2"], ["entrs1"]))
@@ -68,13 +66,23 @@ def test_a_real_overflow_of_link_events_is_caught_up_with(caplog: pytest.LogCapt
                                lambda _i, name: added.discard(name))
     try:
         watcher.start()
-        # The smallest buffer the kernel allows: a burst of link events overflows it.
+        # The smallest buffer the kernel allows: a burst of link events overflows it while
+        # the watcher is held from reading (it reads faster than `ip` makes links).
         watcher._events.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 0)
+        gate = threading.Event()
+        read = watcher._events.events
+
+        def held() -> list[Message]:
+            gate.wait()
+            return read()
+
+        watcher._events.events = held  # type: ignore[method-assign]
         burst = [f"link add {name} type veth peer name entrq{i}" for i, name in enumerate(names)]
         burst += [f"link del {name}" for name in names[::2]]
         with caplog.at_level(logging.WARNING, logger="exporter.host.links"):
             subprocess.run(["ip", "-batch", "-"], input="\n".join(burst) + "\n", text=True,
                            check=True)
+            gate.set()
             until(lambda: added == set(names[1::2]), timeout=20)
         assert added == set(names[1::2])
         assert watcher._thread.is_alive()
