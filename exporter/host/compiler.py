@@ -148,26 +148,37 @@ class Compiler:
             self.proc.wait()
 
 
+# A child per compile running at once (the agent compiles the tracepoint programs beside the
+# classifiers), each kept for the next request until done().
 _lock = threading.Lock()
-_compiler: Compiler | None = None
+_idle: list[Compiler] = []
+_started: list[Compiler] = []
 
 
 def compile_program(name: str, cflags: Sequence[str], functions: Mapping[str, int]) -> BpfObject:
-    global _compiler
     with _lock:
-        if _compiler is None:
-            _compiler = Compiler()
-            atexit.register(done)
-        return _compiler.compile(name, cflags, functions)
+        if _idle:
+            child = _idle.pop()
+        else:
+            child = Compiler()
+            if not _started:
+                atexit.register(done)
+            _started.append(child)
+    try:
+        return child.compile(name, cflags, functions)
+    finally:
+        with _lock:
+            if child in _started:
+                _idle.append(child)
 
 
 def done() -> None:
-    """No more compiling: the child ends (it is started again if needed)."""
-    global _compiler
+    """No more compiling: the children end (one is started again if needed)."""
     with _lock:
-        if _compiler is not None:
-            _compiler.close()
-            _compiler = None
+        for child in _started:
+            child.close()
+        _started.clear()
+        _idle.clear()
 
 
 if __name__ == "__main__":
