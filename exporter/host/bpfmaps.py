@@ -16,6 +16,7 @@ _BPF_MAP_LOOKUP_ELEM = 1
 _BPF_MAP_UPDATE_ELEM = 2
 _BPF_MAP_DELETE_ELEM = 3
 _BPF_MAP_LOOKUP_BATCH = 24
+_BPF_MAP_UPDATE_BATCH = 26
 _BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 _BPF_NOEXIST = 1
 # The bpf(2) system call's number by the kernel's architecture (platform.machine()), for a
@@ -60,6 +61,16 @@ def lookup_batch(fd: int, in_batch: Any, out_batch: Any, keys: Any, values: Any,
                                 ctypes.sizeof(attr))
     counted[0] = attr.count
     return result
+
+
+def update_batch(fd: int, keys: Any, values: Any, count: int) -> None:
+    """Write `count` entries at once (ctypes arrays of keys and values)."""
+    attr = _BatchAttr(keys=ctypes.addressof(keys), values=ctypes.addressof(values),
+                      count=count, map_fd=fd)
+    if _libc.syscall(NR_BPF, _BPF_MAP_UPDATE_BATCH, ctypes.byref(attr),
+                     ctypes.sizeof(attr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_MAP_UPDATE_BATCH failed: {os.strerror(err)}")
 
 
 class BatchReader:

@@ -69,6 +69,10 @@ class Table:
 
     items = items_lookup_batch
 
+    def items_update_batch(self, keys: Any, values: Any) -> None:
+        """Write ctypes arrays of Key and Leaf at once (benches fill maps so)."""
+        bpfmaps.update_batch(self.map_fd, keys, values, len(keys))
+
     def event(self, data: bytes) -> Any:
         """A ring buffer record as the program's event type."""
         return self.event_type.from_buffer_copy(data)
