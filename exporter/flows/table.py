@@ -36,7 +36,8 @@ HEAD6 = struct.Struct("<IBB34xHH")
 PROTOCOLS = {6: "tcp", 17: "udp"}
 # By the program's direction codes (DIR_RECEIVE, DIR_TRANSMIT in bpf/include/packet.h).
 DIRECTIONS = tuple(name.lower() for name in contract.names("packet.h", "DIR_"))
-# Handshakes remembered for flows taken out while idle, per address family (each ~150 bytes).
+# Handshakes remembered for flows taken out while idle, per address family (each ~150 bytes),
+# where the server port is not the lower of the two (the lower one needs no memory).
 REMEMBERED_SERVERS = 65536
 # A flow missing from a read is remembered for this many reads more: should it come back
 # with the same first-seen time, only its growth is counted, not all of it again.
@@ -162,8 +163,12 @@ class FlowTable:
             # Otherwise it was evicted meanwhile, and a new flow took the key: all of what was
             # taken out is that new flow's, and it must be counted before it is forgotten.
             port = port if known else servers.get(key, 0)
-            if port:
+            if port and port != min(sport, dport):
                 self._remember(key, port)
+            else:
+                # The lower port, which a flow with no known server port is given anyway:
+                # nothing to remember (most clients' ports are above their servers').
+                servers.pop(key, None)
             if packets or nbytes:
                 append((key, packets, nbytes, ifindex, direction, proto,
                         port or min(sport, dport), cgroup))

@@ -158,6 +158,21 @@ def test_an_idle_connection_keeps_its_server_port_after_its_entry_was_taken_out(
     assert table.read(now_ns=27 * SEC) == [delta(grpc, 2, 200, 50051)]
 
 
+def test_only_server_ports_the_lower_port_would_not_give_are_remembered() -> None:
+    # A client's port above its server's (the usual case) needs no memory: the lower port
+    # is what a flow with no handshake gets. 65,536 of them a family would cost ~10 MiB.
+    fake = FakeMap()
+    table = FlowTable(None, idle_timeout=10, read=fake.read, take=fake.take)
+    web, grpc = key(sport=40000, dport=80), key(sport=40000, dport=50051)
+    fake.entries[web] = (1, 100, 0, 80, 1)
+    fake.entries[grpc] = (1, 100, 0, 50051, 1)
+    table.read(now_ns=1 * SEC)
+    table.read(now_ns=12 * SEC)  # both idle: taken out
+    assert table._servers == {grpc: 50051}
+    fake.entries[web] = (1, 100, 13 * SEC, 0, 0)
+    assert table.read(now_ns=14 * SEC) == [delta(web, 1, 100, 80)]
+
+
 def test_decoded_keys() -> None:
     k = decode_key(key(direction=1, src="fd00::1", dst="fd00::2", proto=17))
     assert (k.direction, k.protocol, str(k.src), str(k.remote)) == (
