@@ -73,6 +73,9 @@ def update_batch(fd: int, keys: Any, values: Any, count: int) -> None:
         raise OSError(err, f"BPF_MAP_UPDATE_BATCH failed: {os.strerror(err)}")
 
 
+INITIAL_ENTRIES = 1024
+
+
 class BatchReader:
     """Reads all entries of one bcc hash table into buffers kept between reads.
 
@@ -88,7 +91,10 @@ class BatchReader:
         self.key_size, self.value_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
         self.capacity = 0
         self._keys = self._values = ctypes.create_string_buffer(0)
-        self._grow(table.max_entries + table.max_entries // 4 + 16, 0)
+        # Room for the whole map would be touched memory for as long as the exporter runs
+        # (a few MiB for each large map, mostly empty): start small, and grow to what reads
+        # meet, which the buffers then keep.
+        self._grow(min(table.max_entries + table.max_entries // 4 + 16, INITIAL_ENTRIES), 0)
 
     def _grow(self, capacity: int, kept: int) -> None:
         keys = ctypes.create_string_buffer(self.key_size * capacity)
