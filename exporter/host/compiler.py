@@ -32,10 +32,10 @@ from typing import Any
 from exporter.errors import SetupError
 from exporter.host.bpfobject import BpfObject
 from exporter.host.ctypes_desc import describe
+from exporter.host.table import RINGBUF
 
 MAX_MESSAGE = 1 << 22
 MAX_FDS = 253  # SCM_MAX_FD
-RINGBUF = 27
 
 
 def _manifest(bpf: Any, functions: Mapping[str, int]) -> tuple[dict[str, Any], list[int]]:

@@ -18,7 +18,7 @@ TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")
 # Written by scripts/kernel-headers.sh into the Debian 6.1 tree it unpacks.
 FALLBACK_MARKER = ".ebpf-net-exporter-fallback-headers"
 # Capability bits (linux/capability.h).
-CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 19, 21, 38, 39
 
 
 def effective_capabilities(status: str | None = None) -> int:

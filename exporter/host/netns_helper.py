@@ -24,7 +24,6 @@ from exporter.host import kernel, privileges
 from exporter.host.sockdiag import Listener, listeners
 
 CLONE_NEWNET = 0x40000000
-CAP_SYS_PTRACE = 19
 _PR_SET_NO_NEW_PRIVS = 38
 _libc = ctypes.CDLL(None, use_errno=True)
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def answer(pid: int, own: int) -> object:
 
 
 def main() -> int:
-    if not privileges.keep_only((kernel.CAP_SYS_ADMIN, CAP_SYS_PTRACE)):
+    if not privileges.keep_only((kernel.CAP_SYS_ADMIN, kernel.CAP_SYS_PTRACE)):
         return 1
     _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -75,7 +74,7 @@ class NetnsHelper:
 
     def start(self) -> None:
         caps = kernel.effective_capabilities()
-        if not caps & (1 << kernel.CAP_SYS_ADMIN) or not caps & (1 << CAP_SYS_PTRACE):
+        if not caps & (1 << kernel.CAP_SYS_ADMIN) or not caps & (1 << kernel.CAP_SYS_PTRACE):
             log.warning("without CAP_SYS_ADMIN and CAP_SYS_PTRACE at start, listen queues are "
                         "read in the exporter's own network namespace only")
             return

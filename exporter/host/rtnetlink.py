@@ -68,10 +68,6 @@ class Message:
         raw = self.attrs.get(attr)
         return raw.rstrip(b"\0").decode(errors="replace") if raw is not None else None
 
-    def u32(self, attr: int) -> int | None:
-        raw = self.attrs.get(attr)
-        return struct.unpack_from("=I", raw)[0] if raw is not None else None
-
     def s32(self, attr: int) -> int | None:
         raw = self.attrs.get(attr)
         return struct.unpack_from("=i", raw)[0] if raw is not None else None

@@ -46,7 +46,7 @@ def test_root_drops_every_other_capability_after_start_up() -> None:
         [helper] = Path(f"/proc/{main}/task/{main}/children").read_text().split()
         status = Path(f"/proc/{helper}/status").read_text()
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        entering = (1 << kernel.CAP_SYS_ADMIN) | (1 << 19)  # CAP_SYS_PTRACE
+        entering = (1 << kernel.CAP_SYS_ADMIN) | (1 << kernel.CAP_SYS_PTRACE)
         assert int(fields["CapEff"], 16) == int(fields["CapBnd"], 16) == entering, fields
         assert fields["NoNewPrivs"].strip() == "1"
         # What it kept is enough for an interface that appears afterwards.
