@@ -56,23 +56,27 @@ PAIRS = 20000
 
 
 def warm_costs() -> tuple[float, float, float]:
-    """The HTTP classifier alone on this CPU, caches warm (BPF_PROG_TEST_RUN): average ns
-    for a request, its matched response, and an empty classifier on the same frames."""
+    """The traffic classifier with HTTP matching on this CPU, caches warm (BPF_PROG_TEST_RUN):
+    average ns for a request, its matched response, and an empty classifier on the same
+    frames."""
     from bcc import BPF
 
     from exporter.config.load import parse_config
-    from exporter.http.loader import HttpInspection
+    from exporter.flows.loader import FlowAccounting
+    from exporter.http.loader import HttpInspection, cflags
 
-    inspection = HttpInspection(parse_config({}).http, priority=9437)
+    config = parse_config({})
+    classifier = FlowAccounting(config.flows, http=cflags(config.http, False, False))
+    inspection = HttpInspection(config.http, classifier.bpf)
     # Test runs come from the loopback device, and no socket of this host owns their
     # addresses: marking it as facing a workload gives the requests a role (see role_of in
     # bpf/http.c); the first response confirms the connection, as for one older than the
     # exporter, and the rest run the steady path.
-    inspection.bpf["http_workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
+    classifier.bpf["http_workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
     empty = BPF(text=REFERENCES["empty_cls"])
     try:
-        egress = inspection.bpf.load_func(b"http_egress", BPF.SCHED_CLS).fd
-        ingress = inspection.bpf.load_func(b"http_ingress", BPF.SCHED_CLS).fd
+        egress = classifier.bpf.load_func(b"flows_egress", BPF.SCHED_CLS).fd
+        ingress = classifier.bpf.load_func(b"flows_ingress", BPF.SCHED_CLS).fd
         nothing = empty.load_func(b"empty_cls", BPF.SCHED_CLS).fd
         request = response = floor = 0
         for seq in range(1, PAIRS + 1):
@@ -84,7 +88,7 @@ def warm_costs() -> tuple[float, float, float]:
         assert matched == PAIRS, f"{matched} of {PAIRS} responses matched"
         return request / PAIRS, response / PAIRS, floor / PAIRS / 2
     finally:
-        inspection.close()
+        classifier.close()
         empty.cleanup()
 
 

@@ -6,11 +6,13 @@ default configuration). Two measures, in one run:
 - instructions per function as compiled (what the verifier sees), for every function of
   the three programs: the tracepoint programs of connections.c cannot be test-run, and a
   refactoring that keeps the code the same keeps these counts;
-- the traffic classifier (flows.c) and the HTTP classifier (http.c) run by the kernel on
-  the same frames (BPF_PROG_TEST_RUN), the trees taking turns for --rounds rounds: flows
-  on IPv4 TCP, IPv6 TCP and IPv4 UDP packets of a flow already in the map (the common
-  path; the kernel's average over REPEAT runs), HTTP on request/response pairs of a
-  kept-alive connection, each pair matched.
+- the traffic classifier (flows.c) run by the kernel on the same frames
+  (BPF_PROG_TEST_RUN), the trees taking turns for --rounds rounds: without HTTP on IPv4
+  TCP, IPv6 TCP and IPv4 UDP packets of a flow already in the map (the common path; the
+  kernel's average over REPEAT runs), and on request/response pairs of a kept-alive
+  connection, without HTTP and with HTTP matching, each pair matched. A tree whose
+  http.c is a program of its own (before #18) runs it by tail call from flows.c, as its
+  exporter did; a later tree's flows.c matches HTTP in its own run (http.c spliced in).
 
     sudo .venv/bin/python bench/program_cost.py --before /tmp/before [--rounds 10]
 
@@ -36,6 +38,7 @@ from bench.common import enable_bpf_stats, tcp_frame, test_run_ns
 from exporter.config.load import parse_config
 from exporter.connections.loader import cflags as connection_cflags
 from exporter.flows.loader import map_size
+from exporter.host.kernel import PART
 from exporter.http.loader import cflags as http_cflags
 
 HERE = Path(__file__).resolve().parent.parent
@@ -60,17 +63,44 @@ def parameters() -> dict[str, list[str]]:
     return {
         # USE_KPROBE: the older tree's connection program still had that branch.
         "connections": [*connection_cflags(config.connections, False), "-DUSE_KPROBE=0"],
-        "flows": [f"-DMAX_FLOWS={map_size(config.flows.max_flows)}", "-DCHAIN_HTTP=0"],
+        "flows": [f"-DMAX_FLOWS={map_size(config.flows.max_flows)}", "-DCHAIN_HTTP=0",
+                  "-DHTTP=0"],
         "http": http_cflags(config.http, False, False),
     }
+
+
+def text_of(path: Path) -> str:
+    """A program's text with its parts spliced in (see PART in exporter/host/kernel.py)."""
+    return "".join(text_of(path.parent / line[len(PART):].strip()) if line.startswith(PART)
+                   else line for line in path.read_text().splitlines(keepends=True))
 
 
 def compile_tree(tree: Path, concern: str, flags: list[str]) -> Any:
     from bcc import BPF
 
-    path = source(tree, concern)
     include = [f"-I{tree / 'bpf'}", f"-I{tree / 'bpf' / 'include'}"]
-    return BPF(text=path.read_text().encode(), cflags=[*include, *flags])
+    return BPF(text=text_of(source(tree, concern)).encode(), cflags=[*include, *flags])
+
+
+def standalone_http(tree: Path) -> bool:
+    """Whether the tree's http.c is a program of its own, tail-called by flows.c."""
+    return "int http_egress(" in (tree / "bpf" / "http.c").read_text()
+
+
+def compile_http(tree: Path, flags: dict[str, list[str]]) -> tuple[Any, list[Any]]:
+    """The traffic classifier with HTTP matching as the tree's exporter runs it, and the
+    BPF objects that hold it (the HTTP maps are in the last)."""
+    from bcc import BPF
+
+    if not standalone_http(tree):
+        bpf = compile_tree(tree, "flows", [*flags["flows"], "-DHTTP=1", *flags["http"]])
+        return bpf, [bpf]
+    flows = compile_tree(tree, "flows", [*flags["flows"], "-DCHAIN_HTTP=1"])
+    http = compile_tree(tree, "http", [*flags["http"], "-DLABEL_WORKLOAD=0"])
+    for slot, name in enumerate((b"http_ingress", b"http_egress")):  # by direction code
+        flows["flows_next"][ctypes.c_int(slot)] = ctypes.c_int(
+            http.load_func(name, BPF.SCHED_CLS).fd)
+    return flows, [flows, http]
 
 
 def functions(path: Path) -> list[str]:
@@ -119,19 +149,22 @@ def flow_costs(bpf: Any) -> dict[str, float]:
 
 
 class HttpRounds:
-    """Request/response pairs of one connection on a loaded http.c, sequence numbers going
-    on from round to round."""
+    """Request/response pairs of one connection through a loaded traffic classifier
+    (`classifier`; with HTTP matching, its maps in `http`), sequence numbers going on from
+    round to round."""
 
-    def __init__(self, bpf: Any) -> None:
+    def __init__(self, classifier: Any, http: Any | None) -> None:
         from bcc import BPF
 
-        # Test runs come from the loopback device, which no socket here owns the addresses
-        # of: marked as facing a workload, its requests get a role (see bench/http_throughput).
-        bpf["http_workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
-        self.egress = bpf.load_func(b"http_egress", BPF.SCHED_CLS).fd
-        self.ingress = bpf.load_func(b"http_ingress", BPF.SCHED_CLS).fd
+        if http is not None:
+            # Test runs come from the loopback device, which no socket here owns the
+            # addresses of: marked as facing a workload, its requests get a role (see
+            # bench/http_throughput).
+            http["http_workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
+        self.egress = classifier.load_func(b"flows_egress", BPF.SCHED_CLS).fd
+        self.ingress = classifier.load_func(b"flows_ingress", BPF.SCHED_CLS).fd
         self.seq = 0
-        self.bpf = bpf
+        self.bpf = http
 
     def pair_ns(self) -> float:
         total = 0
@@ -142,7 +175,8 @@ class HttpRounds:
         return total / PAIRS / 2
 
     def matched(self) -> int:
-        return sum(int(sum(v.buckets)) for _, v in self.bpf["http_stats"].items())
+        return (sum(int(sum(v.buckets)) for _, v in self.bpf["http_stats"].items())
+                if self.bpf is not None else 0)
 
 
 def alternate(rounds: int, measure: dict[str, Callable[[], dict[str, float]]]
@@ -167,20 +201,29 @@ def main() -> None:
     try:
         flags = parameters()
         loaded = {(tree, concern): compile_tree(path, concern, flags[concern])
-                  for tree, path in trees.items() for concern in PROGRAMS}
+                  for tree, path in trees.items() for concern in PROGRAMS if concern != "http"}
+        with_http = {tree: compile_http(path, flags) for tree, path in trees.items()}
+        objects = [*loaded.values(), *(b for _, held in with_http.values() for b in held)]
         print("instructions per function (before -> after)")
-        for concern in PROGRAMS:
+        for concern in ("connections", "flows"):
             for name in functions(source(HERE, concern)):
                 counts = [instructions(loaded[tree, concern], name) for tree in trees]
                 if counts == [None, None]:
                     continue
                 mark = "" if counts[0] == counts[1] else "   (changed)"
                 print(f"  {concern + '.c':15} {name:55} {counts[0]!s:>5} -> {counts[1]!s:>5}{mark}")
-        http = {tree: HttpRounds(loaded[tree, "http"]) for tree in trees}
+        for tree in trees:
+            classifier, held = with_http[tree]
+            counts = [instructions(b, n) for b in held for n in ("flows_egress", "http_egress")]
+            print(f"  with HTTP ({tree}): flows_egress {counts[0]}"
+                  + (f" + http_egress {counts[3]} (tail call)" if len(held) > 1 else ""))
+        http = {tree: HttpRounds(with_http[tree][0], with_http[tree][1][-1]) for tree in trees}
+        alone = {tree: HttpRounds(loaded[tree, "flows"], None) for tree in trees}
 
         def measure(tree: str) -> Callable[[], dict[str, float]]:
             return lambda: {**flow_costs(loaded[tree, "flows"]),
-                            "HTTP request or response": http[tree].pair_ns()}
+                            "HTTP pair, flows alone": alone[tree].pair_ns(),
+                            "HTTP pair, with HTTP": http[tree].pair_ns()}
 
         costs = alternate(args.rounds, {tree: measure(tree) for tree in trees})
         print(f"\nns per packet, median of {args.rounds} rounds (BPF_PROG_TEST_RUN; "
@@ -194,10 +237,16 @@ def main() -> None:
             print(f"  {name:26} {before:8.1f} {after:8.1f}   {statistics.median(ratios):.3f}, "
                   f"{ratios[quarter]:.3f} to {ratios[-1 - quarter]:.3f}")
         for tree in trees:
+            ratio = statistics.median(a / b for a, b in zip(
+                costs[tree]["HTTP pair, with HTTP"], costs[tree]["HTTP pair, flows alone"],
+                strict=True))
+            print(f"  {tree}: with HTTP / flows alone on the same pairs, median per round: "
+                  f"{ratio:.2f}")
+        for tree in trees:
             expected = args.rounds * PAIRS
             assert http[tree].matched() == expected, f"{tree}: not every response matched"
     finally:
-        for bpf in locals().get("loaded", {}).values():
+        for bpf in locals().get("objects", []):
             bpf.cleanup()
         restore_stats()
 

@@ -6,9 +6,9 @@
 // IPv4 and IPv6 flows live in separate maps: hashing the 20-byte IPv4 key
 // instead of a 44-byte common one saves about a fifth of the per-packet cost.
 //
-// Compile-time parameters (#defined by exporter/flows/loader.py): MAX_FLOWS; CHAIN_HTTP, 1
-// when the HTTP classifier (bpf/http.c) runs after this one; LABEL_WORKLOAD, 1 to learn
-// each new flow's local workload (bpf/include/workload.h).
+// Compile-time parameters (#defined by exporter/flows/loader.py): MAX_FLOWS; HTTP, 1 to
+// match HTTP in the same run (bpf/http.c, spliced in below, with its own parameters);
+// LABEL_WORKLOAD, 1 to learn each new flow's local workload (bpf/include/workload.h).
 
 #include "packet.h"    // also the directions, shared with the loader and bpf/http.c
 #include "flows.h"     // counter indexes: shared with the loader
@@ -48,6 +48,8 @@ struct flow_val {
     u8 server_known;
     u8 pad[5];
     u64 cgroup;         // the local socket's owner, set once, with LABEL_WORKLOAD; else 0
+    u32 http_slot;      // with HTTP: 1 + the connection's place in http_states, or 0
+    u32 http_gen;       // that place's generation when this entry took it (see bpf/http.c)
 };
 
 // LRU: a flood of new flows evicts the idle ones instead of failing; user
@@ -82,13 +84,6 @@ static __always_inline u64 *socket_owner(struct bpf_sock *sk)
 // that namespace's id as this one knows it, set by user space as it attaches.
 BPF_HASH(flows_peer_netns, u32, s32, 65536);
 #endif
-#if CHAIN_HTTP
-// The HTTP classifier, by direction, entered by tail call: one classifier run
-// per packet instead of two saves the second run's fixed cost and header
-// parsing (about 100 ns a packet under an HTTP load here).
-BPF_PROG_ARRAY(flows_next, 4);  // by direction, +2 on devices without a link-layer header
-#endif
-
 // A flow_key4 or flow_key6 `key` filled from the packet's IP header `ip` (ipv4_hdr_ or
 // ipv6_hdr_: their addresses are as long as the key's), up to the ports.
 #define START_KEY(key, skb, dir, proto, ip)                        \
@@ -163,17 +158,6 @@ static __always_inline void add_packet(struct flow_val *val, u16 server, struct 
     __sync_fetch_and_add(&val->bytes, skb->len + (skb->vlan_present ? 4 : 0));
 }
 
-// TCP segments go on to the HTTP classifier when it is chained; the tail call
-// does not return, and an empty slot falls through.
-static __always_inline void next_stage(struct __sk_buff *skb, u8 direction, u8 protocol,
-                                       int l3_device)
-{
-#if CHAIN_HTTP
-    if (protocol == IPPROTO_TCP)
-        flows_next.call(skb, direction + (l3_device ? 2 : 0));
-#endif
-}
-
 // flows4 (a flow_key4 at `key`) or flows6 (a flow_key6), by family: `ipv6` is a constant
 // once inlined, and only that map's call remains. (bcc rewrites a map's calls where they are
 // written, so a map cannot be a parameter, nor a macro's argument.)
@@ -187,12 +171,44 @@ static __always_inline int flow_insert(void *key, struct flow_val *val, int ipv6
     return ipv6 ? flows6.insert(key, val) : flows4.insert(key, val);
 }
 
+#if HTTP
+// The entry of the same connection's packets the other way on the same link, the addresses
+// and ports swapped: in the other direction (`mirror` 0: a link between the two ends), or in
+// the same one (`mirror` 1: both ends behind the link, as on loopback).
+#define REVERSED_KEY(r, k, mirror)                                          \
+    do {                                                                    \
+        (r).ifindex = (k)->ifindex;                                         \
+        (r).direction = (mirror) ? (k)->direction : !(k)->direction;        \
+        (r).protocol = (k)->protocol;                                       \
+        __builtin_memcpy((r).saddr, (k)->daddr, sizeof((r).saddr));         \
+        __builtin_memcpy((r).daddr, (k)->saddr, sizeof((r).daddr));         \
+        (r).sport = (k)->dport;                                             \
+        (r).dport = (k)->sport;                                             \
+    } while (0)
+
+static __always_inline struct flow_val *reverse_flow(void *key, int ipv6, int mirror)
+{
+    if (ipv6) {
+        struct flow_key6 *k = key, r = {};
+        REVERSED_KEY(r, k, mirror);
+        return flows6.lookup(&r);
+    }
+    struct flow_key4 *k = key, r = {};
+    REVERSED_KEY(r, k, mirror);
+    return flows4.lookup(&r);
+}
+
+//@part http.c
+#endif
+
 // The packet counted in its flow's entry: looked up, else inserted with the server port the
 // handshake named (a new flow, counted) and looked up again, as another CPU may have
 // inserted it first or the full map found no room; a packet no entry took is counted as
-// uncounted. Then the segment goes on to the HTTP classifier, if chained.
+// uncounted. Then, with HTTP, a TCP segment on an HTTP port (`http`; `l4` is its transport
+// header) is matched on the same entry.
 static __always_inline void count_packet(struct __sk_buff *skb, void *key, int ipv6,
-                                         u16 server, u8 direction, u8 protocol, int l3_device)
+                                         u16 server, u8 direction, int http, void *l4,
+                                         void *data, void *end)
 {
     struct flow_val *val = flow_lookup(key, ipv6);
     if (!val) {
@@ -212,14 +228,19 @@ static __always_inline void count_packet(struct __sk_buff *skb, void *key, int i
         add_packet(val, server, skb);
     } else
         count(flow_counters.lookup(&(int){F_UNCOUNTED}), 1);
-#if LABEL_WORKLOAD && CHAIN_HTTP
-    // The HTTP classifier, next, keys its series by the packet's owner too.
-    u64 owner = val ? val->cgroup : 0;
-    skb->cb[0] = (u32)owner;
-    skb->cb[1] = (u32)(owner >> 32);
+#if HTTP
+    if (val && http)
+        inspect_http(skb, val, key, ipv6, direction, l4, data, end);
 #endif
-    next_stage(skb, direction, protocol, l3_device);
 }
+
+// Whether HTTP is matched on a packet of the flow `key`: a TCP segment from or to an HTTP port.
+#if HTTP
+#define HTTP_SEGMENT(key) \
+    ((key).protocol == IPPROTO_TCP && (PORT_MATCH((key).sport) || PORT_MATCH((key).dport)))
+#else
+#define HTTP_SEGMENT(key) 0
+#endif
 
 // No clock read per packet (it costs as much as the map update): user space
 // notices idle flows by their counters not moving. Direct packet access:
@@ -244,14 +265,15 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
         // A later fragment carries no ports: counted with ports 0, so that the interface's
         // totals still match a capture.
         int flags = 0;
-        if (!(ip->frag & htons(0x1fff))) {
-            flags = ports(l3 + (ip->vihl & 0x0f) * 4, end, key.protocol, &key.sport,
-                          &key.dport);
+        void *l4 = l3 + (ip->vihl & 0x0f) * 4;
+        int fragment = ip->frag & htons(0x1fff);
+        if (!fragment) {
+            flags = ports(l4, end, key.protocol, &key.sport, &key.dport);
             if (flags < 0)
                 goto unparsed;
         }
         count_packet(skb, &key, 0, server_from_handshake(flags, key.sport, key.dport),
-                     direction, key.protocol, l3_device);
+                     direction, !fragment && HTTP_SEGMENT(key), l4, data, end);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
@@ -275,7 +297,7 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
         if (flags < 0)
             goto unparsed;
         count_packet(skb, &key, 1, server_from_handshake(flags, key.sport, key.dport),
-                     direction, key.protocol, l3_device);
+                     direction, HTTP_SEGMENT(key), ip6 + 1, data, end);
     }
     return TC_ACT_UNSPEC;
 

@@ -1,7 +1,14 @@
-// HTTP/1.x request and status lines, parsed by TC classifiers at the start of
-// TCP payloads, matched per connection in order (pipelining included), with
-// request-to-response latency bucketed in the kernel and each final status
-// line published as an event. Reads only __sk_buff fields and packet bytes.
+// HTTP/1.x request and status lines, parsed at the start of TCP payloads, matched per
+// connection in order (pipelining included), with request-to-response latency bucketed in
+// the kernel and each final status line published as an event. Reads only __sk_buff fields
+// and packet bytes.
+//
+// Not a program of its own: a part of bpf/flows.c's, spliced into its text where it says
+// `//@part http.c` (exporter/host/kernel.py; bcc rewrites map calls in the program's own
+// text only), so that HTTP matching runs inside the traffic classifier's run on the flow
+// entry it already holds. A confirmed connection's state has a place in an array, and
+// both of its flow entries (one per direction) hold that place's index: a packet costs the
+// flow lookup and an array index, not a second hash lookup (see http_states).
 //
 // Compile-time parameters (#defined by exporter/http/loader.py):
 //   NBUCKETS, BUCKET_INDEX(ns)   latency histogram bounds
@@ -10,13 +17,12 @@
 //   ROUTE_LABEL                  1 to key the histogram by path too (opt-in)
 //   EMIT_EVENTS                  1 to publish each matched status line
 //   EMIT_PACKETS                 1 to publish each HTTP packet (the `http` tool)
-//   LABEL_WORKLOAD               1 to key series by the local workload too: chained behind
-//                                bpf/flows.c, which passes each packet's owner in skb->cb
+//   HTTP_WORKLOAD                1 to key series by the local workload too (the flow's owner,
+//                                which bpf/flows.c learns with LABEL_WORKLOAD)
+// bpf/flows.c provides before the splice: struct flow_val (http_slot, http_gen), the flow
+// key types and reverse_flow(key, ipv6, mirror), the connection's flow entry the other way.
 
-#include "packet.h"    // also the directions, shared with the loader and bpf/flows.c
 #include "http.h"      // roles, QLEN and lengths, counter indexes, method codes: shared
-#include "counters.h"
-
 struct conn_key {
     u32 ifindex;
     u8 family;
@@ -37,14 +43,17 @@ struct pending {
 };
 
 struct conn_state {
-    u32 head;  // next to answer
-    u32 tail;  // next free
+    u64 in_use;  // 1 while a connection holds this place in http_states (compare-and-swap)
+    u32 gen;     // bumped at each release: a flow entry holding an older one lost the place
+    u32 head;    // next to answer
+    u32 tail;    // next free
     u32 last_req_seq;
     u32 last_resp_seq;
+    u16 server_port;
     u8 role;
     u8 seen_req;
     u8 seen_resp;
-    u8 pad[5];
+    u8 pad[7];
     struct pending q[QLEN];
 };
 
@@ -55,7 +64,7 @@ struct stat_key {
     u8 pad;
     u16 status;
     u16 server_port;
-    u64 cgroup;  // the local socket's owner, with LABEL_WORKLOAD; else 0
+    u64 cgroup;  // the local socket's owner, with HTTP_WORKLOAD; else 0
 #if ROUTE_LABEL
     char route[ROUTE_LEN];
 #endif
@@ -95,16 +104,19 @@ struct http_packet {
 
 // The classifiers run before TCP's own checks, so a segment that starts with "GET " may
 // belong to no connection at all (spoofed). Connection state is therefore confirmed: a
-// connection gets a place in `http_conns` only when its first request acknowledges the
+// connection gets a place in `http_states` only when its first request acknowledges the
 // server's SYN-ACK (its ack is the server's initial sequence number + 1, which a blind
 // spoofer cannot know), or when the server answered on it. Requests on connections whose
 // handshake was not seen (older than the exporter, or spoofed) wait in `http_probation`, an
 // LRU where they can only push each other out, until a response confirms them.
 //
-// A plain hash, not an LRU: when it is full, a new connection is counted as untracked
-// (H_CONNS_FULL) rather than evicting one whose requests still wait, which would lose them
-// without a trace. State goes at FIN or RST (on_close), or from user space once idle.
-BPF_HASH(http_conns, struct conn_key, struct conn_state, MAX_CONNS);
+// Places, not a hash: a flow entry holds its connection's place (index + 1, and the
+// place's generation), so the steady path needs no second lookup. A place is claimed by
+// compare-and-swap at a cursor; when none of PROBES places is free, a new connection is
+// counted as untracked (H_CONNS_FULL) rather than evicting one whose requests still wait.
+// A place goes at FIN or RST (on_close), or from user space once idle.
+BPF_ARRAY(http_states, struct conn_state, MAX_CONNS);
+BPF_ARRAY(http_cursor, u64, 1);
 BPF_TABLE("lru_hash", struct conn_key, struct conn_state, http_probation, PROBATION_CONNS);
 // Interfaces whose far side is a workload in another network namespace (a pod's host-side
 // veth), by ifindex: set by user space as it attaches (see role_of).
@@ -139,47 +151,32 @@ struct segment {
     u32 payload_len;
 };
 
-// The TCP segment's addresses, ports and where its payload starts.
-static __always_inline int parse(struct __sk_buff *skb, struct segment *seg, int l3_device)
+// The TCP segment's addresses and ports (from its flow key: a flow_key4 or flow_key6 at
+// `key`), sequence numbers, flags and where its payload starts (`tcp` is its header, whole).
+static __always_inline void segment_of(struct segment *seg, struct __sk_buff *skb, void *key,
+                                       int ipv6, struct tcp_hdr_ *tcp, void *data)
 {
-    void *data = (void *)(long)skb->data;
-    void *end = (void *)(long)skb->data_end;
-    u16 proto;
-    void *l3 = network_header(skb, data, end, &proto, l3_device);
-    if (!l3)
-        return -1;
-    void *l4;
-    if (proto == htons(ETH_P_IP)) {
-        struct ipv4_hdr_ *ip = l3;
-        if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || (ip->frag & htons(0x1fff)))
-            return -1;
-        seg->family = 4;
-        __builtin_memcpy(seg->saddr, ip->saddr, 4);
-        __builtin_memcpy(seg->daddr, ip->daddr, 4);
-        l4 = l3 + (ip->vihl & 0x0f) * 4;
-    } else if (proto == htons(ETH_P_IPV6)) {
-        struct ipv6_hdr_ *ip6 = l3;
-        if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
-            return -1;
+    if (ipv6) {
+        struct flow_key6 *k = key;
         seg->family = 6;
-        __builtin_memcpy(seg->saddr, ip6->saddr, 16);
-        __builtin_memcpy(seg->daddr, ip6->daddr, 16);
-        l4 = ip6 + 1;
+        __builtin_memcpy(seg->saddr, k->saddr, 16);
+        __builtin_memcpy(seg->daddr, k->daddr, 16);
+        seg->sport = k->sport;
+        seg->dport = k->dport;
     } else {
-        return -1;
+        struct flow_key4 *k = key;
+        seg->family = 4;
+        __builtin_memcpy(seg->saddr, k->saddr, 4);
+        __builtin_memcpy(seg->daddr, k->daddr, 4);
+        seg->sport = k->sport;
+        seg->dport = k->dport;
     }
-    struct tcp_hdr_ *tcp = l4;
-    if ((void *)(tcp + 1) > end)
-        return -1;
-    seg->sport = ntohs(tcp->sport);
-    seg->dport = ntohs(tcp->dport);
     seg->seq = ntohl(tcp->seq);
     seg->ack = ntohl(tcp->ack);
     seg->tcp_flags = tcp->flags;
-    u32 off = (u32)(l4 - data) + (tcp->doff >> 4) * 4;
+    u32 off = (u32)((void *)tcp - data) + (tcp->doff >> 4) * 4;
     seg->payload_off = off;
     seg->payload_len = off < skb->len ? skb->len - off : 0;
-    return 0;
 }
 
 // Compares the first bytes with a literal; unrolled, so it compiles to
@@ -339,41 +336,125 @@ static __always_inline u8 role_of(struct __sk_buff *skb, struct segment *seg, u8
     return direction == DIR_RECEIVE ? ROLE_CLIENT : ROLE_SERVER;
 }
 
-static __always_inline void on_request(struct __sk_buff *skb, struct segment *seg, u8 direction,
+// The connection's place, if the flow entry `val` holds one still its.
+static __always_inline struct conn_state *place_of(struct flow_val *val)
+{
+    if (!val->http_slot)
+        return 0;
+    u32 index = val->http_slot - 1;
+    struct conn_state *st = http_states.lookup(&index);
+    if (!st || !st->in_use || st->gen != val->http_gen)
+        return 0;
+    return st;
+}
+
+// The connection's place, through the flow entry of its packets the other way when this one
+// holds none (made after the place was claimed; or both ends are behind this link, as on
+// loopback, where one place serves the connection as it does on any link); this one then
+// holds it too.
+static __always_inline struct conn_state *find_place(struct flow_val *val, void *key, int ipv6)
+{
+    struct conn_state *st = place_of(val);
+    if (st)
+        return st;
+#pragma unroll
+    for (int mirror = 0; mirror < 2; mirror++) {
+        struct flow_val *other = reverse_flow(key, ipv6, mirror);
+        if (other && (st = place_of(other))) {
+            val->http_slot = other->http_slot;
+            val->http_gen = other->http_gen;
+            return st;
+        }
+    }
+    return 0;
+}
+
+// A free place, claimed (in_use set) and its index in *index; 0 if the PROBES places from
+// the cursor on are all taken.
+static __always_inline struct conn_state *claim_place(u32 *index)
+{
+    int zero = 0;
+    u64 *cursor = http_cursor.lookup(&zero);
+    if (!cursor)
+        return 0;
+    u64 start = __sync_fetch_and_add(cursor, PROBES);
+#pragma unroll
+    for (int i = 0; i < PROBES; i++) {
+        u32 at = (u32)((start + i) % MAX_CONNS);
+        struct conn_state *st = http_states.lookup(&at);
+        if (st && __sync_val_compare_and_swap(&st->in_use, 0, 1) == 0) {
+            *index = at;
+            return st;
+        }
+    }
+    return 0;
+}
+
+// Both flow entries of the connection (this packet's, `val`, and the other direction's)
+// hold place `index` of generation `gen`.
+static __always_inline void hold_place(struct flow_val *val, void *key, int ipv6, u32 index,
+                                       u32 gen)
+{
+    val->http_slot = index + 1;
+    val->http_gen = gen;
+    struct flow_val *other = reverse_flow(key, ipv6, 0);
+    if (other) {
+        other->http_slot = index + 1;
+        other->http_gen = gen;
+    }
+}
+
+// The place goes back: the generation first, so that no flow entry holds it once free.
+static __always_inline void release_place(struct conn_state *st)
+{
+    st->gen++;
+    __sync_val_compare_and_swap(&st->in_use, 1, 0);
+}
+
+static __always_inline void on_request(struct __sk_buff *skb, struct segment *seg,
+                                       struct flow_val *val, void *key, int ipv6, u8 direction,
                                        int method, u32 skip)
 {
-    struct conn_key key;
-    conn_key_of(&key, skb, seg, 1);
-    struct conn_state *st = http_conns.lookup(&key);
+    struct conn_state *st = find_place(val, key, ipv6);
     if (!st) {
-        int zero = 0;
-        struct conn_state *fresh = http_scratch.lookup(&zero);
-        if (!fresh)
-            return;
-        __builtin_memset(fresh, 0, sizeof(*fresh));
-        fresh->role = role_of(skb, seg, direction);
-        if (!fresh->role)
-            return;  // passing through: counted where its workload is
-        // HTTP/1.x servers speak only when asked, so a connection's first request still
-        // acknowledges the SYN-ACK: its ack is the server's initial sequence + 1.
-        u32 *isn = http_handshakes.lookup(&key);
-        if (isn && seg->ack == *isn + 1) {
-            if (http_conns.insert(&key, fresh) != 0 && !http_conns.lookup(&key)) {
-                count(http_counters.lookup(&(int){H_CONNS_FULL}), 1);
-                return;
-            }
-            http_handshakes.delete(&key);
-            st = http_conns.lookup(&key);
-        } else {
-            st = http_probation.lookup(&key);
-            if (!st) {
+        struct conn_key ck;
+        conn_key_of(&ck, skb, seg, 1);
+        st = http_probation.lookup(&ck);
+        if (!st) {
+            u8 role = role_of(skb, seg, direction);
+            if (!role)
+                return;  // passing through: counted where its workload is
+            // HTTP/1.x servers speak only when asked, so a connection's first request still
+            // acknowledges the SYN-ACK: its ack is the server's initial sequence + 1.
+            u32 *isn = http_handshakes.lookup(&ck);
+            if (isn && seg->ack == *isn + 1) {
+                u32 index;
+                st = claim_place(&index);
+                if (!st) {
+                    count(http_counters.lookup(&(int){H_CONNS_FULL}), 1);
+                    return;
+                }
+                st->head = st->tail = 0;
+                st->seen_req = st->seen_resp = 0;
+                st->role = role;
+                st->server_port = seg->dport;
+                hold_place(val, key, ipv6, index, st->gen);
+                http_handshakes.delete(&ck);
+            } else {
+                int zero = 0;
+                struct conn_state *fresh = http_scratch.lookup(&zero);
+                if (!fresh)
+                    return;
+                __builtin_memset(fresh, 0, sizeof(*fresh));
+                fresh->role = role;
+                fresh->server_port = seg->dport;
                 count(http_counters.lookup(&(int){H_UNCONFIRMED}), 1);
-                http_probation.update(&key, fresh);
-                st = http_probation.lookup(&key);
+                http_probation.update(&ck, fresh);
+                st = http_probation.lookup(&ck);
+                if (!st)
+                    return;
             }
         }
-        if (!st)
-            return;
     }
     if (st->seen_req && st->last_req_seq == seg->seq)
         return;  // a retransmission of the request we already have
@@ -399,15 +480,17 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
     st->tail = tail + 1;
 }
 
-static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct segment *seg,
-                                      u8 direction, int status)
+static __always_inline void on_status(struct __sk_buff *skb, struct segment *seg,
+                                      struct flow_val *val, void *key, int ipv6, u8 direction,
+                                      int status)
 {
-    struct conn_key key;
-    conn_key_of(&key, skb, seg, 0);
-    struct conn_state *st = http_conns.lookup(&key);
+    struct conn_key ck;
+    struct conn_state *st = find_place(val, key, ipv6);
     int confirmed = st != 0;
-    if (!st)
-        st = http_probation.lookup(&key);
+    if (!st) {
+        conn_key_of(&ck, skb, seg, 0);
+        st = http_probation.lookup(&ck);
+    }
     if (!st || st->head == st->tail) {
         // Text like a status line with nothing asked: a body, or a request we missed,
         // unless the connection only passes through here (see role_of).
@@ -433,10 +516,8 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
     sk.role = st->role;
     sk.status = status;
     sk.server_port = seg->sport;
-#if LABEL_WORKLOAD
-    // The owner of the response's local socket, as the traffic classifier (which runs this
-    // one by tail call) found it for this very packet.
-    sk.cgroup = skb->cb[0] | ((u64)skb->cb[1] << 32);
+#if HTTP_WORKLOAD
+    sk.cgroup = val->cgroup;  // the owner of the response's local socket (see bpf/flows.c)
 #endif
 #if ROUTE_LABEL
     // The path up to '?', ' ' or the end, as the route.
@@ -450,13 +531,13 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
             sk.route[i] = c;
     }
 #endif
-    struct stat_val *val = series(&sk);
-    if (val) {
-        __sync_fetch_and_add(&val->count, 1);
-        __sync_fetch_and_add(&val->sum_ns, latency);
+    struct stat_val *stats = series(&sk);
+    if (stats) {
+        __sync_fetch_and_add(&stats->count, 1);
+        __sync_fetch_and_add(&stats->sum_ns, latency);
         u32 b = BUCKET_INDEX(latency);
         if (b <= NBUCKETS)
-            __sync_fetch_and_add(&val->buckets[b], 1);
+            __sync_fetch_and_add(&stats->buckets[b], 1);
     }
 #if EMIT_EVENTS
     struct http_event *ev = http_events.ringbuf_reserve(sizeof(struct http_event));
@@ -486,39 +567,65 @@ static __always_inline void on_status(void *ctx, struct __sk_buff *skb, struct s
     http_events.ringbuf_submit(ev, 0);
 answered:
 #endif
-    // The server answered: a real connection, whose state may take a confirmed place.
-    if (!confirmed && http_conns.insert(&key, st) == 0)
-        http_probation.delete(&key);
+    if (confirmed)
+        return;
+    // The server answered: a real connection, whose state may take a place of its own.
+    u32 index;
+    struct conn_state *place = claim_place(&index);
+    if (!place)
+        return;  // it stays apart, and may take a place at its next response
+    u32 gen = place->gen;
+    st->in_use = 1;
+    st->gen = gen;
+    http_states.update(&index, st);
+    hold_place(val, key, ipv6, index, gen);
+    http_probation.delete(&ck);
 }
 
-
-// The connection ends: forget its state unless a request still waits, which
-// user space then counts as unanswered once it times out; unconfirmed state goes at a
-// reset whatever waits (a spoofed request draws the server's RST). Either side may be
-// the client, so both orientations are tried.
-static __always_inline void on_close(struct __sk_buff *skb, struct segment *seg)
+// The connection ends: its place goes unless a request still waits, which user space then
+// counts as unanswered once it times out; unconfirmed state goes at a reset whatever waits
+// (a spoofed request draws the server's RST). Either side may be the client, so both
+// orientations are tried.
+static __always_inline void on_close(struct __sk_buff *skb, struct segment *seg,
+                                     struct flow_val *val)
 {
+    struct conn_state *place = place_of(val);
+    if (place && place->head == place->tail) {
+        release_place(place);
+        val->http_slot = 0;
+    }
     struct conn_key key;
 #pragma unroll
     for (int client_is_source = 0; client_is_source < 2; client_is_source++) {
         conn_key_of(&key, skb, seg, client_is_source);
-        struct conn_state *st = http_conns.lookup(&key);
-        if (st && st->head == st->tail)
-            http_conns.delete(&key);
-        st = http_probation.lookup(&key);
+        struct conn_state *st = http_probation.lookup(&key);
         if (st && (st->head == st->tail || (seg->tcp_flags & TCP_RST)))
             http_probation.delete(&key);
     }
 }
 
-static __always_inline void inspect_payload(struct __sk_buff *skb, struct segment *segp,
-                                            u8 direction)
+// The payload's first 16 bytes, where the request or status line starts.
+static __always_inline int first_bytes(struct __sk_buff *skb, struct segment *seg, void *data,
+                                       void *end, char *b)
 {
-    struct segment seg = *segp;
+    // Headers end within 256 bytes (Ethernet, two VLAN tags, IPv4 or IPv6, TCP: 142 at
+    // most); the mask tells the verifier so.
+    char *at = data + (seg->payload_off & 0xff);
+    if (seg->payload_off < 256 && (void *)(at + 16) <= end) {
+        __builtin_memcpy(b, at, 16);  // direct access: no helper call
+        return 0;
+    }
+    return bpf_skb_load_bytes(skb, seg->payload_off, b, 16);
+}
+
+static __always_inline void inspect_payload(struct __sk_buff *skb, struct segment *seg,
+                                            struct flow_val *val, void *key, int ipv6,
+                                            u8 direction, void *data, void *end)
+{
     char b[16] = {};
-    if (seg.payload_len < 16) {
+    if (seg->payload_len < 16) {
         // Too short for a whole first line; count it if it starts like one.
-        if (seg.payload_len >= 4 && bpf_skb_load_bytes(skb, seg.payload_off, b, 4) == 0) {
+        if (seg->payload_len >= 4 && bpf_skb_load_bytes(skb, seg->payload_off, b, 4) == 0) {
             u32 skip;
             if (IS(b, 0, "HTTP") || method_of(b, &skip) ||
                 IS(b, 0, "POST") || IS(b, 0, "HEAD") || IS(b, 0, "DELE") ||
@@ -527,64 +634,47 @@ static __always_inline void inspect_payload(struct __sk_buff *skb, struct segmen
         }
         return;
     }
-    if (bpf_skb_load_bytes(skb, seg.payload_off, b, 16) < 0)
+    if (first_bytes(skb, seg, data, end, b) < 0)
         return;
     u32 skip = 0;
     int method = method_of(b, &skip);
     if (method) {
-        on_request(skb, &seg, direction, method, skip);
+        on_request(skb, seg, val, key, ipv6, direction, method, skip);
 #if EMIT_PACKETS
-        publish_packet(skb, &seg);
+        publish_packet(skb, seg);
 #endif
         return;
     }
     int status = status_of(b);
     if (status) {
-        on_status(skb, skb, &seg, direction, status);
+        on_status(skb, seg, val, key, ipv6, direction, status);
 #if EMIT_PACKETS
-        publish_packet(skb, &seg);
+        publish_packet(skb, seg);
 #endif
     }
 }
 
-static __always_inline int inspect(struct __sk_buff *skb, u8 direction, int l3_device)
+// A TCP segment on an HTTP port, counted in its flow entry `val` (its key, a flow_key4 or
+// flow_key6 by `ipv6`, at `key`); `l4` is its TCP header, within [data, end) up to the ports.
+static __always_inline void inspect_http(struct __sk_buff *skb, struct flow_val *val,
+                                         void *key, int ipv6, u8 direction, void *l4,
+                                         void *data, void *end)
 {
+    struct tcp_hdr_ *tcp = l4;
+    if ((void *)(tcp + 1) > end)
+        return;
     struct segment seg = {};
-    if (parse(skb, &seg, l3_device) < 0)
-        return TC_ACT_UNSPEC;
-    if (!PORT_MATCH(seg.sport) && !PORT_MATCH(seg.dport))
-        return TC_ACT_UNSPEC;
+    segment_of(&seg, skb, key, ipv6, tcp, data);
     if ((seg.tcp_flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
         // The server's SYN-ACK: the client is its destination.
-        struct conn_key key;
-        conn_key_of(&key, skb, &seg, 0);
-        http_handshakes.update(&key, &seg.seq);
-        return TC_ACT_UNSPEC;
+        struct conn_key ck;
+        conn_key_of(&ck, skb, &seg, 0);
+        http_handshakes.update(&ck, &seg.seq);
+        return;
     }
     if (seg.payload_len)
-        inspect_payload(skb, &seg, direction);
+        inspect_payload(skb, &seg, val, key, ipv6, direction, data, end);
     // After the payload: a last response may travel with the FIN.
     if (seg.tcp_flags & (TCP_FIN | TCP_RST))
-        on_close(skb, &seg);
-    return TC_ACT_UNSPEC;
-}
-
-int http_ingress(struct __sk_buff *skb)
-{
-    return inspect(skb, DIR_RECEIVE, 0);
-}
-
-int http_egress(struct __sk_buff *skb)
-{
-    return inspect(skb, DIR_TRANSMIT, 0);
-}
-
-int http_ingress_l3(struct __sk_buff *skb)
-{
-    return inspect(skb, DIR_RECEIVE, 1);
-}
-
-int http_egress_l3(struct __sk_buff *skb)
-{
-    return inspect(skb, DIR_TRANSMIT, 1);
+        on_close(skb, &seg, val);
 }

@@ -19,6 +19,7 @@ from exporter.host import bpfstats, compiler, privileges
 from exporter.host.links import InterfaceWatcher
 from exporter.host.netns_helper import NetnsHelper
 from exporter.http.loader import HttpInspection, event_pump
+from exporter.http.loader import cflags as http_cflags
 from exporter.model.events import HttpEvent
 from exporter.model.labels import WORKLOAD_LABELS
 from exporter.sinks.jsonlines import EventLog
@@ -37,7 +38,7 @@ class Agent:
         self._stack = ExitStack()
         # What holds TC filters, and the watcher that would put them back: taken off first.
         self._watcher: InterfaceWatcher | None = None
-        self._classifiers: list[FlowAccounting | HttpInspection] = []
+        self._classifiers: list[FlowAccounting] = []
         self._event_log: EventLog | None = None
         self._otlp: OtlpConfig | None = (
             (config.otlp or OtlpConfig()) if otlp.endpoint_configured(config.otlp) else None)
@@ -166,23 +167,21 @@ class Agent:
         config, stack = self.config, self._stack
         if not config.interfaces:
             return None, None
-        # HTTP's series take each packet's owner from the traffic classifier.
+        # HTTP is matched inside the traffic classifier's run, on the flow entry it holds;
+        # its series take each packet's owner from that entry.
+        http_flags = (http_cflags(config.http, self._wants_events(), False, wanted["http"])
+                      if config.http.enabled else None)
         accounting = FlowAccounting(
-            config.flows, chain_http=config.http.enabled,
+            config.flows, http=http_flags,
             cgroup_root=(workloads.root if workloads and (wanted["flows"] or wanted["http"])
                          else None))
         stack.callback(accounting.close)
         self._classifiers.append(accounting)
         if not config.http.enabled:
             return accounting, None
-        http = HttpInspection(config.http, config.flows.tc_priority,
-                              emit_events=self._wants_events(),
+        http = HttpInspection(config.http, accounting.bpf,
                               workloads=workloads if wanted["http"] else None,
                               keep_gone=keep_gone)
-        stack.callback(http.close)
-        self._classifiers.append(http)
-        # HTTP parsing runs inside the traffic classifier's run, by tail call.
-        http.chain_behind(accounting.chain)
         return accounting, http
 
     def _wants_events(self) -> bool:

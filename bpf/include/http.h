@@ -8,6 +8,7 @@
 #define ROLE_CLIENT 2  // the request left: this side asked
 
 #define QLEN 4         // outstanding requests per connection (pipelining); a power of 2
+#define PROBES 4       // places tried for a new connection before it counts as untracked
 #define PATH_LEN 64
 #define REASON_LEN 32
 #define ROUTE_LEN 32

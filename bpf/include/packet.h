@@ -9,8 +9,7 @@
 
 // The hook a classifier runs on, for bpf/flows.c and bpf/http.c and their loaders (which
 // read these `#define NAME <integer>` lines through exporter/host/contract.py and name the
-// directions after what follows DIR_, in lower case); also the index of the HTTP
-// classifier flows.c tail-calls, +2 on devices without a link-layer header.
+// directions after what follows DIR_, in lower case).
 #define DIR_RECEIVE 0   // ingress
 #define DIR_TRANSMIT 1  // egress
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from exporter.config.schema import FlowsConfig
@@ -26,7 +26,6 @@ from exporter.host.cgroups import OWNER_FUNCTIONS, SocketOwners
 from exporter.host.links import link_exists, workload_netns
 from exporter.host.tc import (
     HOOKS,
-    Classifiers,
     TcFilters,
     classifier_functions,
     load_classifiers,
@@ -38,10 +37,6 @@ log = logging.getLogger(__name__)
 
 TC_HANDLE = 0x9435
 HEADER = "flows.h"  # what the program and this loader share (see exporter/host/contract.py)
-# The hooks' direction codes (bpf/include/packet.h): also the HTTP classifier's index in
-# the tail-call array, +2 on devices without a link-layer header.
-DIR_RECEIVE = contract.value("packet.h", "DIR_RECEIVE")
-DIR_TRANSMIT = contract.value("packet.h", "DIR_TRANSMIT")
 COUNTERS = "F_"  # the prefix of the names of the `flow_counters` indexes in the header
 # Filters put back on one link at most this often within the window (seconds).
 RESTORE_LIMIT, RESTORE_WINDOW = 5, 60
@@ -55,15 +50,17 @@ def map_size(max_flows: int) -> int:
 class FlowAccounting:
     """The classifiers, attached to interfaces as they come and go."""
 
-    def __init__(self, config: FlowsConfig, chain_http: bool = False,
+    def __init__(self, config: FlowsConfig, http: Sequence[str] | None = None,
                  tc_handle: int = TC_HANDLE, cgroup_root: Path | None = None) -> None:
-        """With `cgroup_root` (the cgroup v2 tree's), each new flow learns its local socket's
-        cgroup (see bpf/include/workload.h)."""
+        """With `http` (bpf/http.c's parameters, from exporter/http/loader.py), HTTP is matched
+        in the same run (HttpInspection reads its maps from `bpf`). With `cgroup_root` (the
+        cgroup v2 tree's), each new flow learns its local socket's cgroup (see
+        bpf/include/workload.h)."""
         self.config = config
         self.workload = workload = cgroup_root is not None
         self.bpf = kernel.compile_program(
-            PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}",
-                      f"-DCHAIN_HTTP={int(chain_http)}", f"-DLABEL_WORKLOAD={int(workload)}"],
+            PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}", f"-DHTTP={int(http is not None)}",
+                      f"-DLABEL_WORKLOAD={int(workload)}", *(http or ())],
             {**classifier_functions("flows"), **(OWNER_FUNCTIONS if workload else {})})
         self._programs = load_classifiers(self.bpf, "flows")
         self._owners = SocketOwners(self.bpf, cgroup_root) if cgroup_root else None
@@ -77,14 +74,6 @@ class FlowAccounting:
         self._attached: set[int] = set()
         self._evicted = 0
         self._restored: dict[int, list[float]] = {}  # when filters were put back, per link
-
-    def chain(self, programs: Classifiers) -> None:
-        """Run these classifiers after ours on every TCP segment, as tail calls: one
-        classifier run per packet instead of two."""
-        stages = self.bpf["flows_next"]
-        for l3, hooks in programs.items():
-            for hook, direction in (("ingress", DIR_RECEIVE), ("egress", DIR_TRANSMIT)):
-                stages[ctypes.c_int(direction + 2 * l3)] = ctypes.c_int(hooks[hook].fd)
 
     def interface_name(self, ifindex: int) -> str:
         """The name a link had when attached (kept after it goes, for its last flows)."""

@@ -28,7 +28,8 @@ KEY_FIELDS = ("ifindex", "direction", "protocol", "saddr", "daddr", "sport", "dp
 KEY4 = struct.Struct("<IBB2x4s4sHH")
 KEY6 = struct.Struct("<IBB2x16s16sHH")
 VALUE_FIELDS = ("packets", "bytes", "first_seen_ns", "server_port", "server_known", "cgroup")
-VALUE = struct.Struct("<QQQHB5xQ")
+# After them, the HTTP place the flow holds (bpf/http.c): the kernel's alone, skipped here.
+VALUE = struct.Struct("<QQQHB5xQ8x")
 # ifindex, direction, protocol, source port, destination port: what labels need.
 HEAD_FIELDS = ("ifindex", "direction", "protocol", "sport", "dport")
 HEAD4 = struct.Struct("<IBB10xHH")

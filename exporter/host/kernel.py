@@ -127,8 +127,16 @@ def check_architecture(machine: str | None = None, bits: int | None = None) -> N
                          "the exporter with the system's native Python.")
 
 
+# A line of a program's text that this file's text replaces: a part of that program whose
+# map calls bcc must rewrite too, which it does in the program's own text only (not in an
+# #include'd file).
+PART = "//@part "
+
+
 def program_source(name: str) -> str:
-    return (program_dir() / name).read_text()
+    lines = (program_dir() / name).read_text().splitlines(keepends=True)
+    return "".join(program_source(line[len(PART):].strip()) if line.startswith(PART) else line
+                   for line in lines)
 
 
 # Extra -D flags for every program, set by tests only to drive paths the kernel takes rarely

@@ -1,4 +1,6 @@
-"""Loads bpf/http.c, attaches it to interfaces and decodes its maps and events."""
+"""bpf/http.c's parameters, and its maps and events decoded. HTTP is matched inside the
+traffic classifier's run (bpf/flows.c, which splices http.c in): FlowAccounting compiles and
+attaches the program with these parameters; HttpInspection reads its HTTP maps."""
 
 from __future__ import annotations
 
@@ -12,15 +14,9 @@ from typing import Any
 from exporter.collector.periodic import Periodic
 from exporter.config.schema import HttpConfig
 from exporter.connections.loader import bucket_index_macro
-from exporter.host import bpfstats, contract, kernel
+from exporter.host import contract
+from exporter.host.bpfobject import BpfObject
 from exporter.host.links import faces_workload
-from exporter.host.tc import (
-    Classifiers,
-    TcFilters,
-    classifier_functions,
-    load_classifiers,
-    starts_at_ip,
-)
 from exporter.http.codes import HEADER, METHODS, OVERFLOW, ROLES
 from exporter.http.expiry import Expiry
 from exporter.model.addresses import address
@@ -31,8 +27,6 @@ from exporter.workloads.resolver import NOBODY, Workloads
 
 log = logging.getLogger(__name__)
 
-PROGRAM = "http.c"
-TC_HANDLE = 0x9436
 # The prefix of the names of the program's `http_counters` indexes in bpf/include/http.h.
 COUNTERS = "H_"
 
@@ -51,8 +45,10 @@ def probation_size(max_connections: int) -> int:
 
 def cflags(config: HttpConfig, emit_events: bool, emit_packets: bool,
            workload: bool = False) -> list[str]:
+    """bpf/http.c's parameters, for FlowAccounting(http=...). With `workload`, series are
+    kept by the local workload too: the traffic classifier must learn its flows' owners."""
     return [
-        f"-DLABEL_WORKLOAD={int(workload)}",
+        f"-DHTTP_WORKLOAD={int(workload)}",
         f"-DNBUCKETS={len(config.buckets)}",
         "-D" + bucket_index_macro(config.buckets),
         "-D" + port_match_macro(config.ports),
@@ -115,27 +111,18 @@ def merge_series(series: Iterable[HttpSeries]) -> tuple[HttpSeries, ...]:
 
 
 class HttpInspection:
-    """The HTTP classifiers, attached to interfaces as they come and go."""
+    """The HTTP maps and events of a traffic classifier compiled with cflags(...)."""
 
-    def __init__(self, config: HttpConfig, priority: int, emit_events: bool = False,
-                 emit_packets: bool = False, workloads: Workloads | None = None,
+    def __init__(self, config: HttpConfig, bpf: BpfObject, workloads: Workloads | None = None,
                  keep_gone: float = 300.0) -> None:
-        """With `workloads`, the series are kept by the local workload too: the traffic
-        classifier, which runs these by tail call, must learn its flows' owners."""
+        """With `workloads`, series are named by the local workload too (the program was
+        compiled with cflags(..., workload=True))."""
         self.config = config
+        self.bpf = bpf
         self.workloads, self.keep_gone = workloads, keep_gone
-        self.bpf = kernel.compile_program(PROGRAM, cflags(config, emit_events, emit_packets,
-                                                          workloads is not None),
-                                          classifier_functions("http"))
-        self.programs: Classifiers = load_classifiers(self.bpf, "http")
-        self.filters = TcFilters(priority, TC_HANDLE)
-        self.attached: set[int] = set()
-        # True once the traffic classifier runs these programs by tail call: the kernel
-        # then counts their run time in the traffic classifier's statistics.
-        self.chained = False
         self._stats = self.bpf["http_stats"]
         # The connection maps' layouts come from the compiled program's types.
-        self.expiry = Expiry(self.bpf["http_conns"], self.bpf["http_probation"], config)
+        self.expiry = Expiry(self.bpf["http_states"], self.bpf["http_probation"], config)
         self._insert_overflow_series()
 
     def _insert_overflow_series(self) -> None:
@@ -144,11 +131,6 @@ class HttpInspection:
                 key = self._stats.Key()
                 key.role, key.method, key.overflow = role, method, 1
                 self._stats[key] = self._stats.Leaf()
-
-    def attach(self, ifindex: int, name: str) -> None:
-        self.filters.attach(ifindex, self.programs[starts_at_ip(name)])
-        self.attached.add(ifindex)
-        self.mark(ifindex, name)
 
     def mark(self, ifindex: int, name: str) -> None:
         """Tell the classifier whether a workload lies behind this link: requests that only
@@ -223,21 +205,8 @@ class HttpInspection:
     def poll(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)
 
-    def chain_behind(self, chain: Callable[[Classifiers], None]) -> None:
-        """Run inside another classifier's run, entered by tail call (`chain` installs our
-        classifiers there): the kernel then counts our run time in that one's statistics."""
-        chain(self.programs)
-        self.chained = True
-
     def loaded_programs(self) -> list[tuple[str, int]]:
-        return [] if self.chained else list(bpfstats.programs(self.bpf))
-
-    def detach_all(self) -> None:
-        self.filters.detach_all(self.attached)
-
-    def close(self) -> None:
-        self.filters.close_all(self.attached)
-        self.bpf.cleanup()
+        return []  # HTTP runs inside the traffic classifier: its run time is counted there
 
 
 def event_pump(inspection: HttpInspection) -> Periodic:

@@ -7,11 +7,14 @@ import time
 from typing import TextIO
 
 from exporter.config.schema import Config
+from exporter.flows.loader import FlowAccounting
 from exporter.host import compiler
 from exporter.host.links import check_still_there, link_index
-from exporter.http.loader import HttpInspection
+from exporter.http.loader import HttpInspection, cflags
 from exporter.model.events import HttpPacket
 from exporter.signals import stop_on_signals
+
+TC_HANDLE = 0x9436  # the traffic classifier's is 0x9435
 
 
 def format_packet(packet: HttpPacket) -> str:
@@ -30,11 +33,16 @@ def print_packet(packet: HttpPacket, out: TextIO = sys.stdout) -> None:
 def run_http(config: Config, interface: str) -> int:
     index = link_index(interface)
     stop = stop_on_signals()
-    inspection = HttpInspection(config.http, config.flows.tc_priority, emit_packets=True)
+    # The traffic classifier with HTTP matching in (its flows are not read), under its own
+    # handle: a `serve` on the same link keeps its filters.
+    classifier = FlowAccounting(config.flows, http=cflags(config.http, False, True),
+                                tc_handle=TC_HANDLE)
     compiler.done()  # loaded: the compiling process ends
     try:
+        inspection = HttpInspection(config.http, classifier.bpf)
         inspection.open_packets(print_packet)
-        inspection.attach(index, interface)
+        classifier.attach(index, interface)
+        inspection.mark(index, interface)
         print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
         checked = time.monotonic()
         while not stop.is_set():
@@ -43,5 +51,6 @@ def run_http(config: Config, interface: str) -> int:
                 check_still_there(index, interface)
                 checked = time.monotonic()
     finally:
-        inspection.close()
+        classifier.detach_all()
+        classifier.close()
     return 0

@@ -31,7 +31,8 @@ def flow_key(size: int) -> type[ctypes.Structure]:
 
 class FlowValue(ctypes.Structure):
     _fields_ = [("packets", U64), ("bytes", U64), ("first_seen_ns", U64),
-                ("server_port", U16), ("server_known", U8), ("pad", U8 * 5), ("cgroup", U64)]
+                ("server_port", U16), ("server_known", U8), ("pad", U8 * 5), ("cgroup", U64),
+                ("http_slot", U32), ("http_gen", U32)]
 
 
 class FakeTable:
@@ -109,9 +110,10 @@ def http_types() -> tuple[type[ctypes.Structure], type[ctypes.Structure]]:
         _fields_ = [("ts", U64), ("method", U8), ("pad", U8 * 7), ("path", ctypes.c_char * 64)]
 
     class ConnState(ctypes.Structure):
-        _fields_ = [("head", U32), ("tail", U32), ("last_req_seq", U32),
-                    ("last_resp_seq", U32), ("role", U8), ("seen_req", U8),
-                    ("seen_resp", U8), ("pad", U8 * 5), ("q", Pending * 4)]
+        _fields_ = [("in_use", U64), ("gen", U32), ("head", U32), ("tail", U32),
+                    ("last_req_seq", U32), ("last_resp_seq", U32), ("server_port", U16),
+                    ("role", U8), ("seen_req", U8), ("seen_resp", U8), ("pad", U8 * 7),
+                    ("q", Pending * 4)]
     return ConnKey, ConnState
 
 
@@ -119,7 +121,6 @@ def test_the_http_state_layout_is_read_off_the_programs_types() -> None:
     first, second = StateLayout.of(FakeTable(*http_types())), StateLayout.of(FakeTable(*http_types()))
     # Two maps of the same types: equal layouts, though bcc made two sets of classes.
     assert first.formats() == second.formats()
-    assert first.ports.format == "<40xHH"  # what the loader typed by hand before
-    assert first.head.format == "<IIIIB7x"
-    assert (first.queue, first.qlen, first.slot) == (24, 4, 80)
+    assert first.head.format == "<QIII8xHB9x"
+    assert (first.queue, first.qlen, first.slot) == (40, 4, 80)
     assert first.pending.format == "<QB71x"
