@@ -21,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -92,6 +93,46 @@ def warm_costs() -> tuple[float, float, float]:
         empty.cleanup()
 
 
+COST_ARMS = ("flows alone", "flows with HTTP", "tuple_counter", "http_floor")
+
+
+def side_by_side(link: Hosts, load: Callable[[], object], rounds: int) -> dict[str, list[float]]:
+    """ns per packet under `load` of the traffic classifier without and with HTTP matching,
+    and of the two floors (the least that counts flows; the least that also matches HTTP),
+    in rounds whose order turns, so that drift falls on every arm."""
+    arms: dict[str, Callable[[], float]] = {
+        "flows alone": lambda: exporter_cost(link.interface, load, http=False),
+        "flows with HTTP": lambda: exporter_cost(link.interface, load, http=True),
+        "tuple_counter": lambda: reference_cost(link, load, "tuple_counter"),
+        "http_floor": lambda: reference_cost(link, load, "http_floor"),
+    }
+    found: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(rounds):
+        order = COST_ARMS[r % len(COST_ARMS):] + COST_ARMS[:r % len(COST_ARMS)]
+        for name in order:
+            found[name].append(arms[name]())
+    return found
+
+
+def print_side_by_side(found: dict[str, list[float]]) -> None:
+    def ratio(a: str, b: str) -> str:
+        per_round = sorted(x / y for x, y in zip(found[a], found[b], strict=True))
+        quarter = len(per_round) // 4
+        return (f"{statistics.median(per_round):.2f} (middle half {per_round[quarter]:.2f} to "
+                f"{per_round[-1 - quarter]:.2f})")
+
+    print(f"per-packet cost side by side, {len(found[COST_ARMS[0]])} rounds, order turning "
+          "(median ns per packet):")
+    for name in COST_ARMS:
+        print(f"  {name:16} {statistics.median(found[name]):5.0f}   runs "
+              f"{', '.join(f'{v:.0f}' for v in found[name])}")
+    print(f"  HTTP matching, ours: with / without, per round: {ratio('flows with HTTP', 'flows alone')}"
+          " (target <= 1.5)")
+    print(f"  HTTP matching, floor: http_floor / tuple_counter, per round: "
+          f"{ratio('http_floor', 'tuple_counter')}")
+    print(f"  ours with HTTP / http_floor, per round: {ratio('flows with HTTP', 'http_floor')}")
+
+
 def main() -> None:
     args = rounds_arguments(pinning=True)
     restore_stats = enable_bpf_stats()
@@ -106,7 +147,7 @@ def main() -> None:
         keep_alive = compare_with_exporter(link.interface, args.rounds, args.seconds, load)
         empty = reference_cost(link, load, "empty_cls")
         shared = reference_cost(link, load, "lru_counter")
-        flows_only = exporter_cost(link.interface, load, http=False)
+        costs = side_by_side(link, load, args.rounds)
         warm_request, warm_response, warm_empty = warm_costs()
     finally:
         nginx.stop()
@@ -119,13 +160,20 @@ def main() -> None:
                      lambda seconds: f"{seconds * 1e6:.3g} us")
     print(f"  classifier with HTTP parsing: {statistics.median(keep_alive.costs):.0f} ns per "
           "packet (target < 200 ns)")
-    print(f"  the same load with HTTP parsing off: {flows_only:.0f} ns per packet")
     print(f"  empty classifier: {empty:.0f} ns per packet under the same load")
     print(f"  one LRU hash lookup and one atomic add (lru_counter): {shared:.0f} ns per packet "
           "under the same load")
     print(f"the same HTTP classifier with warm caches (BPF_PROG_TEST_RUN, {PAIRS} matched pairs): "
           f"request {warm_request:.0f} ns, response {warm_response:.0f} ns; "
           f"empty classifier {warm_empty:.0f} ns")
+    print_side_by_side(costs)
+    # The floor's programs by the same CPU accounting: run time per request scales with the
+    # run time per packet (the same packets per request), and it has no process.
+    floor = keep_alive.added_bpf * (statistics.median(costs["http_floor"])
+                                    / statistics.median(keep_alive.costs))
+    print(f"  http_floor by the same CPU accounting: adds {floor * 1e6:.3g} us per request, "
+          f"a predicted {keep_alive.base_cpu / (keep_alive.base_cpu + floor) * 100:.1f}% "
+          "(target >= 99%)")
 
 
 if __name__ == "__main__":

@@ -92,10 +92,11 @@ def compile_http(tree: Path, flags: dict[str, list[str]]) -> tuple[Any, list[Any
     BPF objects that hold it (the HTTP maps are in the last)."""
     from bcc import BPF
 
+    counting = [f for f in flags["flows"] if "HTTP" not in f]  # without HTTP's switches
     if not standalone_http(tree):
-        bpf = compile_tree(tree, "flows", [*flags["flows"], "-DHTTP=1", *flags["http"]])
+        bpf = compile_tree(tree, "flows", [*counting, "-DHTTP=1", *flags["http"]])
         return bpf, [bpf]
-    flows = compile_tree(tree, "flows", [*flags["flows"], "-DCHAIN_HTTP=1"])
+    flows = compile_tree(tree, "flows", [*counting, "-DCHAIN_HTTP=1"])
     http = compile_tree(tree, "http", [*flags["http"], "-DLABEL_WORKLOAD=0"])
     for slot, name in enumerate((b"http_ingress", b"http_egress")):  # by direction code
         flows["flows_next"][ctypes.c_int(slot)] = ctypes.c_int(

@@ -33,29 +33,27 @@ struct conn_key {
     u16 server_port;
 };
 
-struct pending {
-    u64 ts;
-    u8 method;
-    u8 pad[7];
-#if EMIT_EVENTS || ROUTE_LABEL
-    char path[PATH_LEN];
-#endif
-};
-
+// A connection's state: its first 64 bytes are what every request and response touch (a
+// place is one cache line of an mmapable array, whose elements start on page boundaries
+// and so on line boundaries): the requests' times move from the CPU that saw the request
+// to the one that sees the response in that one line.
 struct conn_state {
-    u64 in_use;  // 1 while a connection holds this place in http_states (compare-and-swap)
-    u32 gen;     // bumped at each release: a flow entry holding an older one lost the place
-    u32 head;    // next to answer
-    u32 tail;    // next free
+    u64 claim;  // in http_states: the place's generation << 1, | 1 while a connection holds it
+    u32 head;   // next to answer
+    u32 tail;   // next free
     u32 last_req_seq;
     u32 last_resp_seq;
     u16 server_port;
     u8 role;
-    u8 seen_req;
-    u8 seen_resp;
-    u8 pad[7];
-    struct pending q[QLEN];
+    u8 seen;    // SEEN_REQUEST, SEEN_RESPONSE: the last sequence numbers are set
+    u8 methods[QLEN];  // of the requests waiting, by queue slot
+    u64 asked[QLEN];   // when they were asked (ktime), by queue slot
+#if EMIT_EVENTS || ROUTE_LABEL
+    char paths[QLEN * PATH_LEN];  // by queue slot (flat: bcc's Python types miss 2-D arrays)
+#endif
 };
+#define SEEN_REQUEST 1
+#define SEEN_RESPONSE 2
 
 struct stat_key {
     u8 method;
@@ -115,7 +113,7 @@ struct http_packet {
 // compare-and-swap at a cursor; when none of PROBES places is free, a new connection is
 // counted as untracked (H_CONNS_FULL) rather than evicting one whose requests still wait.
 // A place goes at FIN or RST (on_close), or from user space once idle.
-BPF_ARRAY(http_states, struct conn_state, MAX_CONNS);
+BPF_F_TABLE("array", u32, struct conn_state, http_states, MAX_CONNS, BPF_F_MMAPABLE);
 BPF_ARRAY(http_cursor, u64, 1);
 BPF_TABLE("lru_hash", struct conn_key, struct conn_state, http_probation, PROBATION_CONNS);
 // Interfaces whose far side is a workload in another network namespace (a pod's host-side
@@ -343,7 +341,7 @@ static __always_inline struct conn_state *place_of(struct flow_val *val)
         return 0;
     u32 index = val->http_slot - 1;
     struct conn_state *st = http_states.lookup(&index);
-    if (!st || !st->in_use || st->gen != val->http_gen)
+    if (!st || !(st->claim & 1) || (u32)(st->claim >> 1) != val->http_gen)
         return 0;
     return st;
 }
@@ -369,8 +367,8 @@ static __always_inline struct conn_state *find_place(struct flow_val *val, void 
     return 0;
 }
 
-// A free place, claimed (in_use set) and its index in *index; 0 if the PROBES places from
-// the cursor on are all taken.
+// A free place, claimed (its claim made odd) and its index in *index; 0 if the PROBES places
+// from the cursor on are all taken.
 static __always_inline struct conn_state *claim_place(u32 *index)
 {
     int zero = 0;
@@ -382,7 +380,10 @@ static __always_inline struct conn_state *claim_place(u32 *index)
     for (int i = 0; i < PROBES; i++) {
         u32 at = (u32)((start + i) % MAX_CONNS);
         struct conn_state *st = http_states.lookup(&at);
-        if (st && __sync_val_compare_and_swap(&st->in_use, 0, 1) == 0) {
+        if (!st)
+            continue;
+        u64 claim = st->claim;
+        if (!(claim & 1) && __sync_val_compare_and_swap(&st->claim, claim, claim | 1) == claim) {
             *index = at;
             return st;
         }
@@ -404,11 +405,12 @@ static __always_inline void hold_place(struct flow_val *val, void *key, int ipv6
     }
 }
 
-// The place goes back: the generation first, so that no flow entry holds it once free.
+// The place goes back under the next generation, so that no flow entry holds it once free.
 static __always_inline void release_place(struct conn_state *st)
 {
-    st->gen++;
-    __sync_val_compare_and_swap(&st->in_use, 1, 0);
+    u64 claim = st->claim;
+    if (claim & 1)
+        __sync_val_compare_and_swap(&st->claim, claim, (claim & ~1ULL) + 2);
 }
 
 static __always_inline void on_request(struct __sk_buff *skb, struct segment *seg,
@@ -435,10 +437,10 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
                     return;
                 }
                 st->head = st->tail = 0;
-                st->seen_req = st->seen_resp = 0;
+                st->seen = 0;
                 st->role = role;
                 st->server_port = seg->dport;
-                hold_place(val, key, ipv6, index, st->gen);
+                hold_place(val, key, ipv6, index, (u32)(st->claim >> 1));
                 http_handshakes.delete(&ck);
             } else {
                 int zero = 0;
@@ -456,26 +458,27 @@ static __always_inline void on_request(struct __sk_buff *skb, struct segment *se
             }
         }
     }
-    if (st->seen_req && st->last_req_seq == seg->seq)
+    if ((st->seen & SEEN_REQUEST) && st->last_req_seq == seg->seq)
         return;  // a retransmission of the request we already have
-    st->seen_req = 1;
+    st->seen |= SEEN_REQUEST;
     st->last_req_seq = seg->seq;
     u32 tail = st->tail;
     if (tail - st->head >= QLEN) {
         count(http_counters.lookup(&(int){H_QUEUE_FULL}), 1);
         return;
     }
-    struct pending *p = &st->q[tail & (QLEN - 1)];
-    p->ts = bpf_ktime_get_ns();
-    p->method = method;
+    u32 slot = tail & (QLEN - 1);
+    st->asked[slot] = bpf_ktime_get_ns();
+    st->methods[slot] = method;
 #if EMIT_EVENTS || ROUTE_LABEL
-    __builtin_memset(p->path, 0, PATH_LEN);
+    char *path = &st->paths[slot * PATH_LEN];
+    __builtin_memset(path, 0, PATH_LEN);
     u32 n = seg->payload_len - skip;
     if (n > PATH_LEN)
         n = PATH_LEN;
     // ((n - 1) & (size - 1)) + 1 is n, in a form the verifier can bound to [1, size].
     if (n > 0)
-        bpf_skb_load_bytes(skb, seg->payload_off + skip, p->path, ((n - 1) & (PATH_LEN - 1)) + 1);
+        bpf_skb_load_bytes(skb, seg->payload_off + skip, path, ((n - 1) & (PATH_LEN - 1)) + 1);
 #endif
     st->tail = tail + 1;
 }
@@ -498,21 +501,21 @@ static __always_inline void on_status(struct __sk_buff *skb, struct segment *seg
             count(http_counters.lookup(&(int){H_UNMATCHED}), 1);
         return;
     }
-    if (st->seen_resp && st->last_resp_seq == seg->seq)
+    if ((st->seen & SEEN_RESPONSE) && st->last_resp_seq == seg->seq)
         return;  // a retransmission
-    st->seen_resp = 1;
+    st->seen |= SEEN_RESPONSE;
     st->last_resp_seq = seg->seq;
     if (status >= 100 && status < 200 && status != 101)
         return;  // interim (100 Continue): the final response is still to come
 
-    u32 head = st->head;
-    struct pending *p = &st->q[head & (QLEN - 1)];
+    u32 head = st->head, slot = head & (QLEN - 1);
+    u8 method = st->methods[slot];
     u64 now = bpf_ktime_get_ns();
-    u64 latency = now - p->ts;
+    u64 latency = now - st->asked[slot];
     st->head = head + 1;
 
     struct stat_key sk = {};
-    sk.method = p->method;
+    sk.method = method;
     sk.role = st->role;
     sk.status = status;
     sk.server_port = seg->sport;
@@ -524,7 +527,7 @@ static __always_inline void on_status(struct __sk_buff *skb, struct segment *seg
     int stop = 0;
 #pragma unroll
     for (int i = 0; i < ROUTE_LEN; i++) {
-        char c = p->path[i];
+        char c = st->paths[slot * PATH_LEN + i];
         if (c == '?' || c == ' ' || c == '\r' || c == 0)
             stop = 1;
         if (!stop)
@@ -549,14 +552,14 @@ static __always_inline void on_status(struct __sk_buff *skb, struct segment *seg
     ev->latency_ns = latency;
     ev->ifindex = skb->ifindex;
     ev->family = seg->family;
-    ev->method = p->method;
+    ev->method = method;
     ev->role = st->role;
     ev->status = status;
     ev->client_port = seg->dport;
     ev->server_port = seg->sport;
     __builtin_memcpy(ev->client, seg->daddr, 16);
     __builtin_memcpy(ev->server, seg->saddr, 16);
-    __builtin_memcpy(ev->path, p->path, PATH_LEN);
+    __builtin_memcpy(ev->path, &st->paths[slot * PATH_LEN], PATH_LEN);
     __builtin_memset(ev->reason, 0, REASON_LEN);
     u32 n = seg->payload_len - 13;  // after "HTTP/1.1 200 "
     if (n > REASON_LEN)
@@ -574,11 +577,9 @@ answered:
     struct conn_state *place = claim_place(&index);
     if (!place)
         return;  // it stays apart, and may take a place at its next response
-    u32 gen = place->gen;
-    st->in_use = 1;
-    st->gen = gen;
+    st->claim = place->claim;  // its generation, held
     http_states.update(&index, st);
-    hold_place(val, key, ipv6, index, gen);
+    hold_place(val, key, ipv6, index, (u32)(st->claim >> 1));
     http_probation.delete(&ck);
 }
 

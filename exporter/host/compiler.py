@@ -31,7 +31,7 @@ from typing import Any
 
 from exporter.errors import SetupError
 from exporter.host.bpfobject import BpfObject
-from exporter.host.ctypes_desc import describe
+from exporter.host.ctypes_desc import build, describe
 from exporter.host.table import RINGBUF
 
 MAX_MESSAGE = 1 << 22
@@ -74,16 +74,33 @@ def _manifest(bpf: Any, functions: Mapping[str, int]) -> tuple[dict[str, Any], l
         event = None
         if map_type == RINGBUF and lib.bpf_perf_event_fields(bpf.module, table) > 0:
             event = describe(_get_event_class(types.SimpleNamespace(bpf=bpf, _name=table)))
+        key, leaf = (desc(lib.bpf_table_key_desc(bpf.module, table)),
+                     desc(lib.bpf_table_leaf_desc(bpf.module, table)))
+        _check_sizes(bpf, i, table.decode(), key, leaf)
         manifest["maps"][table.decode()] = {
             "fd": len(fds), "type": map_type,
             "max_entries": int(lib.bpf_table_max_entries_id(bpf.module, i)),
-            "key": desc(lib.bpf_table_key_desc(bpf.module, table)),
-            "leaf": desc(lib.bpf_table_leaf_desc(bpf.module, table)),
-            "event": event}
+            "key": key, "leaf": leaf, "event": event}
         fds.append(map_fd)
     if len(fds) > MAX_FDS:
         raise SetupError(f"{len(fds)} descriptors to pass, more than one message holds")
     return manifest, fds
+
+
+def _check_sizes(bpf: Any, index: int, name: str, key: Any, leaf: Any) -> None:
+    """Fails the load unless bcc's Python types for the map's key and value are as large as
+    the compiled program's: the serving process reads and writes entries in buffers of the
+    Python types' sizes (bcc's types miss arrays of arrays, for one)."""
+    from bcc import lib
+
+    for what, desc, size_of in (("key", key, lib.bpf_table_key_size_id),
+                                ("value", leaf, lib.bpf_table_leaf_size_id)):
+        size_of.restype, size_of.argtypes = ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_size_t]
+        compiled = size_of(bpf.module, index)
+        if desc is not None and compiled and ctypes.sizeof(build(desc)) != compiled:
+            raise SetupError(f"map {name}: bcc's Python type for its {what} holds "
+                             f"{ctypes.sizeof(build(desc))} bytes, the program's {compiled} "
+                             "(bcc's types miss arrays of arrays): give it a flat type")
 
 
 def main(fd: int) -> None:

@@ -4,7 +4,6 @@ they have waited longer than request_timeout, and counted."""
 
 from __future__ import annotations
 
-import ctypes
 import struct
 import time
 from collections import Counter
@@ -30,31 +29,33 @@ class StateLayout:
     """Where expiry finds what it reads in the raw bytes of a conn_state: taken from the
     compiled program's types, as bcc built them."""
 
-    head: struct.Struct  # up to the queue: in use, generation, head, tail, server port, role
-    queue: int  # where the queue of pending requests starts
+    head: struct.Struct  # claim, head, tail, server port, role
+    methods: int  # where the waiting requests' methods start (a byte each, by queue slot)
+    asked: int  # where their times start (8 bytes each, by queue slot)
     qlen: int
-    slot: int  # the size of one pending request
-    pending: struct.Struct  # one pending request: when it was asked, its method
 
     @classmethod
     def of(cls, table: Any) -> StateLayout:
         state = table.Leaf
-        queue = contract.field_type(state, "q")
-        return cls(
-            head=contract.layout(state, HEAD_FIELDS, end=state.q.offset),
-            queue=state.q.offset,
-            qlen=queue._length_,
-            slot=ctypes.sizeof(queue._type_),
-            pending=contract.layout(queue._type_, ("ts", "method")),
-        )
+        qlen = contract.field_type(state, "asked")._length_
+        if contract.field_type(state, "methods")._length_ != qlen:
+            raise SetupError("bpf/http.c: conn_state's methods and asked differ in length")
+        return cls(head=contract.layout(state, HEAD_FIELDS, end=state.methods.offset),
+                   methods=state.methods.offset, asked=state.asked.offset, qlen=qlen)
 
     def formats(self) -> tuple[object, ...]:
         """What the layout is, comparable (a struct.Struct equals only itself)."""
-        return tuple(v.format if isinstance(v, struct.Struct) else v
-                     for v in (self.head, self.queue, self.qlen, self.slot, self.pending))
+        return self.head.format, self.methods, self.asked, self.qlen
+
+    def request(self, raw: bytes, at: int, slot: int) -> tuple[int, int]:
+        """(when it was asked, method) of the request in queue slot `slot` (any count: taken
+        modulo the queue's length) of the state at `at` in `raw`."""
+        slot %= self.qlen
+        return ASKED.unpack_from(raw, at + self.asked + 8 * slot)[0], raw[at + self.methods + slot]
 
 
-HEAD_FIELDS = ("in_use", "gen", "head", "tail", "server_port", "role")
+HEAD_FIELDS = ("claim", "head", "tail", "server_port", "role")
+ASKED = struct.Struct("<Q")
 
 
 class Expiry:
@@ -85,8 +86,8 @@ class Expiry:
         a response."""
         now = time.monotonic_ns() if now_ns is None else now_ns
         keys, values, count = self._read_places(self.places)
-        head, vsize = self.layout.head, self.places.value_size
-        self.live = sum(1 for i in range(count) if head.unpack_from(values, i * vsize)[0])
+        head = self.layout.head
+        self.live = sum(state[0] & 1 for state in self._heads(values, count))  # claims held
         crowded = self.live * 4 >= self.config.max_connections * 3
         for port, role, methods in self._expired(Places(self.places, head), keys, values, count, now,
                                                  crowded):
@@ -99,6 +100,15 @@ class Expiry:
         for _, _, methods in self._expired(Apart(self.probation, head), keys, values, count, now, True):
             self.unconfirmed_unanswered += len(methods)
 
+    def _heads(self, values: bytes, count: int) -> Iterator[tuple[Any, ...]]:
+        """The head of each of `count` states packed back to back in `values` (all the
+        places, most of them free: one iter_unpack rather than a call per entry)."""
+        if not count:
+            return iter(())
+        vsize = len(values) // count
+        whole = struct.Struct(self.layout.head.format + f"{vsize - self.layout.head.size}x")
+        return whole.iter_unpack(memoryview(values)[:count * vsize])
+
     def _expired(self, store: Store, keys: bytes, values: bytes, count: int, now: int,
                  crowded: bool) -> Iterator[tuple[int, int, list[int]]]:
         """(server port, role, methods of the requests past the timeout) per connection of a
@@ -106,34 +116,32 @@ class Expiry:
         while `crowded`."""
         timeout = int(self.config.request_timeout * 1e9)
         lay = self.layout
-        state_head, pending, queue, qlen, psize = lay.head, lay.pending, lay.queue, lay.qlen, lay.slot
+        state_head = lay.head
         ksize, vsize = len(keys) // max(count, 1), len(values) // max(count, 1)
-        for i in range(count):
-            in_use, gen, head, read_tail, _, _ = state_head.unpack_from(values, i * vsize)
-            if not (in_use or store.always_in_use) or (head == read_tail and not crowded):
+        for i, (claim, head, read_tail, _, _) in enumerate(self._heads(values, count)):
+            if not (claim & 1 or store.always_in_use) or (head == read_tail and not crowded):
                 continue
             # The oldest request waiting, or the last one asked if none waits.
-            slot = head if head != read_tail else read_tail - 1
-            ts, _ = pending.unpack_from(values, i * vsize + queue + (slot % qlen) * psize)
+            ts, _ = lay.request(values, i * vsize, head if head != read_tail else read_tail - 1)
             if now - ts <= timeout:
                 continue
             key = keys[i * ksize:(i + 1) * ksize]
-            final = store.take(key, gen)
+            final = store.take(key, claim)
             if final is None:
                 continue
-            in_use, gen, head, tail, port, role = state_head.unpack_from(final)
+            claim, head, tail, port, role = state_head.unpack_from(final)
             methods = []
             while head != tail:
-                ts, method = pending.unpack_from(final, queue + (head % qlen) * psize)
+                ts, method = lay.request(final, 0, head)
                 if now - ts <= timeout:
                     break  # requests are queued in order: the rest are younger
                 methods.append(method)
                 head += 1
             state = bytearray(final)
+            state_head.pack_into(state, 0, claim, head, tail, port, role)
             if head != tail or tail != read_tail or not crowded:
                 # Requests still wait, one arrived since the read, or the connection is only
                 # quiet: it keeps its state, without the requests counted here.
-                state_head.pack_into(state, 0, in_use, gen, head, tail, port, role)
                 store.keep(key, bytes(state))
             else:
                 store.release(key, bytes(state))
@@ -149,7 +157,8 @@ class Store:
     def __init__(self, table: Any, head: struct.Struct) -> None:
         self.table, self.head = table, head  # head: StateLayout.head
 
-    def take(self, key: bytes, gen: int) -> bytes | None:
+    def take(self, key: bytes, claim: int) -> bytes | None:
+        """The state under `key` now, if it is still the one read with `claim`."""
         raise NotImplementedError
 
     def keep(self, key: bytes, state: bytes) -> None:
@@ -162,23 +171,22 @@ class Store:
 class Places(Store):
     """http_states, an array: a place is read again and written back whole (the classifier
     may change it meanwhile: a request it queues in that moment is lost, as when its
-    state went by a race in the maps before); freed by clearing in_use and a new generation,
+    state went by a race in the maps before); freed with the next generation in its claim,
     which tells the flows holding it that they lost it."""
 
-    def take(self, key: bytes, gen: int) -> bytes | None:
+    def take(self, key: bytes, claim: int) -> bytes | None:
         state = lookup(self.table, key)
         if state is None:
             return None
-        in_use, now_gen, *_ = self.head.unpack_from(state)
-        return state if in_use and now_gen == gen else None  # freed or taken anew since
+        return state if self.head.unpack_from(state)[0] == claim else None  # freed since
 
     def keep(self, key: bytes, state: bytes) -> None:
         update(self.table, key, state)
 
     def release(self, key: bytes, state: bytes) -> None:
-        _, gen, *rest = self.head.unpack_from(state)
+        claim, *rest = self.head.unpack_from(state)
         freed = bytearray(state)
-        self.head.pack_into(freed, 0, 0, (gen + 1) & 0xFFFFFFFF, *rest)
+        self.head.pack_into(freed, 0, (claim & ~1) + 2, *rest)  # free, the next generation
         update(self.table, key, bytes(freed))
 
 
@@ -188,7 +196,7 @@ class Apart(Store):
 
     always_in_use = True
 
-    def take(self, key: bytes, gen: int) -> bytes | None:
+    def take(self, key: bytes, claim: int) -> bytes | None:
         return lookup_and_delete(self.table, key)
 
     def keep(self, key: bytes, state: bytes) -> None:

@@ -106,14 +106,10 @@ def http_types() -> tuple[type[ctypes.Structure], type[ctypes.Structure]]:
         _fields_ = [("ifindex", U32), ("family", U8), ("pad", U8 * 3), ("client", U8 * 16),
                     ("server", U8 * 16), ("client_port", U16), ("server_port", U16)]
 
-    class Pending(ctypes.Structure):
-        _fields_ = [("ts", U64), ("method", U8), ("pad", U8 * 7), ("path", ctypes.c_char * 64)]
-
     class ConnState(ctypes.Structure):
-        _fields_ = [("in_use", U64), ("gen", U32), ("head", U32), ("tail", U32),
-                    ("last_req_seq", U32), ("last_resp_seq", U32), ("server_port", U16),
-                    ("role", U8), ("seen_req", U8), ("seen_resp", U8), ("pad", U8 * 7),
-                    ("q", Pending * 4)]
+        _fields_ = [("claim", U64), ("head", U32), ("tail", U32), ("last_req_seq", U32),
+                    ("last_resp_seq", U32), ("server_port", U16), ("role", U8), ("seen", U8),
+                    ("methods", U8 * 4), ("asked", U64 * 4), ("paths", ctypes.c_char * 256)]
     return ConnKey, ConnState
 
 
@@ -121,6 +117,10 @@ def test_the_http_state_layout_is_read_off_the_programs_types() -> None:
     first, second = StateLayout.of(FakeTable(*http_types())), StateLayout.of(FakeTable(*http_types()))
     # Two maps of the same types: equal layouts, though bcc made two sets of classes.
     assert first.formats() == second.formats()
-    assert first.head.format == "<QIII8xHB9x"
-    assert (first.queue, first.qlen, first.slot) == (40, 4, 80)
-    assert first.pending.format == "<QB71x"
+    assert first.head.format == "<QII8xHB1x"
+    assert (first.methods, first.asked, first.qlen) == (28, 32, 4)
+    # A request in slot 5 is in slot 1 of the four: its time and method.
+    raw = bytearray(ctypes.sizeof(http_types()[1]))
+    raw[29] = 3
+    raw[40:48] = (123).to_bytes(8, "little")
+    assert first.request(bytes(raw), 0, 5) == (123, 3)
