@@ -31,6 +31,17 @@ EXPORTER_PROGRAMS = (*CLASSIFIERS, "http_ingress", "http_egress", "tracepoint__s
 # References measured under the same load: a classifier that does nothing, one LRU
 # lookup and an atomic add (a counter per interface, no parsing), and the least that
 # counts packets and bytes per flow (an IPv4 5-tuple key).
+# The start of the references that count flows: an IPv4 TCP or UDP packet's header `ip` and
+# its transport header `l4`, before `end`; any other packet passes uncounted.
+IPV4_TRANSPORT = b"""
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    u8 *ip = data + ETH_HLEN;
+    if ((void *)(ip + 20) > end || *(u16 *)(data + 12) != htons(ETH_P_IP))
+        return -1;
+    if (ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_UDP)
+        return -1;
+    u8 *l4 = (void *)ip + (ip[0] & 0x0f) * 4;"""
+
 REFERENCES = {
     "empty_cls": b"int empty_cls(struct __sk_buff *skb) { return -1; }",
     "lru_counter": b"""
@@ -51,18 +62,12 @@ struct tuple { u32 ifindex; u8 protocol; u8 pad[3]; u32 saddr; u32 daddr; u32 po
 struct counts { u64 packets; u64 bytes; };
 BPF_TABLE("lru_hash", struct tuple, struct counts, tuples, 1024);
 int tuple_counter(struct __sk_buff *skb) {
-    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    u8 *ip = data + ETH_HLEN;
-    if ((void *)(ip + 20) > end || *(u16 *)(data + 12) != htons(ETH_P_IP))
-        return -1;
-    if (ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_UDP)
-        return -1;
-    u32 *l4 = (void *)ip + (ip[0] & 0x0f) * 4;
-    if ((void *)(l4 + 1) > end)
+""" + IPV4_TRANSPORT + b"""
+    if ((void *)(l4 + 4) > end)
         return -1;
     struct tuple key = {.ifindex = skb->ifindex, .protocol = ip[9],
                         .saddr = *(u32 *)(ip + 12), .daddr = *(u32 *)(ip + 16),
-                        .ports = *l4};
+                        .ports = *(u32 *)l4};
     struct counts *val = tuples.lookup(&key);
     if (val) {
         __sync_fetch_and_add(&val->packets, 1);
@@ -88,13 +93,7 @@ struct state { u64 packets[2]; u64 bytes[2]; u64 asked; };
 BPF_TABLE("lru_hash", struct conn, struct state, conns, 1024);
 BPF_ARRAY(latency, u64, 66);
 int http_floor(struct __sk_buff *skb) {
-    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    u8 *ip = data + ETH_HLEN;
-    if ((void *)(ip + 20) > end || *(u16 *)(data + 12) != htons(ETH_P_IP))
-        return -1;
-    if (ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_UDP)
-        return -1;
-    u8 *l4 = (void *)ip + (ip[0] & 0x0f) * 4;
+""" + IPV4_TRANSPORT + b"""
     if ((void *)(l4 + 14) > end)
         return -1;
     u32 saddr = *(u32 *)(ip + 12), daddr = *(u32 *)(ip + 16), ports = *(u32 *)l4;
