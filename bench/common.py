@@ -180,12 +180,14 @@ def cost_per_run(names: tuple[str, ...], before: RunTotals) -> float:
     return run_time / max(runs, 1)
 
 
-def exporter_cost(interface: str, load: Callable[[], object], http: bool = True) -> float:
+def exporter_cost(interface: str, load: Callable[[], object], http: bool = True,
+                  tree: Path | None = None) -> float:
     """The traffic classifier's ns per run (HTTP parsing included when on) under `load`,
-    with a fresh exporter attached to `interface`."""
+    with a fresh exporter attached to `interface`: this checkout's, or `tree`'s."""
     before = run_totals(CLASSIFIERS)
     exporter = Exporter({"interfaces": [interface], "interval": "5s",
-                         "http": {"enabled": http}})
+                         "http": {"enabled": http}},
+                        prefix=("env", "-C", str(tree)) if tree else ())
     try:
         load()
         return cost_per_run(CLASSIFIERS, before)
@@ -338,14 +340,18 @@ def spread(values: list[float]) -> str:
     return f"median {q2:.3g}, middle half {q1:.3g} to {q3:.3g}"
 
 
-def rounds_arguments(pinning: bool = False) -> argparse.Namespace:
+def rounds_arguments(pinning: bool = False, before: bool = False) -> argparse.Namespace:
     """--seconds per run and --rounds of interleaved runs without and with the exporter;
-    with `pinning`, --cpus too: the CPUs the load's client and server are confined to."""
+    with `pinning`, --cpus too: the CPUs the load's client and server are confined to; with
+    `before`, --before: another checkout whose exporter runs beside this one's."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     if pinning:
         parser.add_argument("--cpus", help="a taskset CPU list for client and server, e.g. 0")
+    if before:
+        parser.add_argument("--before", type=Path,
+                            help="another checkout (git worktree add /tmp/before COMMIT)")
     return parser.parse_args()
 
 

@@ -9,6 +9,7 @@ least any classifier with per-flow or per-connection state does (one lookup in a
 map and one atomic add).
 
     sudo .venv/bin/python bench/http_throughput.py [--seconds 5] [--rounds 10] [--cpus 0]
+        [--before /tmp/before]
 
 --cpus confines hey and nginx to those CPUs (a taskset list): with one CPU, requests and
 responses are handled on the same CPU, so state they share never moves between CPUs.
@@ -94,22 +95,28 @@ def warm_costs() -> tuple[float, float, float]:
 
 
 COST_ARMS = ("flows alone", "flows with HTTP", "tuple_counter", "http_floor")
+BEFORE_ARMS = ("before: flows alone", "before: flows with HTTP")
 
 
-def side_by_side(link: Hosts, load: Callable[[], object], rounds: int) -> dict[str, list[float]]:
+def side_by_side(link: Hosts, load: Callable[[], object], rounds: int,
+                 before: Path | None = None) -> dict[str, list[float]]:
     """ns per packet under `load` of the traffic classifier without and with HTTP matching,
     and of the two floors (the least that counts flows; the least that also matches HTTP),
-    in rounds whose order turns, so that drift falls on every arm."""
+    and with `before` that checkout's exporter without and with HTTP, in rounds whose order
+    turns, so that drift falls on every arm."""
     arms: dict[str, Callable[[], float]] = {
         "flows alone": lambda: exporter_cost(link.interface, load, http=False),
         "flows with HTTP": lambda: exporter_cost(link.interface, load, http=True),
         "tuple_counter": lambda: reference_cost(link, load, "tuple_counter"),
         "http_floor": lambda: reference_cost(link, load, "http_floor"),
     }
+    if before is not None:
+        arms[BEFORE_ARMS[0]] = lambda: exporter_cost(link.interface, load, False, before)
+        arms[BEFORE_ARMS[1]] = lambda: exporter_cost(link.interface, load, True, before)
+    names = list(arms)
     found: dict[str, list[float]] = {name: [] for name in arms}
     for r in range(rounds):
-        order = COST_ARMS[r % len(COST_ARMS):] + COST_ARMS[:r % len(COST_ARMS)]
-        for name in order:
+        for name in names[r % len(names):] + names[:r % len(names)]:
             found[name].append(arms[name]())
     return found
 
@@ -131,10 +138,17 @@ def print_side_by_side(found: dict[str, list[float]]) -> None:
     print(f"  HTTP matching, floor: http_floor / tuple_counter, per round: "
           f"{ratio('http_floor', 'tuple_counter')}")
     print(f"  ours with HTTP / http_floor, per round: {ratio('flows with HTTP', 'http_floor')}")
+    if BEFORE_ARMS[0] in found:
+        for name in BEFORE_ARMS:
+            print(f"  {name:24} {statistics.median(found[name]):5.0f}   runs "
+                  f"{', '.join(f'{v:.0f}' for v in found[name])}")
+        print(f"  before: with / without HTTP, per round: {ratio(BEFORE_ARMS[1], BEFORE_ARMS[0])}")
+        print(f"  with HTTP, this tree / before, per round: "
+              f"{ratio('flows with HTTP', BEFORE_ARMS[1])}")
 
 
 def main() -> None:
-    args = rounds_arguments(pinning=True)
+    args = rounds_arguments(pinning=True, before=True)
     restore_stats = enable_bpf_stats()
     links = make_host_link("b2", 63)
     link = next(links)
@@ -147,7 +161,7 @@ def main() -> None:
         keep_alive = compare_with_exporter(link.interface, args.rounds, args.seconds, load)
         empty = reference_cost(link, load, "empty_cls")
         shared = reference_cost(link, load, "lru_counter")
-        costs = side_by_side(link, load, args.rounds)
+        costs = side_by_side(link, load, args.rounds, args.before)
         warm_request, warm_response, warm_empty = warm_costs()
     finally:
         nginx.stop()

@@ -80,7 +80,8 @@ def test_fallback_headers_are_marked_by_setup() -> None:
 def test_the_images_merged_header_tree_compiles_every_program(tmp_path: Path) -> None:
     """The container image points bcc at Debian's 6.1 headers merged into one tree
     (scripts/merge-headers.sh, run by deploy/docker/Dockerfile); the same merge, of the
-    packages `make setup` unpacked here, must compile and load all three programs."""
+    packages `make setup` unpacked here, must compile and load the programs (the traffic
+    classifier with HTTP in, events and packets too, and the connections')."""
     require_root()
     build = kernel.headers_dir().resolve()
     assert kernel.headers_are_fallback(build), (
@@ -92,11 +93,12 @@ def test_the_images_merged_header_tree_compiles_every_program(tmp_path: Path) ->
     program = (
         "from exporter.config.schema import Config\n"
         "from exporter.flows.loader import FlowAccounting\n"
-        "from exporter.http.loader import HttpInspection\n"
+        "from exporter.http.loader import HttpInspection, cflags\n"
         "from exporter.connections.loader import TcpLifecycle\n"
         "c = Config()\n"
-        "for part in (FlowAccounting(c.flows), HttpInspection(c.http, 9441),\n"
-        "             TcpLifecycle(c.connections)):\n"
+        "flows = FlowAccounting(c.flows, http=cflags(c.http, True, True))\n"
+        "HttpInspection(c.http, flows.bpf)\n"
+        "for part in (flows, TcpLifecycle(c.connections)):\n"
         "    part.close()\n"
         "print('loaded')\n")
     env = {**os.environ, "BCC_KERNEL_SOURCE": str(merged)}
