@@ -204,11 +204,9 @@ static __always_inline struct flow_val *reverse_flow(void *key, int ipv6, int mi
 // The packet counted in its flow's entry: looked up, else inserted with the server port the
 // handshake named (a new flow, counted) and looked up again, as another CPU may have
 // inserted it first or the full map found no room; a packet no entry took is counted as
-// uncounted. Then, with HTTP, a TCP segment on an HTTP port (`http`; `l4` is its transport
-// header) is matched on the same entry.
-static __always_inline void count_packet(struct __sk_buff *skb, void *key, int ipv6,
-                                         u16 server, u8 direction, int http, void *l4,
-                                         void *data, void *end)
+// uncounted. Returns the entry, if one took the packet.
+static __always_inline struct flow_val *count_packet(struct __sk_buff *skb, void *key, int ipv6,
+                                                     u16 server)
 {
     struct flow_val *val = flow_lookup(key, ipv6);
     if (!val) {
@@ -228,10 +226,7 @@ static __always_inline void count_packet(struct __sk_buff *skb, void *key, int i
         add_packet(val, server, skb);
     } else
         count(flow_counters.lookup(&(int){F_UNCOUNTED}), 1);
-#if HTTP
-    if (val && http)
-        inspect_http(skb, val, key, ipv6, direction, l4, data, end);
-#endif
+    return val;
 }
 
 // Whether HTTP is matched on a packet of the flow `key`: a TCP segment from or to an HTTP port.
@@ -253,6 +248,13 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
     void *l3 = network_header(skb, data, end, &proto, l3_device);
     if (!l3)
         return TC_ACT_UNSPEC;
+    // What HTTP matching, after the family's branch, needs: the flow's entry and key (one
+    // call for both families, so that the compiler inlines HTTP once, not once a family).
+    struct flow_key4 key4;
+    struct flow_key6 key6;
+    struct flow_val *val;
+    void *key, *l4;
+    int ipv6, http;
 
     if (proto == htons(ETH_P_IP)) {
         struct ipv4_hdr_ *ip = l3;
@@ -260,20 +262,22 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
             goto unparsed;  // the header is beyond the linear data: what it carries is unknown
         if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
             return TC_ACT_UNSPEC;
-        struct flow_key4 key = {};
-        START_KEY(key, skb, direction, ip->protocol, ip);
+        __builtin_memset(&key4, 0, sizeof(key4));
+        START_KEY(key4, skb, direction, ip->protocol, ip);
         // A later fragment carries no ports: counted with ports 0, so that the interface's
         // totals still match a capture.
         int flags = 0;
-        void *l4 = l3 + (ip->vihl & 0x0f) * 4;
+        l4 = l3 + (ip->vihl & 0x0f) * 4;
         int fragment = ip->frag & htons(0x1fff);
         if (!fragment) {
-            flags = ports(l4, end, key.protocol, &key.sport, &key.dport);
+            flags = ports(l4, end, key4.protocol, &key4.sport, &key4.dport);
             if (flags < 0)
                 goto unparsed;
         }
-        count_packet(skb, &key, 0, server_from_handshake(flags, key.sport, key.dport),
-                     direction, !fragment && HTTP_SEGMENT(key), l4, data, end);
+        val = count_packet(skb, &key4, 0, server_from_handshake(flags, key4.sport, key4.dport));
+        key = &key4;
+        ipv6 = 0;
+        http = !fragment && HTTP_SEGMENT(key4);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
@@ -291,14 +295,23 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
             }
             return TC_ACT_UNSPEC;
         }
-        struct flow_key6 key = {};
-        START_KEY(key, skb, direction, ip6->nexthdr, ip6);
-        int flags = ports(ip6 + 1, end, key.protocol, &key.sport, &key.dport);
+        __builtin_memset(&key6, 0, sizeof(key6));
+        START_KEY(key6, skb, direction, ip6->nexthdr, ip6);
+        l4 = ip6 + 1;
+        int flags = ports(l4, end, key6.protocol, &key6.sport, &key6.dport);
         if (flags < 0)
             goto unparsed;
-        count_packet(skb, &key, 1, server_from_handshake(flags, key.sport, key.dport),
-                     direction, HTTP_SEGMENT(key), ip6 + 1, data, end);
+        val = count_packet(skb, &key6, 1, server_from_handshake(flags, key6.sport, key6.dport));
+        key = &key6;
+        ipv6 = 1;
+        http = HTTP_SEGMENT(key6);
+    } else {
+        return TC_ACT_UNSPEC;
     }
+#if HTTP
+    if (val && http)
+        inspect_http(skb, val, key, ipv6, direction, l4, data, end);
+#endif
     return TC_ACT_UNSPEC;
 
     // Out of the common path's straight line (a forward jump only on this rare path).
