@@ -38,7 +38,7 @@ from bench.common import enable_bpf_stats, tcp_frame, test_run_ns
 from exporter.config.load import parse_config
 from exporter.connections.loader import cflags as connection_cflags
 from exporter.flows.loader import map_size
-from exporter.host.kernel import PART
+from exporter.host.kernel import program_source
 from exporter.http.loader import cflags as http_cflags
 
 HERE = Path(__file__).resolve().parent.parent
@@ -69,17 +69,12 @@ def parameters() -> dict[str, list[str]]:
     }
 
 
-def text_of(path: Path) -> str:
-    """A program's text with its parts spliced in (see PART in exporter/host/kernel.py)."""
-    return "".join(text_of(path.parent / line[len(PART):].strip()) if line.startswith(PART)
-                   else line for line in path.read_text().splitlines(keepends=True))
-
-
 def compile_tree(tree: Path, concern: str, flags: list[str]) -> Any:
     from bcc import BPF
 
     include = [f"-I{tree / 'bpf'}", f"-I{tree / 'bpf' / 'include'}"]
-    return BPF(text=text_of(source(tree, concern)).encode(), cflags=[*include, *flags])
+    path = source(tree, concern)
+    return BPF(text=program_source(path.name, path.parent).encode(), cflags=[*include, *flags])
 
 
 def standalone_http(tree: Path) -> bool:

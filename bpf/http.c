@@ -149,26 +149,26 @@ struct segment {
     u32 payload_len;
 };
 
+// A segment's family, addresses and ports from its flow key `k` (a flow_key4 or flow_key6,
+// whose addresses are as long as the family's).
+#define SEGMENT_ENDS(seg, k, fam)                                          \
+    do {                                                                   \
+        (seg)->family = (fam);                                             \
+        __builtin_memcpy((seg)->saddr, (k)->saddr, sizeof((k)->saddr));    \
+        __builtin_memcpy((seg)->daddr, (k)->daddr, sizeof((k)->daddr));    \
+        (seg)->sport = (k)->sport;                                         \
+        (seg)->dport = (k)->dport;                                         \
+    } while (0)
+
 // The TCP segment's addresses and ports (from its flow key: a flow_key4 or flow_key6 at
 // `key`), sequence numbers, flags and where its payload starts (`tcp` is its header, whole).
 static __always_inline void segment_of(struct segment *seg, struct __sk_buff *skb, void *key,
                                        int ipv6, struct tcp_hdr_ *tcp, void *data)
 {
-    if (ipv6) {
-        struct flow_key6 *k = key;
-        seg->family = 6;
-        __builtin_memcpy(seg->saddr, k->saddr, 16);
-        __builtin_memcpy(seg->daddr, k->daddr, 16);
-        seg->sport = k->sport;
-        seg->dport = k->dport;
-    } else {
-        struct flow_key4 *k = key;
-        seg->family = 4;
-        __builtin_memcpy(seg->saddr, k->saddr, 4);
-        __builtin_memcpy(seg->daddr, k->daddr, 4);
-        seg->sport = k->sport;
-        seg->dport = k->dport;
-    }
+    if (ipv6)
+        SEGMENT_ENDS(seg, (struct flow_key6 *)key, 6);
+    else
+        SEGMENT_ENDS(seg, (struct flow_key4 *)key, 4);
     seg->seq = ntohl(tcp->seq);
     seg->ack = ntohl(tcp->ack);
     seg->tcp_flags = tcp->flags;

@@ -133,10 +133,12 @@ def check_architecture(machine: str | None = None, bits: int | None = None) -> N
 PART = "//@part "
 
 
-def program_source(name: str) -> str:
-    lines = (program_dir() / name).read_text().splitlines(keepends=True)
-    return "".join(program_source(line[len(PART):].strip()) if line.startswith(PART) else line
-                   for line in lines)
+def program_source(name: str, directory: Path | None = None) -> str:
+    """A program's text from bpf/ (or `directory`, another checkout's), parts spliced in."""
+    folder = directory or program_dir()
+    lines = (folder / name).read_text().splitlines(keepends=True)
+    return "".join(program_source(line[len(PART):].strip(), folder) if line.startswith(PART)
+                   else line for line in lines)
 
 
 # Extra -D flags for every program, set by tests only to drive paths the kernel takes rarely
