@@ -74,7 +74,7 @@ def warm_costs() -> tuple[float, float, float]:
     # addresses: marking it as facing a workload gives the requests a role (see role_of in
     # bpf/http.c); the first response confirms the connection, as for one older than the
     # exporter, and the rest run the steady path.
-    classifier.bpf["http_workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
+    classifier.bpf["workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
     empty = BPF(text=REFERENCES["empty_cls"])
     try:
         egress = classifier.bpf.load_func(b"flows_egress", BPF.SCHED_CLS).fd

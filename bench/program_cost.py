@@ -156,7 +156,7 @@ class HttpRounds:
             # Test runs come from the loopback device, which no socket here owns the
             # addresses of: marked as facing a workload, its requests get a role (see
             # bench/http_throughput).
-            http["http_workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
+            http["workload_links"][ctypes.c_uint32(1)] = ctypes.c_uint8(1)
         self.egress = classifier.load_func(b"flows_egress", BPF.SCHED_CLS).fd
         self.ingress = classifier.load_func(b"flows_ingress", BPF.SCHED_CLS).fd
         self.seq = 0

@@ -7,7 +7,8 @@
 // instead of a 44-byte common one saves about a fifth of the per-packet cost.
 //
 // Compile-time parameters (#defined by exporter/flows/loader.py): MAX_FLOWS; HTTP, 1 to
-// match HTTP in the same run (bpf/http.c, spliced in below, with its own parameters);
+// match HTTP in the same run (bpf/http.c, spliced in below, with its own parameters); DNS,
+// 1 to match DNS queries and answers likewise (bpf/dns.c);
 // LABEL_WORKLOAD, 1 to learn each new flow's local workload (bpf/include/workload.h).
 
 #include "packet.h"    // also the directions, shared with the loader and bpf/http.c
@@ -46,7 +47,8 @@ struct flow_val {
     u64 first_seen_ns;  // set once: tells a new flow from an old one under the same key
     u16 server_port;    // the accepting side's port, once a handshake was seen
     u8 server_known;
-    u8 pad[5];
+    u8 dns_tcp;         // with DNS, on TCP: what dns_next is (DNS_TCP_*), or 0
+    u32 dns_next;       // the sequence number where the flow's next DNS message starts
     u64 cgroup;         // the local socket's owner, set once, with LABEL_WORKLOAD; else 0
     u32 http_slot;      // with HTTP: 1 + the connection's place in http_states, or 0
     u32 http_gen;       // that place's generation when this entry took it (see bpf/http.c)
@@ -171,6 +173,67 @@ static __always_inline int flow_insert(void *key, struct flow_val *val, int ipv6
     return ipv6 ? flows6.insert(key, val) : flows4.insert(key, val);
 }
 
+#if HTTP || DNS
+// Interfaces whose far side is a workload in another network namespace (a pod's host-side
+// veth), by ifindex: set by user space as it attaches (see request_role).
+BPF_HASH(workload_links, u32, u8, 65536);
+
+// Whether the packet's near end (its destination as it arrives, its source as it leaves) is
+// a socket of the network namespace the exporter watches from. The addresses are as long as
+// the family's (4 or 6).
+static __always_inline int near_end_is_local(struct __sk_buff *skb, u8 family, u8 protocol,
+                                             u8 *saddr, u8 *daddr, u16 sport, u16 dport,
+                                             u8 direction)
+{
+    struct bpf_sock_tuple tuple = {};
+    int in = direction == DIR_RECEIVE;
+    struct bpf_sock *sk;
+    // The tuple as an arriving packet has it: remote source, local destination.
+    if (family == 4) {
+        __builtin_memcpy(&tuple.ipv4.saddr, in ? saddr : daddr, 4);
+        __builtin_memcpy(&tuple.ipv4.daddr, in ? daddr : saddr, 4);
+        tuple.ipv4.sport = htons(in ? sport : dport);
+        tuple.ipv4.dport = htons(in ? dport : sport);
+        if (protocol == IPPROTO_UDP)
+            sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+        else
+            sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+    } else {
+        __builtin_memcpy(tuple.ipv6.saddr, in ? saddr : daddr, 16);
+        __builtin_memcpy(tuple.ipv6.daddr, in ? daddr : saddr, 16);
+        tuple.ipv6.sport = htons(in ? sport : dport);
+        tuple.ipv6.dport = htons(in ? dport : sport);
+        if (protocol == IPPROTO_UDP)
+            sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+        else
+            sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+    }
+    if (!sk)
+        return 0;
+    bpf_sk_release(sk);
+    return 1;
+}
+
+// Whose view a request (or query) going in `direction` is counted from, or 0 to leave it to
+// another interface:
+// - the near end is a socket here: this host's (it answers what arrives, asked what leaves);
+// - else, on an interface whose far side is a workload (a pod's host-side veth, marked by
+//   user space), that workload's: it asked what arrives from it, answers what goes to it;
+// - else the request only passes through (a node's uplink carrying a pod's traffic): the
+//   pod's interface counts it, so that it counts once.
+static __always_inline u8 request_role(struct __sk_buff *skb, u8 family, u8 protocol,
+                                       u8 *saddr, u8 *daddr, u16 sport, u16 dport,
+                                       u8 direction)
+{
+    if (near_end_is_local(skb, family, protocol, saddr, daddr, sport, dport, direction))
+        return direction == DIR_RECEIVE ? ROLE_SERVER : ROLE_CLIENT;
+    u32 ifindex = skb->ifindex;
+    if (!workload_links.lookup(&ifindex))
+        return 0;
+    return direction == DIR_RECEIVE ? ROLE_CLIENT : ROLE_SERVER;
+}
+#endif
+
 #if HTTP
 // The entry of the same connection's packets the other way on the same link, the addresses
 // and ports swapped: in the other direction (`mirror` 0: a link between the two ends), or in
@@ -199,6 +262,9 @@ static __always_inline struct flow_val *reverse_flow(void *key, int ipv6, int mi
 }
 
 //@part http.c
+#endif
+#if DNS
+//@part dns.c
 #endif
 
 // The packet counted in its flow's entry: looked up, else inserted with the server port the
@@ -236,6 +302,12 @@ static __always_inline struct flow_val *count_packet(struct __sk_buff *skb, void
 #else
 #define HTTP_SEGMENT(key) 0
 #endif
+// Whether DNS is parsed on a packet of the flow `key`: from or to a DNS port.
+#if DNS
+#define DNS_MESSAGE(key) (DNS_PORT_MATCH((key).sport) || DNS_PORT_MATCH((key).dport))
+#else
+#define DNS_MESSAGE(key) 0
+#endif
 
 // No clock read per packet (it costs as much as the map update): user space
 // notices idle flows by their counters not moving. Direct packet access:
@@ -254,7 +326,7 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
     struct flow_key6 key6;
     struct flow_val *val;
     void *key, *l4;
-    int ipv6, http;
+    int ipv6, http, dns;
 
     if (proto == htons(ETH_P_IP)) {
         struct ipv4_hdr_ *ip = l3;
@@ -278,6 +350,7 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
         key = &key4;
         ipv6 = 0;
         http = !fragment && HTTP_SEGMENT(key4);
+        dns = !fragment && DNS_MESSAGE(key4);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6_hdr_ *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
@@ -305,11 +378,22 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
         key = &key6;
         ipv6 = 1;
         http = HTTP_SEGMENT(key6);
+        dns = DNS_MESSAGE(key6);
     } else {
         return TC_ACT_UNSPEC;
     }
+    if (!val)
+        return TC_ACT_UNSPEC;
+#if DNS
+    // DNS ports carry DNS: HTTP is not looked for there (nor would the verifier accept a walk
+    // of every HTTP path followed by every DNS one).
+    if (dns) {
+        inspect_dns(skb, val, key, ipv6, direction, l4, data, end);
+        return TC_ACT_UNSPEC;
+    }
+#endif
 #if HTTP
-    if (val && http)
+    if (http)
         inspect_http(skb, val, key, ipv6, direction, l4, data, end);
 #endif
     return TC_ACT_UNSPEC;

@@ -20,7 +20,8 @@
 //   HTTP_WORKLOAD                1 to key series by the local workload too (the flow's owner,
 //                                which bpf/flows.c learns with LABEL_WORKLOAD)
 // bpf/flows.c provides before the splice: struct flow_val (http_slot, http_gen), the flow
-// key types and reverse_flow(key, ipv6, mirror), the connection's flow entry the other way.
+// key types, reverse_flow(key, ipv6, mirror), the connection's flow entry the other way, and
+// request_role(...), whose side of a request this host is.
 
 #include "http.h"      // roles, QLEN and lengths, counter indexes, method codes: shared
 struct conn_key {
@@ -116,9 +117,6 @@ struct http_packet {
 BPF_F_TABLE("array", u32, struct conn_state, http_states, MAX_CONNS, BPF_F_MMAPABLE);
 BPF_ARRAY(http_cursor, u64, 1);
 BPF_TABLE("lru_hash", struct conn_key, struct conn_state, http_probation, PROBATION_CONNS);
-// Interfaces whose far side is a workload in another network namespace (a pod's host-side
-// veth), by ifindex: set by user space as it attaches (see role_of).
-BPF_HASH(http_workload_links, u32, u8, 65536);
 // SYN-ACKs seen, by connection: the server's initial sequence number. Twice the
 // connection map's size, as connections that never carry HTTP pass here too.
 BPF_TABLE("lru_hash", struct conn_key, u32, http_handshakes, 2 * MAX_CONNS);
@@ -290,48 +288,12 @@ static __always_inline void conn_key_of(struct conn_key *key, struct __sk_buff *
     }
 }
 
-// Whether the segment's near end (its destination as it arrives, its source as it
-// leaves) is a socket of the network namespace the exporter watches from.
-static __always_inline int near_end_is_local(struct __sk_buff *skb, struct segment *seg,
-                                             u8 direction)
-{
-    struct bpf_sock_tuple tuple = {};
-    int in = direction == DIR_RECEIVE;
-    struct bpf_sock *sk;
-    // The tuple as an arriving packet has it: remote source, local destination.
-    if (seg->family == 4) {
-        __builtin_memcpy(&tuple.ipv4.saddr, in ? seg->saddr : seg->daddr, 4);
-        __builtin_memcpy(&tuple.ipv4.daddr, in ? seg->daddr : seg->saddr, 4);
-        tuple.ipv4.sport = htons(in ? seg->sport : seg->dport);
-        tuple.ipv4.dport = htons(in ? seg->dport : seg->sport);
-        sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
-    } else {
-        __builtin_memcpy(tuple.ipv6.saddr, in ? seg->saddr : seg->daddr, 16);
-        __builtin_memcpy(tuple.ipv6.daddr, in ? seg->daddr : seg->saddr, 16);
-        tuple.ipv6.sport = htons(in ? seg->sport : seg->dport);
-        tuple.ipv6.dport = htons(in ? seg->dport : seg->sport);
-        sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
-    }
-    if (!sk)
-        return 0;
-    bpf_sk_release(sk);
-    return 1;
-}
-
-// Whose view a request's role is told from, or 0 to leave it to another interface:
-// - the near end is a socket here: this host's (it answered what arrived, asked what left);
-// - else, on an interface whose far side is a workload (a pod's host-side veth, marked by
-//   user space), that workload's: it asked what arrives from it, answered what goes to it;
-// - else the request only passes through (a node's uplink carrying a pod's traffic): the
-//   pod's interface counts it, so that it counts once.
+// Whose view a request's role is told from, or 0 to leave it to another interface: see
+// request_role in bpf/flows.c.
 static __always_inline u8 role_of(struct __sk_buff *skb, struct segment *seg, u8 direction)
 {
-    if (near_end_is_local(skb, seg, direction))
-        return direction == DIR_RECEIVE ? ROLE_SERVER : ROLE_CLIENT;
-    u32 ifindex = skb->ifindex;
-    if (!http_workload_links.lookup(&ifindex))
-        return 0;
-    return direction == DIR_RECEIVE ? ROLE_CLIENT : ROLE_SERVER;
+    return request_role(skb, seg->family, IPPROTO_TCP, seg->saddr, seg->daddr, seg->sport,
+                        seg->dport, direction);
 }
 
 // The connection's place, if the flow entry `val` holds one still its.

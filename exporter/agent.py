@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 from exporter.collector.collector import Collector
 from exporter.config.schema import Config, OtlpConfig
 from exporter.connections.loader import TcpLifecycle
+from exporter.dns.loader import DnsInspection
+from exporter.dns.loader import cflags as dns_cflags
 from exporter.drops.loader import KernelDrops
 from exporter.errors import SetupError
 from exporter.flows.loader import FlowAccounting
@@ -18,11 +19,10 @@ from exporter.flows.series import FlowMetrics
 from exporter.host import bpfstats, compiler, privileges
 from exporter.host.links import InterfaceWatcher
 from exporter.host.netns_helper import NetnsHelper
-from exporter.http.loader import HttpInspection, event_pump
+from exporter.http.loader import HttpInspection
 from exporter.http.loader import cflags as http_cflags
-from exporter.model.events import HttpEvent
 from exporter.model.labels import WORKLOAD_LABELS
-from exporter.sinks.jsonlines import EventLog
+from exporter.sinks.events import EventSinks
 from exporter.sinks.otlp import setup as otlp
 from exporter.sinks.prometheus import serve
 from exporter.sinks.web.config import WebConfig
@@ -39,13 +39,13 @@ class Agent:
         # What holds TC filters, and the watcher that would put them back: taken off first.
         self._watcher: InterfaceWatcher | None = None
         self._classifiers: list[FlowAccounting] = []
-        self._event_log: EventLog | None = None
+        self._events: EventSinks | None = None
         self._otlp: OtlpConfig | None = (
             (config.otlp or OtlpConfig()) if otlp.endpoint_configured(config.otlp) else None)
         self._otlp_logs = bool(self._otlp and self._otlp.logs
                                and otlp.logs_endpoint_configured(self._otlp))
         if self._otlp and self._otlp.logs and not self._otlp_logs:
-            log.warning("OTLP: metrics only; HTTP events are not sent as log records, as no "
+            log.warning("OTLP: metrics only; HTTP and DNS events are not sent as log records, as no "
                         "endpoint for them is named (set otlp.endpoint, "
                         "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, or "
                         "otlp.logs: false to say so)")
@@ -73,7 +73,8 @@ class Agent:
         # Resolved only where a workload label is asked for: it walks the cgroup tree.
         wanted = {name: bool(set(labels) & set(WORKLOAD_LABELS)) for name, labels in
                   (("connections", config.connections.labels), ("flows", config.flows.labels),
-                   ("http", config.http.labels if config.http.enabled else ()))}
+                   ("http", config.http.labels if config.http.enabled else ()),
+                   ("dns", config.dns.labels if config.dns.enabled else ()))}
         workloads = open_workloads(config.workloads) if any(wanted.values()) else None
         keep_gone = config.workloads.keep_gone
         # Listen queues of other namespaces are read by a helper that keeps what entering
@@ -98,7 +99,7 @@ class Agent:
             loading = pool.submit(tracepoint_programs)
             failed: BaseException | None = None
             try:
-                accounting, http = self._classifier_programs(workloads, wanted, keep_gone)
+                accounting, http, dns = self._classifier_programs(workloads, wanted, keep_gone)
             except BaseException as exc:
                 failed = exc
             try:
@@ -124,7 +125,9 @@ class Agent:
         # come later get the programs already loaded.
         compiler.done()
         # Files are opened while root can still read and write anyone's.
-        event_log = self._open_event_log(accounting) if http is not None else None
+        events = self._events
+        if events is not None:
+            events.open_logs(tuple(c for c, part in (("http", http), ("dns", dns)) if part))
         # Everything that needs more than CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN is done;
         # no thread has started yet, so all of them inherit the smaller set.
         privileges.keep_only()
@@ -138,11 +141,11 @@ class Agent:
                              workload_keep=keep_gone)
                  if accounting else None)
         collector = Collector(config.interval, connections, flows, http,
-                              push.results.copy if push else None, drops)
-        if http is not None and accounting is not None and self._wants_events():
-            self._publish_events(http, accounting, event_log)
+                              push.results.copy if push else None, drops, dns)
+        if events is not None and accounting is not None:
+            self._publish_events(events, accounting, http, dns)
         if accounting is not None:
-            self._follow_interfaces(accounting, http)
+            self._follow_interfaces(accounting)
         collector.start()
         stack.callback(collector.stop)
         if push is not None:
@@ -158,85 +161,56 @@ class Agent:
 
     def reopen_logs(self) -> None:
         """SIGHUP: the event log is opened again at its path (after logrotate moved it)."""
-        if self._event_log is not None:
-            self._event_log.reopen()
+        if self._events is not None:
+            self._events.reopen()
 
     def _classifier_programs(self, workloads: Workloads | None, wanted: dict[str, bool],
                              keep_gone: float
-                             ) -> tuple[FlowAccounting | None, HttpInspection | None]:
+                             ) -> tuple[FlowAccounting | None, HttpInspection | None,
+                                        DnsInspection | None]:
         config, stack = self.config, self._stack
         if not config.interfaces:
-            return None, None
-        # HTTP is matched inside the traffic classifier's run, on the flow entry it holds;
-        # its series take each packet's owner from that entry.
-        http_flags = (http_cflags(config.http, self._wants_events(), False, wanted["http"])
+            return None, None, None
+        # HTTP and DNS are matched inside the traffic classifier's run, on the flow entry it
+        # holds; their series take each packet's owner from that entry.
+        events = self._events = EventSinks(config, self._otlp if self._otlp_logs else None,
+                                           lambda i: accounting.interface_name(i), stack)
+        http_flags = (http_cflags(config.http, events.wanted("http"), False, wanted["http"])
                       if config.http.enabled else None)
+        dns_flags = (dns_cflags(config.dns, events.wanted("dns"), False, wanted["dns"])
+                     if config.dns.enabled else None)
         accounting = FlowAccounting(
-            config.flows, http=http_flags,
-            cgroup_root=(workloads.root if workloads and (wanted["flows"] or wanted["http"])
-                         else None))
+            config.flows, http=http_flags, dns=dns_flags,
+            cgroup_root=(workloads.root if workloads and (wanted["flows"] or wanted["http"]
+                                                          or wanted["dns"]) else None))
         stack.callback(accounting.close)
         self._classifiers.append(accounting)
-        if not config.http.enabled:
-            return accounting, None
-        http = HttpInspection(config.http, accounting.bpf,
-                              workloads=workloads if wanted["http"] else None,
-                              keep_gone=keep_gone)
-        return accounting, http
+        http = dns = None
+        if config.http.enabled:
+            http = HttpInspection(config.http, accounting.bpf,
+                                  workloads=workloads if wanted["http"] else None,
+                                  keep_gone=keep_gone)
+        if config.dns.enabled:
+            dns = DnsInspection(config.dns, accounting.bpf,
+                                workloads=workloads if wanted["dns"] else None,
+                                keep_gone=keep_gone)
+        return accounting, http, dns
 
-    def _wants_events(self) -> bool:
-        return bool(self.config.http.events.output) or self._otlp_logs
+    def _publish_events(self, events: EventSinks, accounting: FlowAccounting,
+                        http: HttpInspection | None, dns: DnsInspection | None) -> None:
+        opened = False
+        if http is not None and events.wanted("http"):
+            http.open_events(events.handler("http"))
+            opened = True
+        if dns is not None and events.wanted("dns"):
+            dns.open_events(events.handler("dns"))
+            opened = True
+        if opened:
+            events.start(accounting.bpf.ring_buffer_poll)
 
-    def _open_event_log(self, accounting: FlowAccounting | None) -> EventLog | None:
-        events = self.config.http.events
-        if not events.output or accounting is None:
-            return None
-        try:
-            event_log = EventLog(events.output, events.include_query,
-                                 accounting.interface_name, events.redact_query_params)
-        except OSError as exc:
-            raise SetupError(f"http.events.output: cannot open {events.output} for appending "
-                             f"({exc.strerror}). Name a writable file, or \"-\" for standard "
-                             "output.") from None
-        self._stack.callback(event_log.close)
-        self._event_log = event_log
-        return event_log
-
-    def _publish_events(self, http: HttpInspection, accounting: FlowAccounting,
-                        event_log: EventLog | None) -> None:
-        handlers: list[Callable[[HttpEvent], None]] = []
-        if event_log is not None:
-            handlers.append(event_log)
-        if self._otlp is not None and self._otlp_logs:
-            from exporter.sinks.otlp import logs as otlp_logs
-
-            records = otlp_logs.EventLogs(self._otlp, otlp.resource(self._otlp),
-                                     accounting.interface_name)
-            self._stack.callback(records.close)
-            handlers.append(records)
-
-        def dispatch(ev: HttpEvent) -> None:
-            for handle in handlers:
-                handle(ev)
-
-        http.open_events(dispatch)
-        pump = event_pump(http)
-        pump.start()
-        self._stack.callback(pump.stop)
-
-    def _follow_interfaces(self, accounting: FlowAccounting,
-                           http: HttpInspection | None) -> None:
-        attach, forget = accounting.attach, accounting.forget
-        if http is not None:  # HTTP runs inside the traffic classifier: it only needs to know
-            def attach(ifindex: int, name: str) -> None:  # which links face workloads
-                accounting.attach(ifindex, name)
-                http.mark(ifindex, name)
-
-            def forget(ifindex: int, name: str) -> None:
-                accounting.forget(ifindex, name)
-                http.unmark(ifindex)
-
-        watcher = InterfaceWatcher(self.config.interfaces, attach, forget, accounting.restore)
+    def _follow_interfaces(self, accounting: FlowAccounting) -> None:
+        watcher = InterfaceWatcher(self.config.interfaces, accounting.attach, accounting.forget,
+                                   accounting.restore)
         watcher.start()
         self._watcher = watcher
         self._stack.callback(watcher.stop)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from exporter.collector import metrics as own
 from exporter.connections import metrics as connections
+from exporter.dns import metrics as dns
 from exporter.drops import metrics as drops
 from exporter.flows import metrics as flows
 from exporter.http import metrics as http
 from exporter.model.metric import Metric
 
 CATALOG: tuple[Metric, ...] = (*connections.METRICS, *flows.METRICS, *http.METRICS,
-                               *drops.METRICS, *own.METRICS)
+                               *dns.METRICS, *drops.METRICS, *own.METRICS)

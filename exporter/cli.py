@@ -15,6 +15,7 @@ from exporter.config.durations import parse_duration
 from exporter.config.load import load_config
 from exporter.config.schema import Config
 from exporter.connections.tool import run_log
+from exporter.dns.tool import run_dns
 from exporter.drops.tool import run_drops
 from exporter.errors import ConfigError, SetupError
 from exporter.flows.tool import run_track
@@ -28,7 +29,7 @@ log = logging.getLogger("ebpf-net-exporter")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ebpf-net-exporter",
-        description="Kernel-level TCP, traffic and HTTP metrics for Prometheus, from eBPF.")
+        description="Kernel-level TCP, traffic, HTTP and DNS metrics for Prometheus, from eBPF.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--config", type=Path, default=None,
                       help="configuration file, for http.ports (optional)")
 
+    dns = sub.add_parser("dns", help="print each DNS query and answer on an interface as it "
+                         "passes")
+    dns.add_argument("-i", "--interface", required=True, help="interface name")
+    dns.add_argument("--config", type=Path, default=None,
+                     help="configuration file, for dns.ports (optional)")
+
     drops = sub.add_parser("drops", help="report the kernel's packet drops by reason, protocol "
                            "and function every period")
     drops.add_argument("-p", "--period", default="1s",
@@ -81,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_track(config, args.interface, _period(args.period), args.table)
         if args.command == "http":
             return run_http(config, args.interface)
+        if args.command == "dns":
+            return run_dns(config, args.interface)
         if args.command == "drops":
             return run_drops(_period(args.period))
         return run_log(config)

@@ -1,11 +1,6 @@
 // What bpf/http.c and exporter/http/ share. The loader reads the `#define NAME <integer>`
 // lines here through exporter/host/contract.py: keep each on one line, with an integer
-// literal as its value. The directions are packet.h's (DIR_*), shared with bpf/flows.c.
-
-// Whose side of a request this host (or the workload behind the interface) is; the loader
-// names them after what follows ROLE_, in lower case.
-#define ROLE_SERVER 1  // the request arrived: this side answers
-#define ROLE_CLIENT 2  // the request left: this side asked
+// literal as its value. The directions and roles are packet.h's (DIR_*, ROLE_*).
 
 #define QLEN 4         // outstanding requests per connection (pipelining); a power of 2
 #define PROBES 4       // places tried for a new connection before it counts as untracked

@@ -13,6 +13,11 @@
 #define DIR_RECEIVE 0   // ingress
 #define DIR_TRANSMIT 1  // egress
 
+// Whose side of a request (HTTP) or query (DNS) this host, or the workload behind the
+// interface, is; the loaders name them after what follows ROLE_, in lower case.
+#define ROLE_SERVER 1  // the request arrived: this side answers
+#define ROLE_CLIENT 2  // the request left: this side asked
+
 // TCP header flags (tcp_hdr_.flags).
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02

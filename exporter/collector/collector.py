@@ -12,6 +12,7 @@ from exporter.collector.periodic import Periodic
 from exporter.host import bpfstats
 from exporter.model.snapshot import (
     ConnectionsSnapshot,
+    DnsSnapshot,
     DropsSnapshot,
     FlowsSnapshot,
     HttpSnapshot,
@@ -40,14 +41,16 @@ class Collector:
                  flows: Source[FlowsSnapshot] | None = None,
                  http: Source[HttpSnapshot] | None = None,
                  otlp_results: Callable[[], Mapping[str, int]] | None = None,
-                 drops: Source[DropsSnapshot] | None = None) -> None:
+                 drops: Source[DropsSnapshot] | None = None,
+                 dns: Source[DnsSnapshot] | None = None) -> None:
         self.interval = interval
         self.connections = connections
         self.flows = flows
         self.http = http
         self.drops = drops
+        self.dns = dns
         self._otlp_results = otlp_results
-        self._programs = [p for source in (connections, flows, http, drops) if source is not None
+        self._programs = [p for source in (connections, flows, http, dns, drops) if source is not None
                           for p in source.loaded_programs()]
         self._errors: Counter[str] = Counter()
         # Each source's map usage at its last good read: a failed read keeps serving it, or
@@ -76,6 +79,7 @@ class Collector:
         connections = self._read("tcp_lifecycle", self.connections, previous.connections)
         flows = self._read("flows", self.flows, previous.flows)
         http = self._read("http", self.http, previous.http)
+        dns = self._read("dns", self.dns, previous.dns)
         drops = self._read("drops", self.drops, previous.drops)
         self._cycles += 1
         self._cycle_seconds += time.monotonic() - started
@@ -84,6 +88,7 @@ class Collector:
             connections=connections,
             flows=flows,
             http=http,
+            dns=dns,
             drops=drops,
             maps=tuple(usage for source in self._usage.values() for usage in source),
             programs=self._program_runs(),

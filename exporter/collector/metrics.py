@@ -21,11 +21,14 @@ def _overflow(snap: Snapshot) -> list[Point]:
         points.append(Point(("flows",), snap.flows.series_overflow))
     if snap.http is not None:
         points.append(Point(("http",), snap.http.counters["series_overflow"]))
+    if snap.dns is not None:
+        points.append(Point(("dns",), snap.dns.counters["series_overflow"]))
     return points
 
 
 def _events_lost(snap: Snapshot) -> list[Point]:
-    rings = (("tcp_close_events", snap.connections), ("http_events", snap.http))
+    rings = (("tcp_close_events", snap.connections), ("http_events", snap.http),
+             ("dns_events", snap.dns))
     return [Point((ring,), part.counters["events_lost"]) for ring, part in rings
             if part is not None]
 
@@ -51,7 +54,7 @@ METRICS = (
     Metric("ebpf_net_exporter_series_overflow_total", "ebpf_net_exporter.series.overflow",
            Kind.COUNTER, "{update}",
            "Updates counted under the label value \"other\" because a metric group reached "
-           "its series cap (connections.max_series, flows.max_series, http.max_series).",
+           "its series cap (connections.max_series, flows.max_series, http.max_series, dns.max_series).",
            _labelled("metric_group", _overflow)),
     Metric("ebpf_net_exporter_events_lost_total", "ebpf_net_exporter.events.lost",
            Kind.COUNTER, "{event}",

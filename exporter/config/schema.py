@@ -16,6 +16,8 @@ from exporter.model.labels import (
     CONNECTION_LABELS,
     DEFAULT_CONNECTION_LABELS,
     DEFAULT_FLOW_LABELS,
+    DNS_CONFIG_LABELS,
+    DNS_LABELS,
     FLOW_LABELS,
     HTTP_CONFIG_LABELS,
     HTTP_LABELS,
@@ -90,13 +92,17 @@ DEFAULT_REDACTED_PARAMS = ("token", "access_token", "id_token", "refresh_token",
                            "sig", "session", "code")
 
 
-def _http_labels(raw: object, where: str) -> tuple[str, ...]:
-    chosen = v.labels(HTTP_CONFIG_LABELS)(raw, where)
-    missing = [name for name in HTTP_LABELS if name not in chosen]
-    if missing:
-        raise ConfigError(where, f"{', '.join(missing)} cannot be left out (the histograms "
-                            "are kept by them in the kernel); add workload labels to them")
-    return chosen
+def _kernel_labels(required: tuple[str, ...], allowed: tuple[str, ...]) -> v.Reader:
+    """A histogram's labels: `required` always (the kernel keeps the histograms by them),
+    workload labels if asked for."""
+    def read(raw: object, where: str) -> tuple[str, ...]:
+        chosen: tuple[str, ...] = v.labels(allowed)(raw, where)
+        missing = [name for name in required if name not in chosen]
+        if missing:
+            raise ConfigError(where, f"{', '.join(missing)} cannot be left out (the histograms "
+                                "are kept by them in the kernel); add workload labels to them")
+        return chosen
+    return read
 
 
 def _lowercase_names(raw: object, where: str) -> tuple[str, ...]:
@@ -117,13 +123,40 @@ class HttpConfig:
     # Empty: every port, recognised by content.
     ports: tuple[int, ...] = key(v.items(v.whole(1, 65535)), (), null_is_default=True)
     buckets: tuple[float, ...] = key(v.buckets, OTEL_HTTP_BUCKETS)
-    labels: tuple[str, ...] = key(_http_labels, HTTP_LABELS)
+    labels: tuple[str, ...] = key(_kernel_labels(HTTP_LABELS, HTTP_CONFIG_LABELS), HTTP_LABELS)
     route_label: bool = key(v.boolean, False)
     max_connections: int = key(v.whole(16, 1 << 22), 16384)
     max_series: int = key(v.whole(1, 1 << 20), 2048)
     request_timeout: float = key(v.duration, 30.0)
     events: HttpEventsConfig = key(v.section(HttpEventsConfig), HttpEventsConfig(),
                                    null_is_default=True)
+
+
+# DNS lookup latency bounds, seconds: a node-local cache answers in well under a
+# millisecond, a resolver across the internet in tens of them, a timeout takes seconds.
+DNS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class DnsEventsConfig:
+    output: str = key(v.string, "")  # "" off, "-" standard output, else a file appended to
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    enabled: bool = key(v.boolean, True)
+    ports: tuple[int, ...] = key(v.nonempty(v.items(v.whole(1, 65535))), (53,))
+    buckets: tuple[float, ...] = key(v.buckets, DNS_BUCKETS)
+    labels: tuple[str, ...] = key(_kernel_labels(DNS_LABELS, DNS_CONFIG_LABELS), DNS_LABELS)
+    # The query name as a label (dns_question_name): off by default, as names can be many;
+    # at most max_names of them, the rest as "other".
+    name_label: bool = key(v.boolean, False)
+    max_names: int = key(v.whole(1, 1 << 20), 1000)
+    max_queries: int = key(v.whole(16, 1 << 22), 16384)
+    max_series: int = key(v.whole(1, 1 << 20), 2048)
+    query_timeout: float = key(v.duration, 5.0)
+    events: DnsEventsConfig = key(v.section(DnsEventsConfig), DnsEventsConfig(),
+                                  null_is_default=True)
 
 
 @dataclass(frozen=True)
@@ -149,7 +182,7 @@ class OtlpConfig:
     resource_attributes: tuple[tuple[str, str], ...] = key(v.pairs, (), null_is_default=True)
     # "" takes OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE.
     temporality: str = key(v.choice(TEMPORALITIES), "")
-    logs: bool = key(v.boolean, True)  # HTTP status-line events as log records
+    logs: bool = key(v.boolean, True)  # HTTP and DNS events as log records
 
 
 @dataclass(frozen=True)
@@ -181,6 +214,7 @@ class Config:
                                          null_is_default=True)
     flows: FlowsConfig = key(v.section(FlowsConfig), FlowsConfig(), null_is_default=True)
     http: HttpConfig = key(v.section(HttpConfig), HttpConfig(), null_is_default=True)
+    dns: DnsConfig = key(v.section(DnsConfig), DnsConfig(), null_is_default=True)
     drops: DropsConfig = key(v.section(DropsConfig), DropsConfig(), null_is_default=True)
     workloads: WorkloadsConfig = key(v.section(WorkloadsConfig), WorkloadsConfig(),
                                      null_is_default=True)

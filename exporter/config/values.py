@@ -93,6 +93,16 @@ def whole(low: int, high: int) -> Callable[[object, str], int]:
     return read
 
 
+def nonempty(read: Reader) -> Reader:
+    """A list read by `read` that must hold something."""
+    def check(raw: object, key: str) -> Any:
+        values = read(raw, key)
+        if not values:
+            raise ConfigError(key, "expected at least one value")
+        return values
+    return check
+
+
 def duration(raw: object, key: str) -> float:
     try:
         seconds = parse_duration(string(raw, key))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from exporter.flows.table import (
 )
 from exporter.host import bpfstats, contract, kernel
 from exporter.host.cgroups import OWNER_FUNCTIONS, SocketOwners
-from exporter.host.links import link_exists, workload_netns
+from exporter.host.links import check_still_there, faces_workload, link_exists, workload_netns
 from exporter.host.tc import (
     HOOKS,
     TcFilters,
@@ -51,16 +52,20 @@ class FlowAccounting:
     """The classifiers, attached to interfaces as they come and go."""
 
     def __init__(self, config: FlowsConfig, http: Sequence[str] | None = None,
-                 tc_handle: int = TC_HANDLE, cgroup_root: Path | None = None) -> None:
+                 tc_handle: int = TC_HANDLE, cgroup_root: Path | None = None,
+                 dns: Sequence[str] | None = None) -> None:
         """With `http` (bpf/http.c's parameters, from exporter/http/loader.py), HTTP is matched
-        in the same run (HttpInspection reads its maps from `bpf`). With `cgroup_root` (the
-        cgroup v2 tree's), each new flow learns its local socket's cgroup (see
-        bpf/include/workload.h)."""
+        in the same run (HttpInspection reads its maps from `bpf`); with `dns` (bpf/dns.c's,
+        from exporter/dns/loader.py), DNS likewise. With `cgroup_root` (the cgroup v2 tree's),
+        each new flow learns its local socket's cgroup (see bpf/include/workload.h)."""
         self.config = config
         self.workload = workload = cgroup_root is not None
+        # HTTP and DNS tell roles apart by the links that face workloads (see request_role).
+        self.roles = http is not None or dns is not None
         self.bpf = kernel.compile_program(
             PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}", f"-DHTTP={int(http is not None)}",
-                      f"-DLABEL_WORKLOAD={int(workload)}", *(http or ())],
+                      f"-DDNS={int(dns is not None)}", f"-DLABEL_WORKLOAD={int(workload)}",
+                      *(http or ()), *(dns or ())],
             {**classifier_functions("flows"), **(OWNER_FUNCTIONS if workload else {})})
         self._programs = load_classifiers(self.bpf, "flows")
         self._owners = SocketOwners(self.bpf, cgroup_root) if cgroup_root else None
@@ -83,10 +88,24 @@ class FlowAccounting:
         if self.workload and (netns := workload_netns(ifindex)) is not None:
             # Before the filters: the link's first flows are the pod's already.
             self.bpf["flows_peer_netns"][ctypes.c_uint32(ifindex)] = ctypes.c_int32(netns)
+        if self.roles:
+            self._mark(ifindex, name)
         self.filters.attach(ifindex, self._programs[starts_at_ip(name)])
         self._names[ifindex] = name
         self._attached.add(ifindex)
         log.info("counting flows on %s", name)
+
+    def _mark(self, ifindex: int, name: str) -> None:
+        """Tell HTTP and DNS matching whether a workload lies behind this link: requests that
+        only pass through other links are counted here, in the workload's roles (see
+        request_role in bpf/flows.c)."""
+        links, key = self.bpf["workload_links"], ctypes.c_uint32(ifindex)
+        if faces_workload(ifindex):
+            links[key] = ctypes.c_uint8(1)
+            log.info("HTTP and DNS on %s are counted in the roles of the workload behind it",
+                     name)
+        else:
+            links.pop(key, None)
 
     def restore(self, ifindex: int, name: str) -> None:
         """Put our filters back if something else removed them (a tool flushing the
@@ -119,6 +138,8 @@ class FlowAccounting:
         self._restored.pop(ifindex, None)
         if self.workload:
             self.bpf["flows_peer_netns"].pop(ctypes.c_uint32(ifindex), None)
+        if self.roles:
+            self.bpf["workload_links"].pop(ctypes.c_uint32(ifindex), None)
         try:
             self.filters.detach(ifindex)
         except Exception as exc:  # the link lives on with our filter; say so, and go on
@@ -160,6 +181,21 @@ class FlowAccounting:
     def detach_all(self) -> None:
         """Off every interface, first thing at a stop (see Agent.stop)."""
         self.filters.detach_all(self._attached)
+
+    def show(self, ifindex: int, name: str, stop: threading.Event) -> None:
+        """A tool's run: attached to one link, the ring buffers (each opened with its handler)
+        polled until `stop`, or until the link goes (an error naming it); then off the link."""
+        try:
+            self.attach(ifindex, name)
+            checked = time.monotonic()
+            while not stop.is_set():
+                self.bpf.ring_buffer_poll(200)
+                if time.monotonic() - checked >= 1:  # the poll returns early under traffic
+                    check_still_there(ifindex, name)
+                    checked = time.monotonic()
+        finally:
+            self.detach_all()
+            self.close()
 
     def close(self) -> None:
         self.filters.close_all(self._attached)

@@ -4,21 +4,18 @@ attaches the program with these parameters; HttpInspection reads its HTTP maps."
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
-from exporter.collector.periodic import Periodic
 from exporter.config.schema import HttpConfig
 from exporter.connections.loader import bucket_index_macro
 from exporter.host import contract
 from exporter.host.bpfobject import BpfObject
-from exporter.host.links import faces_workload
 from exporter.http.codes import HEADER, METHODS, OVERFLOW, ROLES
 from exporter.http.expiry import Expiry
+from exporter.model import histograms
 from exporter.model.addresses import address
 from exporter.model.events import HttpEvent, HttpPacket
 from exporter.model.labels import WORKLOAD_LABELS
@@ -100,14 +97,8 @@ def decode_series(key: Any, value: Any, config: HttpConfig,
 
 def merge_series(series: Iterable[HttpSeries]) -> tuple[HttpSeries, ...]:
     """Series of equal labels as one (kernel entries whose cgroups show alike)."""
-    merged: dict[tuple[object, ...], HttpSeries] = {}
-    for s in series:
-        labels = (s.role, s.method, s.status, s.server_port, s.route, s.workload)
-        if (seen := merged.get(labels)) is not None:
-            s = replace(seen, buckets=tuple(map(sum, zip(seen.buckets, s.buckets, strict=True))),
-                        sum_ns=seen.sum_ns + s.sum_ns)
-        merged[labels] = s
-    return tuple(merged.values())
+    return histograms.merge(series, lambda s: (
+        s.role, s.method, s.status, s.server_port, s.route, s.workload))
 
 
 class HttpInspection:
@@ -131,20 +122,6 @@ class HttpInspection:
                 key = self._stats.Key()
                 key.role, key.method, key.overflow = role, method, 1
                 self._stats[key] = self._stats.Leaf()
-
-    def mark(self, ifindex: int, name: str) -> None:
-        """Tell the classifier whether a workload lies behind this link: requests that only
-        pass through other links are counted here, in the workload's roles (see role_of in
-        bpf/http.c)."""
-        links, key = self.bpf["http_workload_links"], ctypes.c_uint32(ifindex)
-        if faces_workload(ifindex):
-            links[key] = ctypes.c_uint8(1)
-            log.info("HTTP on %s is counted in the roles of the workload behind it", name)
-        else:
-            links.pop(key, None)
-
-    def unmark(self, ifindex: int) -> None:
-        self.bpf["http_workload_links"].pop(ctypes.c_uint32(ifindex), None)
 
     def read(self) -> tuple[HttpSnapshot, list[MapUsage]]:
         expiry = self.expiry
@@ -202,13 +179,5 @@ class HttpInspection:
 
         table.open_ring_buffer(on_packet)
 
-    def poll(self, timeout_ms: int) -> None:
-        self.bpf.ring_buffer_poll(timeout_ms)
-
     def loaded_programs(self) -> list[tuple[str, int]]:
         return []  # HTTP runs inside the traffic classifier: its run time is counted there
-
-
-def event_pump(inspection: HttpInspection) -> Periodic:
-    """Polls the events ring buffer in its own thread until stopped."""
-    return Periodic("http-events", 0, lambda: inspection.poll(200))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
 from exporter.config.schema import Config
 from exporter.flows.loader import FlowAccounting
 from exporter.host import compiler
-from exporter.host.links import check_still_there, link_index
+from exporter.host.links import link_index
 from exporter.http.loader import HttpInspection, cflags
 from exporter.model.events import HttpPacket
 from exporter.signals import stop_on_signals
@@ -39,18 +38,10 @@ def run_http(config: Config, interface: str) -> int:
                                 tc_handle=TC_HANDLE)
     compiler.done()  # loaded: the compiling process ends
     try:
-        inspection = HttpInspection(config.http, classifier.bpf)
-        inspection.open_packets(print_packet)
-        classifier.attach(index, interface)
-        inspection.mark(index, interface)
-        print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
-        checked = time.monotonic()
-        while not stop.is_set():
-            inspection.poll(200)
-            if time.monotonic() - checked >= 1:  # poll() returns early under traffic
-                check_still_there(index, interface)
-                checked = time.monotonic()
-    finally:
-        classifier.detach_all()
+        HttpInspection(config.http, classifier.bpf).open_packets(print_packet)
+    except BaseException:
         classifier.close()
+        raise
+    print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
+    classifier.show(index, interface, stop)
     return 0

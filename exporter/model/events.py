@@ -46,3 +46,40 @@ class HttpPacket:
     length: int
     header_length: int
     data: bytes
+
+
+@dataclass(frozen=True)
+class DnsEvent:
+    """One DNS answer matched to its query."""
+
+    time: float  # seconds since the epoch
+    latency_ns: int
+    ifindex: int
+    role: str
+    protocol: str  # "udp" or "tcp"
+    id: int
+    name: str  # dotted, lower case; cut names end with codes.CUT_MARK
+    qtype: str
+    rcode: str
+    answers: int
+    client: IPAddress
+    client_port: int
+    server: IPAddress
+    server_port: int
+
+
+@dataclass(frozen=True)
+class DnsPacket:
+    """One DNS message as it passed (the `dns` tool)."""
+
+    time: float
+    latency_ns: int  # an answer matched to its query; else 0
+    ifindex: int
+    direction: str  # "receive" or "transmit"
+    role: str
+    protocol: str
+    source: IPAddress
+    source_port: int
+    destination: IPAddress
+    destination_port: int
+    data: bytes  # the message (after TCP's length prefix), up to what the program copies

@@ -30,6 +30,9 @@ LABELS = {label.name: label for label in (
     Label("http_request_method", "http.request.method"),
     Label("http_response_status_code", "http.response.status_code", numeric=True),
     Label("http_route", "http.route"),
+    Label("dns_question_type", "dns.question.type"),
+    Label("dns_response_code", "dns.response.code"),
+    Label("dns_question_name", "dns.question.name"),
     # Who: the local workload (exporter/workloads/).
     Label("systemd_unit", "systemd.unit"),
     Label("container_id", "container.id"),
@@ -60,3 +63,7 @@ HTTP_LABELS = ("http_request_method", "http_response_status_code", "server_port"
 # http.labels: those three, always, and workload labels if asked for.
 HTTP_CONFIG_LABELS = (*HTTP_LABELS, *WORKLOAD_LABELS)
 HTTP_ROUTE_LABEL = "http_route"
+DNS_LABELS = ("dns_question_type", "dns_response_code", "server_port")
+# dns.labels: those three, always, and workload labels if asked for.
+DNS_CONFIG_LABELS = (*DNS_LABELS, *WORKLOAD_LABELS)
+DNS_NAME_LABEL = "dns_question_name"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 FAILURE_REASONS = ("refused", "timeout", "reset", "other")
 RETRANSMIT_TYPES = ("data", "syn", "synack")
 # What the collector reads, each a `source` of its errors.
-SOURCES = ("tcp_lifecycle", "flows", "http", "bpf_stats")
+SOURCES = ("tcp_lifecycle", "flows", "http", "dns", "bpf_stats")
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,30 @@ class HttpSnapshot:
 
 
 @dataclass(frozen=True)
+class DnsSeries:
+    role: str  # "server": this side answered; "client": this side asked
+    qtype: str
+    rcode: str
+    server_port: str
+    name: str | None  # None unless the name label is on
+    buckets: tuple[int, ...]  # per bucket, not cumulative; the last is +Inf
+    sum_ns: int
+    workload: tuple[str, ...] = ()  # values of DnsSnapshot.workload_labels
+
+
+@dataclass(frozen=True)
+class DnsSnapshot:
+    bucket_bounds: tuple[float, ...]
+    name_label: bool
+    series: tuple[DnsSeries, ...]
+    unanswered: tuple[tuple[str, str, str, int], ...]  # (role, qtype, server port, count)
+    # The program's own counters, by the names of their indexes in bpf/include/dns.h
+    # (D_MALFORMED is "malformed").
+    counters: Mapping[str, int]
+    workload_labels: tuple[str, ...] = ()  # the workload labels the series carry, in order
+
+
+@dataclass(frozen=True)
 class ProgramRun:
     program: str
     run_ns: int
@@ -138,6 +162,7 @@ class Snapshot:
     connections: ConnectionsSnapshot | None
     flows: FlowsSnapshot | None = None
     http: HttpSnapshot | None = None
+    dns: DnsSnapshot | None = None
     drops: DropsSnapshot | None = None
     maps: tuple[MapUsage, ...] = ()
     programs: tuple[ProgramRun, ...] = ()

@@ -1,8 +1,9 @@
-"""HTTP status-line events as JSON lines: one object per matched final response.
+"""HTTP and DNS events as JSON lines: one object per matched final response or answer.
 
 Only the request line's method and path and the status line are ever recorded:
 header values and bodies (where tokens and cookies live) never are, and the
-query string only when the configuration asks for it.
+query string only when the configuration asks for it. Of DNS, the question, the response
+code and the number of answers, not the answers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from exporter.model.events import HttpEvent
+from exporter.model.events import DnsEvent, HttpEvent
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,25 @@ def event_record(ev: HttpEvent, interface: str, include_query: bool,
     }
 
 
+def dns_record(ev: DnsEvent, interface: str) -> dict[str, Any]:
+    return {
+        "time": datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="microseconds"),
+        "interface": interface,
+        "role": ev.role,
+        "network_transport": ev.protocol,
+        "client_address": str(ev.client),
+        "client_port": ev.client_port,
+        "server_address": str(ev.server),
+        "server_port": ev.server_port,
+        "dns_id": ev.id,
+        "dns_question_name": ev.name,
+        "dns_question_type": ev.qtype,
+        "dns_response_code": ev.rcode,
+        "dns_answers": ev.answers,
+        "latency_seconds": ev.latency_ns / 1e9,
+    }
+
+
 # How often the file's path is checked for a rename (logrotate moves the file away, and
 # the exporter then opens a new one at the path).
 MOVED_CHECK_SECONDS = 1.0
@@ -66,11 +86,13 @@ class EventLog:
 
     def __init__(self, output: str, include_query: bool,
                  interface_name: Callable[[int], str], redact: tuple[str, ...] = (),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 key: str = "http.events.output") -> None:
         self.include_query = include_query
         self.redact = redact
         self.interface_name = interface_name
         self.path = output
+        self.key = key  # the configuration's, named in messages
         self._owned = output != "-"
         self._out: TextIO = open(output, "a", buffering=1) if self._owned else sys.stdout
         self._reopen = False
@@ -100,16 +122,17 @@ class EventLog:
         try:
             fresh = open(self.path, "a", buffering=1)
         except OSError as exc:
-            log.error("http.events.output: cannot open %s again (%s); still writing to the "
-                      "file that was open", self.path, exc.strerror)
+            log.error("%s: cannot open %s again (%s); still writing to the file that was "
+                      "open", self.key, self.path, exc.strerror)
             return
         self._out.close()
         self._out = fresh
-        log.info("http.events.output: %s opened again", self.path)
+        log.info("%s: %s opened again", self.key, self.path)
 
-    def __call__(self, ev: HttpEvent) -> None:
-        record = event_record(ev, self.interface_name(ev.ifindex), self.include_query,
-                              self.redact)
+    def __call__(self, ev: HttpEvent | DnsEvent) -> None:
+        interface = self.interface_name(ev.ifindex)
+        record = (dns_record(ev, interface) if isinstance(ev, DnsEvent) else
+                  event_record(ev, interface, self.include_query, self.redact))
         if self._owned:
             self._maybe_reopen()
         self._out.write(json.dumps(record) + "\n")

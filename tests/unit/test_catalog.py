@@ -12,6 +12,8 @@ from exporter.model.metric import Kind
 from exporter.model.snapshot import (
     ConnectionSeries,
     ConnectionsSnapshot,
+    DnsSeries,
+    DnsSnapshot,
     DropsSnapshot,
     FlowSeries,
     FlowsSnapshot,
@@ -49,9 +51,16 @@ def every_part() -> Snapshot:
         unanswered=(("client", "GET", "8080", 2),), unconfirmed_unanswered=8,
         counters={"unmatched": 1, "short": 2, "queue_full": 3, "conns_full": 4,
                   "events_lost": 5, "series_overflow": 6, "unconfirmed": 7})
+    dns = DnsSnapshot(bucket_bounds=(0.001, 0.01), name_label=True, series=(
+        DnsSeries("client", "A", "NOERROR", "53", "web.test", (1, 0, 0), 500_000),
+        DnsSeries("server", "AAAA", "NXDOMAIN", "53", "other", (0, 1, 0), 5_000_000)),
+        unanswered=(("client", "A", "53", 3),),
+        counters={"malformed": 1, "unmatched": 2, "truncated": 3, "retries": 4,
+                  "queries_full": 5, "events_lost": 6, "series_overflow": 7})
     drops = DropsSnapshot(counts=((("NETFILTER_DROP", "unknown"), 4), (("NO_SOCKET", "udp"), 2)),
                           counters={"keys_full": 1})
-    return Snapshot(timestamp=0.0, connections=conns, flows=flows, http=http, drops=drops,
+    return Snapshot(timestamp=0.0, connections=conns, flows=flows, http=http, dns=dns,
+                    drops=drops,
                     maps=(MapUsage("tcp_sockets", 3, 100),),
                     programs=(ProgramRun("flows_ingress", 1000, 10, 0),), cycles=2,
                     cycle_seconds_sum=0.25, errors={"flows": 1},

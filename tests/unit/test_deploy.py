@@ -25,7 +25,7 @@ def test_promtool_checks_the_rules_and_passes_their_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", "rules.yml"], cwd=RULES,
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 15 rules found" in check.stdout
+    assert "SUCCESS: 19 rules found" in check.stdout
     test = subprocess.run(["promtool", "test", "rules", "rules_test.yml"], cwd=RULES,
                           capture_output=True, text=True)
     assert test.returncode == 0, test.stdout + test.stderr
@@ -51,7 +51,8 @@ def test_rule_tests_use_the_bucket_layout_the_shipped_config_exposes() -> None:
     long-lived alert compares against the top bound that configuration has."""
     config = load_config(ROOT / "config.yaml")
     layouts = {"ebpf_net_tcp_connection_duration_seconds_bucket": config.connections.buckets,
-               "http_server_request_duration_seconds_bucket": config.http.buckets}
+               "http_server_request_duration_seconds_bucket": config.http.buckets,
+               "dns_lookup_duration_seconds_bucket": config.dns.buckets}
     tests = yaml.safe_load((RULES / "rules_test.yml").read_text())
     seen: dict[tuple[str, str], set[str]] = {}
     for test in tests["tests"]:
@@ -110,7 +111,8 @@ def test_dashboard_is_well_formed(path: Path) -> None:
 def test_dashboards_cover_what_the_issue_asks() -> None:
     titles = {path.stem: [p["title"] for p in panels(json.loads(path.read_text()))]
               for path in DASHBOARDS}
-    assert set(titles) == {"tcp-connections", "traffic", "http", "exporter-health", "tcp-health"}
+    assert set(titles) == {"tcp-connections", "traffic", "http", "exporter-health", "tcp-health",
+                           "dns"}
     text = {k: " ".join(v).lower() for k, v in titles.items()}
     for words in ("opened and closed", "active", "duration", "percentiles", "failures by reason"):
         assert words in text["tcp-connections"], words
@@ -124,8 +126,12 @@ def test_dashboards_cover_what_the_issue_asks() -> None:
     for words in ("retransmit ratio by server port", "resets", "rtt", "rtt percentiles",
                   "listen queue overflows", "listen queue fill", "kernel drops by reason"):
         assert words in text["tcp-health"], words
+    for words in ("lookup rate by response code", "nxdomain ratio", "servfail",
+                  "lookup latency percentiles", "request rate by response code (server)",
+                  "latency percentiles (server)", "unanswered", "truncated", "malformed"):
+        assert words in text["dns"], words
     # Who: each concern's dashboard groups by the workload label its variable names.
-    for name in ("tcp-connections", "traffic", "http"):
+    for name in ("tcp-connections", "traffic", "http", "dns"):
         assert "by workload" in text[name], name
         dashboard = json.loads((ROOT / "grafana" / "dashboards" / f"{name}.json").read_text())
         workload = next(v for v in dashboard["templating"]["list"] if v["name"] == "workload")

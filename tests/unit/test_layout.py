@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "exporter"
 BPF = PACKAGE.parent / "bpf"
-CONCERNS = ("connections", "flows", "http", "drops")
+CONCERNS = ("connections", "flows", "http", "dns", "drops")
 MAX_LINES = 300
 
 

@@ -1,4 +1,4 @@
-"""HTTP status-line events as OpenTelemetry log records."""
+"""HTTP status-line and DNS answer events as OpenTelemetry log records."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from opentelemetry.sdk.resources import Resource
 
 from exporter import __version__
 from exporter.config.schema import OtlpConfig
-from exporter.model.events import HttpEvent
+from exporter.model.events import DnsEvent, HttpEvent
 from exporter.sinks.otlp.setup import bounded, log_exporter
 
 
 class EventLogs:
-    """HTTP status-line events as OpenTelemetry log records (bounded batch queue)."""
+    """HTTP status-line and DNS answer events as OpenTelemetry log records (bounded batch
+    queue)."""
 
     def __init__(self, config: OtlpConfig, res: Resource,
                  interface_name: Callable[[int], str]) -> None:
@@ -27,7 +28,10 @@ class EventLogs:
         self.logger = self.provider.get_logger("ebpf-net-exporter", __version__)
         self.interface_name = interface_name
 
-    def __call__(self, ev: HttpEvent) -> None:
+    def __call__(self, ev: HttpEvent | DnsEvent) -> None:
+        if isinstance(ev, DnsEvent):
+            self._dns(ev)
+            return
         self.logger.emit(LogRecord(
             timestamp=int(ev.time * 1e9),
             severity_number=SeverityNumber.INFO,
@@ -39,6 +43,28 @@ class EventLogs:
                 "http.response.status_code": ev.status,
                 "http.response.reason": ev.reason,
                 "http.request.duration": ev.latency_ns / 1e9,
+                "network.interface.name": self.interface_name(ev.ifindex),
+                "client.address": str(ev.client),
+                "client.port": ev.client_port,
+                "server.address": str(ev.server),
+                "server.port": ev.server_port,
+                "role": ev.role,
+            }))
+
+    def _dns(self, ev: DnsEvent) -> None:
+        self.logger.emit(LogRecord(
+            timestamp=int(ev.time * 1e9),
+            severity_number=SeverityNumber.INFO,
+            event_name="dns.answer",
+            body=f"{ev.name} {ev.qtype} {ev.rcode} {ev.answers}",
+            attributes={
+                "dns.question.name": ev.name,
+                "dns.question.type": ev.qtype,
+                "dns.response.code": ev.rcode,
+                "dns.answers": ev.answers,
+                "dns.id": ev.id,
+                "dns.lookup.duration": ev.latency_ns / 1e9,
+                "network.transport": ev.protocol,
                 "network.interface.name": self.interface_name(ev.ifindex),
                 "client.address": str(ev.client),
                 "client.port": ev.client_port,

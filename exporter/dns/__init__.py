@@ -1,0 +1,1 @@
+"""DNS queries and answers, matched in the traffic classifier."""
