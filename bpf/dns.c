@@ -265,7 +265,7 @@ static __always_inline void on_answer(struct __sk_buff *skb, struct flow_val *va
     sk->role = role;
     sk->qtype = qtype;
     sk->rcode = msg->flags & 0xf;
-    sk->server_port = ((struct flow_key4 *)key)->sport;  // the answer's source
+    sk->server_port = scratch->query.server_port;
 #if DNS_WORKLOAD
     sk->cgroup = val->cgroup;  // the owner of the answer's local socket (see bpf/flows.c)
 #endif
@@ -349,8 +349,8 @@ static __always_inline void publish_message(struct __sk_buff *skb, void *key, in
     p->protocol = k4->protocol;
     p->direction = direction;
     p->role = role;
-    p->sport = k4->sport;
-    p->dport = k4->dport;
+    p->sport = ipv6 ? k6->sport : k4->sport;
+    p->dport = ipv6 ? k6->dport : k4->dport;
     u32 n = len < DNS_PACKET_LEN ? len : DNS_PACKET_LEN;
     p->len = 0;
     if (n && bpf_skb_load_bytes(skb, off, p->data, ((n - 1) & (DNS_PACKET_LEN - 1)) + 1) == 0)
@@ -365,13 +365,14 @@ static __always_inline void inspect_message(struct __sk_buff *skb, struct flow_v
                                             void *key, int ipv6, u8 direction, u32 off,
                                             u32 len, struct dns_scratch *scratch)
 {
-    struct flow_key4 *k = key;  // the fields up to the addresses are the same in both keys
+    struct flow_key4 *k = key;  // the fields before the addresses are alike in both keys
     struct dns_message *msg = &scratch->msg;
-    u8 *saddr = ipv6 ? ((struct flow_key6 *)key)->saddr : k->saddr;
-    u8 *daddr = ipv6 ? ((struct flow_key6 *)key)->daddr : k->daddr;
+    struct flow_key6 *k6 = key;
+    u8 *saddr = ipv6 ? k6->saddr : k->saddr;
+    u8 *daddr = ipv6 ? k6->daddr : k->daddr;
     // The role of the query this message is or answers (see request_role in bpf/flows.c).
-    u8 role = request_role(skb, ipv6 ? 6 : 4, k->protocol, saddr, daddr, k->sport, k->dport,
-                           direction);
+    u8 role = request_role(skb, ipv6 ? 6 : 4, k->protocol, saddr, daddr,
+                           ipv6 ? k6->sport : k->sport, ipv6 ? k6->dport : k->dport, direction);
     if (!role) {
         // Passing through: counted where its workload is (the `dns` tool still shows it).
 #if DNS_PACKETS
@@ -498,7 +499,7 @@ static __always_inline void inspect_dns(struct __sk_buff *skb, struct flow_val *
         if (!bare) {
             if (payload < 2)
                 return;
-            u8 prefix[2];
+            u8 *prefix = scratch->buf;  // before the message's parse fills it
             if (bpf_skb_load_bytes(skb, off, prefix, 2) < 0)
                 return;
             len = (prefix[0] << 8) | prefix[1];

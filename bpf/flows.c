@@ -177,6 +177,8 @@ static __always_inline int flow_insert(void *key, struct flow_val *val, int ipv6
 // Interfaces whose far side is a workload in another network namespace (a pod's host-side
 // veth), by ifindex: set by user space as it attaches (see request_role).
 BPF_HASH(workload_links, u32, u8, 65536);
+// The socket lookup's tuple, per CPU: off the 512-byte stack, which HTTP and DNS share.
+BPF_PERCPU_ARRAY(lookup_tuple, struct bpf_sock_tuple, 1);
 
 // Whether the packet's near end (its destination as it arrives, its source as it leaves) is
 // a socket of the network namespace the exporter watches from. The addresses are as long as
@@ -185,28 +187,32 @@ static __always_inline int near_end_is_local(struct __sk_buff *skb, u8 family, u
                                              u8 *saddr, u8 *daddr, u16 sport, u16 dport,
                                              u8 direction)
 {
-    struct bpf_sock_tuple tuple = {};
+    int zero = 0;
+    struct bpf_sock_tuple *tuple = lookup_tuple.lookup(&zero);
+    if (!tuple)
+        return 0;
+    __builtin_memset(tuple, 0, sizeof(*tuple));
     int in = direction == DIR_RECEIVE;
     struct bpf_sock *sk;
     // The tuple as an arriving packet has it: remote source, local destination.
     if (family == 4) {
-        __builtin_memcpy(&tuple.ipv4.saddr, in ? saddr : daddr, 4);
-        __builtin_memcpy(&tuple.ipv4.daddr, in ? daddr : saddr, 4);
-        tuple.ipv4.sport = htons(in ? sport : dport);
-        tuple.ipv4.dport = htons(in ? dport : sport);
+        __builtin_memcpy(&tuple->ipv4.saddr, in ? saddr : daddr, 4);
+        __builtin_memcpy(&tuple->ipv4.daddr, in ? daddr : saddr, 4);
+        tuple->ipv4.sport = htons(in ? sport : dport);
+        tuple->ipv4.dport = htons(in ? dport : sport);
         if (protocol == IPPROTO_UDP)
-            sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+            sk = bpf_sk_lookup_udp(skb, tuple, sizeof(tuple->ipv4), BPF_F_CURRENT_NETNS, 0);
         else
-            sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+            sk = bpf_skc_lookup_tcp(skb, tuple, sizeof(tuple->ipv4), BPF_F_CURRENT_NETNS, 0);
     } else {
-        __builtin_memcpy(tuple.ipv6.saddr, in ? saddr : daddr, 16);
-        __builtin_memcpy(tuple.ipv6.daddr, in ? daddr : saddr, 16);
-        tuple.ipv6.sport = htons(in ? sport : dport);
-        tuple.ipv6.dport = htons(in ? dport : sport);
+        __builtin_memcpy(tuple->ipv6.saddr, in ? saddr : daddr, 16);
+        __builtin_memcpy(tuple->ipv6.daddr, in ? daddr : saddr, 16);
+        tuple->ipv6.sport = htons(in ? sport : dport);
+        tuple->ipv6.dport = htons(in ? dport : sport);
         if (protocol == IPPROTO_UDP)
-            sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+            sk = bpf_sk_lookup_udp(skb, tuple, sizeof(tuple->ipv6), BPF_F_CURRENT_NETNS, 0);
         else
-            sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+            sk = bpf_skc_lookup_tcp(skb, tuple, sizeof(tuple->ipv6), BPF_F_CURRENT_NETNS, 0);
     }
     if (!sk)
         return 0;
