@@ -4,8 +4,10 @@ through a veth pair: counts by type and response code equal dnsmasq's own log.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +18,7 @@ import pytest
 from tests.support.dnsmasq import FAIL, REFUSED, SLOW, SRV, TXT, Dnsmasq, resolv_conf
 from tests.support.exporter_process import Exporter
 from tests.support.namespaces import Hosts, in_namespace, make_host_link, require_root
+from tests.support.paths import PYTHON, ROOT
 from tests.support.scrapes import Samples, value, wait_for
 
 LOOKUP = "dns_lookup_duration_seconds"
@@ -104,7 +107,7 @@ def test_lookups_by_type_and_code_equal_the_resolvers_log(
                and e["dns_question_type"] == "A" and e["network_transport"] == "udp")
     assert (web["role"], web["dns_answers"], web["server_port"]) == ("client", 1, 53)
     assert web["client_address"] == link.client_v4 and web["server_address"] == link.server_v4
-    assert 0 < float(web["latency_seconds"]) < 1
+    assert 0 < float(str(web["latency_seconds"])) < 1
     assert any(e["dns_question_name"] == "3.2.1.10.in-addr.arpa" for e in events)
 
 
@@ -164,3 +167,37 @@ def test_this_host_answering_is_the_server_role_with_the_c_librarys_resolver(
     s = wait_for(exporter.scrape, lambda s: counts(s, SERVED) == logged)
     assert counts(s, SERVED) == logged
     assert value(s, "ebpf_net_exporter_dns_malformed_total") == 0
+
+
+def test_dns_subcommand_prints_each_query_and_answer(link: Hosts, resolver: Dnsmasq) -> None:
+    tool = subprocess.Popen([PYTHON, "-m", "exporter", "dns", "-i", link.interface], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tool.stderr is not None
+        banner = tool.stderr.readline()
+        assert "Inspecting DNS on" in banner, banner + tool.stderr.read()
+        a = dig("", link.server_v4, "+notcp", "web.test", "A")
+        aaaa = dig("", link.server_v6, "+tcp", "web.test", "AAAA")
+        nx = dig("", link.server_v4, "nope.test", "A")
+        time.sleep(0.5)
+    finally:
+        tool.terminate()
+        out, err = tool.communicate(timeout=30)
+    assert tool.returncode == 0, err
+    ids = [int(re.search(r"id: (\d+)", text)[1]) for text in (a, aaaa, nx)]  # type: ignore[index]
+    rows = [line.split(None, 10) for line in out.splitlines()]
+    assert [(r[1], r[2], r[6], r[7], r[8], r[9]) for r in rows] == [
+        ("transmit", "udp", "query", f"id={ids[0]:#06x}", "web.test", "A"),
+        ("receive", "udp", "answer", f"id={ids[0]:#06x}", "web.test", "A"),
+        ("transmit", "tcp", "query", f"id={ids[1]:#06x}", "web.test", "AAAA"),
+        ("receive", "tcp", "answer", f"id={ids[1]:#06x}", "web.test", "AAAA"),
+        ("transmit", "udp", "query", f"id={ids[2]:#06x}", "nope.test", "A"),
+        ("receive", "udp", "answer", f"id={ids[2]:#06x}", "nope.test", "A"),
+    ], out
+    assert rows[0][3] == f"{link.client_v4}:{rows[0][3].rsplit(':', 1)[1]}"
+    assert rows[0][4] == ">" and rows[0][5] == f"{link.server_v4}:53"
+    assert rows[2][3].startswith(f"[{link.client_v6}]:")
+    # Answers: the code, the latency the classifier matched, and what they hold.
+    assert re.fullmatch(r"NOERROR \d+\.\d{3}ms answers=1 A 10\.1\.2\.3", rows[1][10]), rows[1]
+    assert re.fullmatch(r"NOERROR \d+\.\d{3}ms answers=1 AAAA fd00::3", rows[3][10]), rows[3]
+    assert re.fullmatch(r"NXDOMAIN \d+\.\d{3}ms answers=0", rows[5][10]), rows[5]
