@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.catalog import CATALOG
+from tests.support.dnsmasq import dns_both_ways
 from tests.support.exporter_process import Exporter
 from tests.support.namespaces import in_namespace, make_host_link, require_root
 from tests.support.nginx import Nginx
@@ -27,12 +28,13 @@ CONTRACT = Path(__file__).resolve().parent / "exposition.json"
 @contextlib.contextmanager
 def exporter_under_traffic(config: dict[str, Any]) -> Iterator[Exporter]:
     """An exporter (`config` added to its own) that has seen a connection each way, flows,
-    HTTP answered both ways and a request nobody answers."""
+    HTTP and DNS answered both ways, and a request and a query nobody answers."""
     links = make_host_link("ex", 94)
     link = next(links)
     nginx, here = Nginx(link.server_ns), Nginx("", port=8085)
     exporter = Exporter({"interfaces": [link.interface], "bpf_stats": True,
-                         "http": {"request_timeout": "1s"}, **config})
+                         "http": {"request_timeout": "1s"}, "dns": {"query_timeout": "1s"},
+                         **config})
     try:
         for path in ("ok.txt", "missing"):  # this host asks
             subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{link.server_v4}/{path}"],
@@ -43,11 +45,15 @@ def exporter_under_traffic(config: dict[str, Any]) -> Iterator[Exporter]:
         link.start(link.server_ns, "http-script", "8086", json.dumps([{"sleep": 5}]))
         link.run("", "http-client", link.server_v4, "8086",
                  json.dumps([{"send": "GET / HTTP/1.1\r\nHost: x\r\n\r\n"}, {"sleep": 2}]))
-        until(lambda: all(name in exporter.scrape_text() for name in (
-            "http_client_request_duration_seconds_count{",
-            "http_server_request_duration_seconds_count{",
-            "ebpf_net_http_requests_unanswered_total{")))
-        yield exporter
+        with dns_both_ways(link.server_ns, link.server_v4, link.client_v4):
+            until(lambda: all(name in exporter.scrape_text() for name in (
+                "http_client_request_duration_seconds_count{",
+                "http_server_request_duration_seconds_count{",
+                "ebpf_net_http_requests_unanswered_total{",
+                "dns_lookup_duration_seconds_count{",
+                "ebpf_net_dns_server_request_duration_seconds_count{",
+                "ebpf_net_dns_queries_unanswered_total{")))
+            yield exporter
     finally:
         exporter.stop()
         nginx.stop()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.dnsmasq import dns_both_ways
 from tests.support.exporter_process import Exporter, free_port
 from tests.support.namespaces import Hosts, in_namespace, make_host_link, require_root
 from tests.support.nginx import Nginx
@@ -99,27 +100,32 @@ def link() -> Iterator[Hosts]:
 
 
 def drive_traffic(link: Hosts, seconds: float) -> None:
-    """TCP and HTTP both ways, failures, 4xx and 5xx, and one unanswered request."""
+    """TCP, HTTP and DNS both ways, failures, 4xx and 5xx, and one unanswered request and
+    query."""
     link.start(link.server_ns, "http-script", "8098", json.dumps([
         {"requests": 1}, {"sleep": 20}]))
     silent = subprocess.Popen(["curl", "-s", "-m", "15", f"http://{link.server_v4}:8098/"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + seconds
     remote, local = f"http://{link.server_v4}", f"http://{link.client_v4}:8097"
-    while time.monotonic() < deadline:
-        subprocess.run(["curl", "-s", "-o", "/dev/null", f"{remote}/ok.txt", f"{remote}/nope",
-                        f"{remote}/fail"], check=True)
-        subprocess.run([*in_namespace(link.server_ns), "curl", "-s", "-o", "/dev/null",
-                        f"{local}/ok.txt", f"{local}/nope", f"{local}/fail"], check=True)
-        subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{link.server_v4}:81/"])
-        time.sleep(0.3)
+    with dns_both_ways(link.server_ns, link.server_v4, link.client_v4):
+        while time.monotonic() < deadline:
+            subprocess.run(["curl", "-s", "-o", "/dev/null", f"{remote}/ok.txt",
+                            f"{remote}/nope", f"{remote}/fail"], check=True)
+            subprocess.run([*in_namespace(link.server_ns), "curl", "-s", "-o", "/dev/null",
+                            f"{local}/ok.txt", f"{local}/nope", f"{local}/fail"], check=True)
+            subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{link.server_v4}:81/"])
+            for ns, server in (("", link.server_v4), (link.server_ns, link.client_v4)):
+                subprocess.run([*in_namespace(ns), "dig", "+tries=1", "+time=2", f"@{server}",
+                                "web.test", "A"], capture_output=True, check=True)
+            time.sleep(0.3)
     silent.wait(30)
 
 
 def test_every_dashboard_and_rule_expression_returns_data(link: Hosts) -> None:
     remote, local = Nginx(link.server_ns), Nginx("", port=8097)
     exporter = Exporter({"interfaces": [link.interface], "bpf_stats": True, "interval": "500ms",
-                         "http": {"request_timeout": "1s"}})
+                         "http": {"request_timeout": "1s"}, "dns": {"query_timeout": "1s"}})
     prometheus = Prometheus(f"127.0.0.1:{exporter.port}")
     try:
         drive_traffic(link, 20)

@@ -377,3 +377,19 @@ def _upstream_main(delay: float) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["upstream"]:
         _upstream_main(float(sys.argv[2]))
+
+
+@contextmanager
+def dns_both_ways(far_ns: str, far: str, near: str) -> Iterator[tuple[Dnsmasq, Dnsmasq]]:
+    """DNS answered each way across a link whose near end (address `near`) is this host's and
+    whose far end is namespace `far_ns` (address `far`): this host asks a dnsmasq over there,
+    that side asks one here, and one query of this host's is never answered (slow.test)."""
+    with Dnsmasq(far_ns, (far,)) as there, Dnsmasq("", (near,)) as here:
+        for name, qtype in (("web.test", "A"), ("nope.test", "AAAA")):
+            subprocess.run(["dig", "+tries=1", "+time=2", f"@{far}", name, qtype],
+                           capture_output=True, timeout=30, check=True)
+            subprocess.run([*in_namespace(far_ns), "dig", "+tries=1", "+time=2", f"@{near}",
+                            name, qtype], capture_output=True, timeout=30, check=True)
+        subprocess.run(["dig", "+tries=1", "+time=1", f"@{far}", f"q.{SLOW}", "A"],
+                       capture_output=True, timeout=30)
+        yield there, here
