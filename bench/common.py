@@ -181,12 +181,13 @@ def cost_per_run(names: tuple[str, ...], before: RunTotals) -> float:
 
 
 def exporter_cost(interface: str, load: Callable[[], object], http: bool = True,
-                  tree: Path | None = None) -> float:
-    """The traffic classifier's ns per run (HTTP parsing included when on) under `load`,
-    with a fresh exporter attached to `interface`: this checkout's, or `tree`'s."""
+                  tree: Path | None = None, dns: bool = False) -> float:
+    """The traffic classifier's ns per run (HTTP parsing and DNS matching included when on)
+    under `load`, with a fresh exporter attached to `interface`: this checkout's, or
+    `tree`'s (whose configuration may not know DNS: it keeps its default there)."""
     before = run_totals(CLASSIFIERS)
     exporter = Exporter({"interfaces": [interface], "interval": "5s",
-                         "http": {"enabled": http}},
+                         "http": {"enabled": http}, **({} if tree else {"dns": {"enabled": dns}})},
                         prefix=("env", "-C", str(tree)) if tree else ())
     try:
         load()
