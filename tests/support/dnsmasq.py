@@ -9,6 +9,8 @@ What it serves (dnsmasq 2.90, observed):
     txt.test                TXT "hello world"
     any other name in .test NXDOMAIN, answered by dnsmasq itself
     slow.test and below     forwarded to an upstream that never answers: no reply at all, ever
+                            (over TCP dnsmasq closes the client's connection, still without a
+                            reply, when the upstream closes its own, after `slow_tcp_hold` s)
     fail.test and below     forwarded to an upstream that answers SERVFAIL
     delay.test and below    forwarded to an upstream that answers after `delay` seconds
                             (A 10.1.2.9; NOERROR with no answer for other types)
@@ -42,7 +44,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +102,16 @@ def _rcode(name: str, value: str) -> str:
 def parse_log(text: str) -> list[Exchange]:
     """Every query in a log-queries=extra log, in the order received, with its reply's rcode.
 
-    Lines are grouped by (pid, serial): the serial alone is unique too (the parent leaves a
-    block of 100 for each TCP child), but the pid costs nothing and survives a reused block."""
+    Lines are grouped by (pid, serial): each TCP connection is served by a child, which
+    numbers its queries on from the parent's serial while the parent skips 100 (TCP_MAX_QUERIES);
+    the pid keeps them apart whatever the counts."""
     exchanges: dict[tuple[int, int], Exchange] = {}
     last_answered: dict[int, tuple[int, int]] = {}  # pid -> the last query it answered
     duplicates: dict[tuple[int, int], tuple[int, int]] = {}
-    for line in text.splitlines():
+    # A last line without its newline may still be being written: "is NXDOM" is no rcode.
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
         m = _LINE.search(line)
         if not m:
             continue
@@ -148,13 +154,19 @@ class Dnsmasq:
 
     Its cache is off, so every query is answered (or forwarded) afresh and logged. IPv6
     listen addresses must not be tentative (add them with nodad): dnsmasq binds them at
-    start. Start it before the exporter if the readiness probe must not be counted by both.
+    start. Its readiness probes (UDP queries for PROBE to listen[0]) are left out of its
+    counts: start it before the exporter, so that the exporter does not count them either.
     """
 
     def __init__(self, ns: str, listen: tuple[str, ...], port: int = 53,
                  records: Mapping[str, tuple[str, ...]] = RECORDS, delay: float = 0.5,
-                 extra: tuple[str, ...] = ()) -> None:
-        """`extra`: more dnsmasq.conf lines."""
+                 extra: tuple[str, ...] = (), slow_tcp_hold: float = 10) -> None:
+        """`extra`: more dnsmasq.conf lines.
+
+        `slow_tcp_hold`: how long the never-answering upstream holds a TCP connection. Each
+        TCP client connection is served by a child of dnsmasq that waits on the upstream with
+        no timeout of its own (it dies 150 s after the fork), at most 20 children at a time;
+        and glibc waits on a TCP connection (use-vc) without a timeout of its own too."""
         if not listen:
             raise ValueError("dnsmasq needs at least one address to listen on")
         self.ns, self.listen, self.port = ns, listen, port
@@ -166,12 +178,14 @@ class Dnsmasq:
             subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         # stdin stays open for its lifetime: it exits when it closes, so it never outlives us.
         self.upstream = subprocess.Popen(
-            [*in_namespace(ns), PYTHON, "-m", "tests.support.dnsmasq", "upstream", str(delay)],
+            [*in_namespace(ns), PYTHON, "-m", "tests.support.dnsmasq", "upstream", str(delay),
+             str(slow_tcp_hold)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.upstream.stdout is not None
         ports: dict[str, int] = json.loads(self.upstream.stdout.readline() or "{}")
         if set(ports) != {"sink", "servfail", "delay"}:
             self.upstream.kill()
+            self.dir.cleanup()
             raise AssertionError(f"the upstream servers did not start: {ports}")
         self.upstream_ports = ports
         hosts = [f"host-record={name},{','.join(addrs)}" for name, addrs in records.items()]
@@ -233,11 +247,15 @@ class Dnsmasq:
         return parse_log(self.log_text())
 
     def answers(self) -> Counter[tuple[str, str]]:
-        """(qtype, rcode) -> how many replies dnsmasq sent."""
+        """(qtype, rcode) -> how many replies dnsmasq sent (NODATA is NOERROR)."""
         return count_answers(self.exchanges())
 
     def queries(self) -> Counter[str]:
-        """qtype -> how many queries dnsmasq received, answered or not."""
+        """qtype -> how many queries dnsmasq read, answered or not.
+
+        Each retransmission counts. A query sent over TCP behind one still waiting on an
+        upstream is never read when dnsmasq gives the connection up: glibc's use-vc AAAA
+        behind an A for slow.test is on the wire but not here."""
         return count_queries(self.exchanges())
 
     def stop(self) -> None:
@@ -247,7 +265,7 @@ class Dnsmasq:
             self.proc.wait(10)
         if self.upstream.poll() is None:
             self.upstream.terminate()
-            self.upstream.wait(10)
+        self.upstream.wait(10)
         if self._final_log is None:
             self._final_log = self.log_text()
             self.dir.cleanup()
@@ -312,11 +330,11 @@ def _dns_reply(query: bytes, rcode: int, a_record: str | None = None) -> bytes:
     return header + question + answers
 
 
-def _upstream(kind: str, delay: float) -> int:
+def _upstream(kind: str, delay: float, hold: float) -> int:
     """One upstream on 127.0.0.1, UDP and TCP on the same port: returns the port.
 
-    sink never answers (over TCP it reads and holds the connection until dnsmasq closes it);
-    servfail answers SERVFAIL at once; delay answers after `delay` seconds."""
+    sink never answers (over TCP it reads, and closes the connection after `hold` s); servfail
+    answers SERVFAIL at once; delay answers after `delay` seconds."""
     while True:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind(("127.0.0.1", 0))
@@ -351,11 +369,19 @@ def _upstream(kind: str, delay: float) -> int:
             udp.sendto(out, peer)
 
     def serve_tcp_connection(conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as stream:
-            while len(size := stream.read(2)) == 2:
-                out = reply(stream.read(int.from_bytes(size, "big")))
-                if out is not None:
-                    conn.sendall(len(out).to_bytes(2, "big") + out)
+        with conn, suppress(OSError):  # a reset, or the sink's hold is over
+            if kind == "sink":
+                deadline = time.monotonic() + hold
+                while (left := deadline - time.monotonic()) > 0:
+                    conn.settimeout(left)
+                    if not conn.recv(65535):
+                        return
+                return
+            with conn.makefile("rb") as stream:
+                while len(size := stream.read(2)) == 2:
+                    out = reply(stream.read(int.from_bytes(size, "big")))
+                    if out is not None:
+                        conn.sendall(len(out).to_bytes(2, "big") + out)
 
     def serve_tcp() -> None:
         while True:
@@ -367,16 +393,11 @@ def _upstream(kind: str, delay: float) -> int:
     return port
 
 
-def _upstream_main(delay: float) -> None:
-    ports = {kind: _upstream(kind, delay) for kind in ("sink", "servfail", "delay")}
+def _upstream_main(delay: float, hold: float) -> None:
+    ports = {kind: _upstream(kind, delay, hold) for kind in ("sink", "servfail", "delay")}
     print(json.dumps(ports), flush=True)
     sys.stdin.read()  # until the test closes our stdin, or exits
     os._exit(0)  # the serving threads are blocked in accept() and recvfrom()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["upstream"]:
-        _upstream_main(float(sys.argv[2]))
 
 
 @contextmanager
@@ -393,3 +414,8 @@ def dns_both_ways(far_ns: str, far: str, near: str) -> Iterator[tuple[Dnsmasq, D
         subprocess.run(["dig", "+tries=1", "+time=1", f"@{far}", f"q.{SLOW}", "A"],
                        capture_output=True, timeout=30)
         yield there, here
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["upstream"]:
+        _upstream_main(float(sys.argv[2]), float(sys.argv[3]))
