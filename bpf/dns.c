@@ -110,13 +110,32 @@ struct dns_message {
     u32 len;       // bytes in the message (in scratch: up to DNS_BUF)
 };
 
-// Per CPU, off the 512-byte stack (which HTTP's part shares).
+// The packet's ends, whichever its family (IPv4 addresses in the first 4 bytes, zeroed after).
+struct dns_ends {
+    u8 saddr[16];
+    u8 daddr[16];
+    u16 sport;
+    u16 dport;
+    u32 ifindex;
+    u8 family;
+    u8 protocol;
+    u8 count;         // messages found in the packet (TCP: up to DNS_TCP_MESSAGES)
+    u8 pad[5];
+    u64 cgroup;       // the flow's local owner (see bpf/flows.c), or 0
+    u32 off[DNS_TCP_MESSAGES];  // where each message starts in the packet
+    u32 len[DNS_TCP_MESSAGES];  // and its bytes in the packet
+};
+
+// Per CPU, off the 512-byte stack (which HTTP's part shares). Everything the parse and
+// what follows it need is here, not in registers or on the stack: the verifier's walk of a
+// name's labels (up to DNS_MAX_LABELS) then starts from one state, not from one for each
+// family, transport and message of a segment.
 struct dns_scratch {
     u8 buf[DNS_BUF];  // the message's first bytes
+    struct dns_ends ends;
     struct dns_query_key query;
+    struct dns_query asked;
     struct dns_series_key series;
-    // Here, not on the stack, also so that what follows the parse sees its fields as any
-    // value: the verifier then walks it once, not once for each length a name can have.
     struct dns_message msg;
 };
 
@@ -198,28 +217,20 @@ static __always_inline int parse_message(struct __sk_buff *skb, u32 off, u32 len
     return 0;
 }
 
-// The query's key; its client is the query's source, the answer's destination.
-#define DNS_QUERY_KEY(qk, skb, k, fam, r, id_, asked)                            \
-    do {                                                                        \
-        (qk)->ifindex = (skb)->ifindex;                                         \
-        (qk)->family = (fam);                                                   \
-        (qk)->protocol = (k)->protocol;                                         \
-        (qk)->role = (r);                                                       \
-        (qk)->id = (id_);                                                       \
-        __builtin_memcpy((qk)->client, (asked) ? (k)->saddr : (k)->daddr, sizeof((k)->saddr)); \
-        __builtin_memcpy((qk)->server, (asked) ? (k)->daddr : (k)->saddr, sizeof((k)->saddr)); \
-        (qk)->client_port = (asked) ? (k)->sport : (k)->dport;                  \
-        (qk)->server_port = (asked) ? (k)->dport : (k)->sport;                  \
-    } while (0)
-
-static __always_inline void query_key(struct dns_query_key *qk, struct __sk_buff *skb,
-                                      void *key, int ipv6, u8 role, u16 id, int is_query)
+// The query's key: its client is the query's source, the answer's destination.
+static __always_inline void query_key(struct dns_query_key *qk, struct dns_ends *e, u8 role,
+                                      u16 id, int is_query)
 {
     __builtin_memset(qk, 0, sizeof(*qk));
-    if (ipv6)
-        DNS_QUERY_KEY(qk, skb, (struct flow_key6 *)key, 6, role, id, is_query);
-    else
-        DNS_QUERY_KEY(qk, skb, (struct flow_key4 *)key, 4, role, id, is_query);
+    qk->ifindex = e->ifindex;
+    qk->family = e->family;
+    qk->protocol = e->protocol;
+    qk->role = role;
+    qk->id = id;
+    __builtin_memcpy(qk->client, is_query ? e->saddr : e->daddr, 16);
+    __builtin_memcpy(qk->server, is_query ? e->daddr : e->saddr, 16);
+    qk->client_port = is_query ? e->sport : e->dport;
+    qk->server_port = is_query ? e->dport : e->sport;
 }
 
 static __always_inline struct dns_series *dns_series_of(struct dns_series_key *key)
@@ -255,10 +266,8 @@ static __always_inline int copy_name(u8 *name, u8 *buf, u32 name_len)
     return name_len > DNS_NAME_LEN;
 }
 
-static __always_inline void on_answer(struct __sk_buff *skb, struct flow_val *val, void *key,
-                                      int ipv6, struct dns_scratch *scratch,
-                                      struct dns_message *msg, u8 role, u64 now, u64 latency,
-                                      u16 qtype)
+static __always_inline void on_answer(struct dns_scratch *scratch, struct dns_message *msg,
+                                      u8 role, u64 now, u64 latency, u16 qtype)
 {
     struct dns_series_key *sk = &scratch->series;
     __builtin_memset(sk, 0, sizeof(*sk));
@@ -267,7 +276,7 @@ static __always_inline void on_answer(struct __sk_buff *skb, struct flow_val *va
     sk->rcode = msg->flags & 0xf;
     sk->server_port = scratch->query.server_port;
 #if DNS_WORKLOAD
-    sk->cgroup = val->cgroup;  // the owner of the answer's local socket (see bpf/flows.c)
+    sk->cgroup = scratch->ends.cgroup;  // the owner of the answer's local socket
 #endif
 #if NAME_LABEL
     if (msg->name_len) {
@@ -322,7 +331,7 @@ static __always_inline void on_answer(struct __sk_buff *skb, struct flow_val *va
 }
 
 #if DNS_PACKETS
-static __always_inline void publish_message(struct __sk_buff *skb, void *key, int ipv6,
+static __always_inline void publish_message(struct __sk_buff *skb, struct dns_ends *e,
                                             u8 direction, u8 role, u32 off, u32 len,
                                             u64 latency)
 {
@@ -331,26 +340,17 @@ static __always_inline void publish_message(struct __sk_buff *skb, void *key, in
         count(dns_counters.lookup(&(int){D_EVENTS_LOST}), 1);
         return;
     }
-    struct flow_key6 *k6 = key;
-    struct flow_key4 *k4 = key;
-    __builtin_memset(p->saddr, 0, 16);
-    __builtin_memset(p->daddr, 0, 16);
-    if (ipv6) {
-        __builtin_memcpy(p->saddr, k6->saddr, 16);
-        __builtin_memcpy(p->daddr, k6->daddr, 16);
-    } else {
-        __builtin_memcpy(p->saddr, k4->saddr, 4);
-        __builtin_memcpy(p->daddr, k4->daddr, 4);
-    }
+    __builtin_memcpy(p->saddr, e->saddr, 16);
+    __builtin_memcpy(p->daddr, e->daddr, 16);
     p->ts_ns = bpf_ktime_get_ns();
     p->latency_ns = latency;
-    p->ifindex = skb->ifindex;
-    p->family = ipv6 ? 6 : 4;
-    p->protocol = k4->protocol;
+    p->ifindex = e->ifindex;
+    p->family = e->family;
+    p->protocol = e->protocol;
     p->direction = direction;
     p->role = role;
-    p->sport = ipv6 ? k6->sport : k4->sport;
-    p->dport = ipv6 ? k6->dport : k4->dport;
+    p->sport = e->sport;
+    p->dport = e->dport;
     u32 n = len < DNS_PACKET_LEN ? len : DNS_PACKET_LEN;
     p->len = 0;
     if (n && bpf_skb_load_bytes(skb, off, p->data, ((n - 1) & (DNS_PACKET_LEN - 1)) + 1) == 0)
@@ -360,27 +360,27 @@ static __always_inline void publish_message(struct __sk_buff *skb, void *key, in
 #endif
 
 // One message at `off`, of which `len` bytes are in the packet (its length prefix, on TCP,
-// before it).
-static __always_inline void inspect_message(struct __sk_buff *skb, struct flow_val *val,
-                                            void *key, int ipv6, u8 direction, u32 off,
+// before it); the packet's ends are in scratch->ends.
+static __always_inline void inspect_message(struct __sk_buff *skb, u8 direction, u32 off,
                                             u32 len, struct dns_scratch *scratch)
 {
-    struct flow_key4 *k = key;  // the fields before the addresses are alike in both keys
     struct dns_message *msg = &scratch->msg;
-    struct flow_key6 *k6 = key;
-    u8 *saddr = ipv6 ? k6->saddr : k->saddr;
-    u8 *daddr = ipv6 ? k6->daddr : k->daddr;
+    struct dns_ends *e = &scratch->ends;
+    int parsed = parse_message(skb, off, len, scratch->buf, msg);
+    // What follows reads the parse's results from `msg`, not from registers the parse left:
+    // the verifier then walks it once, not once for each length a name can have.
+    asm volatile("" ::: "memory");
     // The role of the query this message is or answers (see request_role in bpf/flows.c).
-    u8 role = request_role(skb, ipv6 ? 6 : 4, k->protocol, saddr, daddr,
-                           ipv6 ? k6->sport : k->sport, ipv6 ? k6->dport : k->dport, direction);
+    u8 role = request_role(skb, e->family, e->protocol, e->saddr, e->daddr, e->sport, e->dport,
+                           direction);
     if (!role) {
         // Passing through: counted where its workload is (the `dns` tool still shows it).
 #if DNS_PACKETS
-        publish_message(skb, key, ipv6, direction, 0, off, len, 0);
+        publish_message(skb, e, direction, 0, off, len, 0);
 #endif
         return;
     }
-    if (parse_message(skb, off, len, scratch->buf, msg) < 0) {
+    if (parsed < 0) {
         count(dns_counters.lookup(&(int){D_MALFORMED}), 1);
         return;
     }
@@ -390,12 +390,15 @@ static __always_inline void inspect_message(struct __sk_buff *skb, struct flow_v
     if (!is_query)
         role = role == ROLE_SERVER ? ROLE_CLIENT : ROLE_SERVER;  // an answer goes the other way
     struct dns_query_key *qk = &scratch->query;
-    query_key(qk, skb, key, ipv6, role, msg->id, is_query);
+    query_key(qk, e, role, msg->id, is_query);
     u64 now = bpf_ktime_get_ns(), latency = 0;
     if (is_query) {
-        struct dns_query q = {.asked_ns = now, .qtype = msg->qtype};
+        struct dns_query *q = &scratch->asked;
+        __builtin_memset(q, 0, sizeof(*q));
+        q->asked_ns = now;
+        q->qtype = msg->qtype;
         // A retry keeps the first query's time: the lookup's latency is what its asker saw.
-        if (dns_queries.insert(qk, &q) != 0) {
+        if (dns_queries.insert(qk, q) != 0) {
             if (dns_queries.lookup(qk))
                 count(dns_counters.lookup(&(int){D_RETRIES}), 1);
             else
@@ -414,14 +417,14 @@ static __always_inline void inspect_message(struct __sk_buff *skb, struct flow_v
             count(dns_counters.lookup(&(int){D_UNMATCHED}), 1);
             goto published;
         }
-        if ((msg->flags & DNS_TC) && k->protocol == IPPROTO_UDP)
+        if ((msg->flags & DNS_TC) && e->protocol == IPPROTO_UDP)
             count(dns_counters.lookup(&(int){D_TRUNCATED}), 1);  // the TCP retry is counted
         else
-            on_answer(skb, val, key, ipv6, scratch, msg, role, now, latency, qtype);
+            on_answer(scratch, msg, role, now, latency, qtype);
     }
 published:
 #if DNS_PACKETS
-    publish_message(skb, key, ipv6, direction, role, off, len, latency);
+    publish_message(skb, e, direction, role, off, len, latency);
 #endif
     return;
 }
@@ -449,58 +452,34 @@ static __always_inline int first_message(struct flow_val *val, u32 seq, u32 payl
     return at;
 }
 
-// A UDP datagram or TCP segment from or to a DNS port, counted in its flow entry `val` (its
-// key, a flow_key4 or flow_key6 by `ipv6`, at `key`); `l4` is its transport header, within
-// [data, end) up to the ports.
-static __always_inline void inspect_dns(struct __sk_buff *skb, struct flow_val *val, void *key,
-                                        int ipv6, u8 direction, void *l4, void *data, void *end)
+// The packet's ends from its flow key (a flow_key4 or flow_key6 at `k`).
+#define DNS_ENDS(e, k)                                                     \
+    do {                                                                   \
+        __builtin_memcpy((e)->saddr, (k)->saddr, sizeof((k)->saddr));      \
+        __builtin_memcpy((e)->daddr, (k)->daddr, sizeof((k)->daddr));      \
+        (e)->sport = (k)->sport;                                           \
+        (e)->dport = (k)->dport;                                           \
+        (e)->protocol = (k)->protocol;                                     \
+    } while (0)
+
+// Where the TCP segment's messages are (into e->off, e->len, e->count): after the length of
+// each, DNS_TCP_MESSAGES at most; the flow entry learns where the next one starts.
+static __always_inline void tcp_messages(struct __sk_buff *skb, struct flow_val *val,
+                                         struct dns_ends *e, u8 *prefix, u32 off, u32 payload,
+                                         u32 seq)
 {
-    int zero = 0;
-    struct dns_scratch *scratch = dns_scratch.lookup(&zero);
-    if (!scratch)
+    int bare = 0;
+    int first = first_message(val, seq, payload, &bare);
+    if (first < 0)
         return;
-    u32 l4_off = (u32)(l4 - data);
-    u32 off, payload, seq = 0;
-    int tcp = ((struct flow_key4 *)key)->protocol == IPPROTO_TCP, bare = 1;
-    if (!tcp) {
-        if (l4 + 8 > end)
-            return;
-        u32 udp_len = ntohs(*(u16 *)(l4 + 4));
-        off = l4_off + 8;
-        if (udp_len < 8 || off + udp_len - 8 > skb->len) {
-            count(dns_counters.lookup(&(int){D_MALFORMED}), 1);
-            return;
-        }
-        payload = udp_len - 8;  // one message, whole: "bare", as it has no length before it
-    } else {
-        struct tcp_hdr_ *th = l4;
-        if ((void *)(th + 1) > end)
-            return;
-        if (th->flags & TCP_SYN) {
-            val->dns_tcp = 0;  // a new connection under the flow's key: its own numbering
-            return;
-        }
-        off = l4_off + (th->doff >> 4) * 4;
-        if (off >= skb->len)
-            return;  // no payload: an ACK, a FIN
-        seq = ntohl(th->seq);
-        payload = skb->len - off;
-        int first = first_message(val, seq, payload, &bare);
-        if (first < 0)
-            return;
-        off += first;
-        payload -= first;
-        seq += first;
-    }
-    // One loop for both protocols, so that the parse is inlined (and verified) once.
-#pragma nounroll
+    off += first;
+    payload -= first;
+    seq += first;
+#pragma unroll
     for (int m = 0; m < DNS_TCP_MESSAGES; m++) {
-        u32 len = payload;  // bare: the rest (a datagram; a message whose length came before)
+        u32 len = payload;  // bare: the rest (its length came in an earlier segment)
         if (!bare) {
-            if (payload < 2)
-                return;
-            u8 *prefix = scratch->buf;  // before the message's parse fills it
-            if (bpf_skb_load_bytes(skb, off, prefix, 2) < 0)
+            if (payload < 2 || bpf_skb_load_bytes(skb, off, prefix, 2) < 0)
                 return;
             len = (prefix[0] << 8) | prefix[1];
             if (payload == 2) {
@@ -514,18 +493,73 @@ static __always_inline void inspect_dns(struct __sk_buff *skb, struct flow_val *
             seq += 2;
         }
         bare = 0;
-        if (tcp) {
-            val->dns_tcp = DNS_TCP_PREFIX;
-            val->dns_next = seq + len;
-        }
+        val->dns_tcp = DNS_TCP_PREFIX;
+        val->dns_next = seq + len;
         // A message cut by the segment's end is parsed as far as it came (its header and
         // question come first); the rest, in later segments, is skipped.
-        inspect_message(skb, val, key, ipv6, direction, off,
-                        payload < len ? payload : len, scratch);
-        if (!tcp || len >= payload)
+        e->off[m] = off;
+        e->len[m] = payload < len ? payload : len;
+        e->count = m + 1;
+        if (len >= payload)
             return;
         off += len;
         payload -= len;
         seq += len;
+    }
+}
+
+// A UDP datagram or TCP segment from or to a DNS port, counted in its flow entry `val` (its
+// key, a flow_key4 or flow_key6 by `ipv6`, at `key`); `l4` is its transport header, within
+// [data, end) up to the ports.
+static __always_inline void inspect_dns(struct __sk_buff *skb, struct flow_val *val, void *key,
+                                        int ipv6, u8 direction, void *l4, void *data, void *end)
+{
+    int zero = 0;
+    struct dns_scratch *scratch = dns_scratch.lookup(&zero);
+    if (!scratch)
+        return;
+    struct dns_ends *e = &scratch->ends;
+    __builtin_memset(e, 0, sizeof(*e));
+    e->ifindex = skb->ifindex;
+    e->family = ipv6 ? 6 : 4;
+    if (ipv6)
+        DNS_ENDS(e, (struct flow_key6 *)key);
+    else
+        DNS_ENDS(e, (struct flow_key4 *)key);
+    e->cgroup = val->cgroup;
+    u32 l4_off = (u32)(l4 - data);
+    if (e->protocol == IPPROTO_UDP) {
+        if (l4 + 8 > end)
+            return;
+        u32 udp_len = ntohs(*(u16 *)(l4 + 4));
+        u32 off = l4_off + 8;
+        if (udp_len < 8 || off + udp_len - 8 > skb->len) {
+            count(dns_counters.lookup(&(int){D_MALFORMED}), 1);
+            return;
+        }
+        e->off[0] = off;
+        e->len[0] = udp_len - 8;
+        e->count = 1;
+    } else {
+        struct tcp_hdr_ *th = l4;
+        if ((void *)(th + 1) > end)
+            return;
+        if (th->flags & TCP_SYN) {
+            val->dns_tcp = 0;  // a new connection under the flow's key: its own numbering
+            return;
+        }
+        u32 off = l4_off + (th->doff >> 4) * 4;
+        if (off >= skb->len)
+            return;  // no payload: an ACK, a FIN
+        tcp_messages(skb, val, e, scratch->buf, off, skb->len - off, ntohl(th->seq));
+    }
+    // From here on, only scratch and the direction: one state for the parse's walk.
+    asm volatile("" ::: "memory");
+#pragma nounroll
+    for (int m = 0; m < DNS_TCP_MESSAGES; m++) {
+        if (m >= e->count)
+            return;
+        inspect_message(skb, direction, e->off[m & (DNS_TCP_MESSAGES - 1)],
+                        e->len[m & (DNS_TCP_MESSAGES - 1)], scratch);
     }
 }

@@ -124,6 +124,9 @@ BPF_HASH(http_stats, struct stat_key, struct stat_val, MAX_SERIES);
 BPF_ARRAY(http_counters, u64, NH_COUNTERS);
 // Scratch space: conn_state is too large for the 512-byte stack.
 BPF_PERCPU_ARRAY(http_scratch, struct conn_state, 1);
+// The series key of a response, per CPU: off the 512-byte stack (with ROUTE_LABEL it holds
+// the route; DNS's part shares the stack).
+BPF_PERCPU_ARRAY(http_key_scratch, struct stat_key, 1);
 // Never written: the zeroed value a new series starts from (stat_val passes the 512-byte
 // stack at 64 bounds).
 BPF_PERCPU_ARRAY(zero_series, struct stat_val, 1);
@@ -476,13 +479,17 @@ static __always_inline void on_status(struct __sk_buff *skb, struct segment *seg
     u64 latency = now - st->asked[slot];
     st->head = head + 1;
 
-    struct stat_key sk = {};
-    sk.method = method;
-    sk.role = st->role;
-    sk.status = status;
-    sk.server_port = seg->sport;
+    int zero = 0;
+    struct stat_key *sk = http_key_scratch.lookup(&zero);
+    if (!sk)
+        return;
+    __builtin_memset(sk, 0, sizeof(*sk));
+    sk->method = method;
+    sk->role = st->role;
+    sk->status = status;
+    sk->server_port = seg->sport;
 #if HTTP_WORKLOAD
-    sk.cgroup = val->cgroup;  // the owner of the response's local socket (see bpf/flows.c)
+    sk->cgroup = val->cgroup;  // the owner of the response's local socket (see bpf/flows.c)
 #endif
 #if ROUTE_LABEL
     // The path up to '?', ' ' or the end, as the route.
@@ -493,10 +500,10 @@ static __always_inline void on_status(struct __sk_buff *skb, struct segment *seg
         if (c == '?' || c == ' ' || c == '\r' || c == 0)
             stop = 1;
         if (!stop)
-            sk.route[i] = c;
+            sk->route[i] = c;
     }
 #endif
-    struct stat_val *stats = series(&sk);
+    struct stat_val *stats = series(sk);
     if (stats) {
         __sync_fetch_and_add(&stats->count, 1);
         __sync_fetch_and_add(&stats->sum_ns, latency);
