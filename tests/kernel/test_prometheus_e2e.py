@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.dnsmasq import dns_both_ways
+from tests.support.dnsmasq import FAIL, dns_both_ways
 from tests.support.exporter_process import Exporter, free_port
 from tests.support.namespaces import Hosts, in_namespace, make_host_link, require_root
 from tests.support.nginx import Nginx
@@ -115,9 +115,11 @@ def drive_traffic(link: Hosts, seconds: float) -> None:
             subprocess.run([*in_namespace(link.server_ns), "curl", "-s", "-o", "/dev/null",
                             f"{local}/ok.txt", f"{local}/nope", f"{local}/fail"], check=True)
             subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{link.server_v4}:81/"])
-            for ns, server in (("", link.server_v4), (link.server_ns, link.client_v4)):
+            for ns, server, name in (("", link.server_v4, "web.test"),
+                                     ("", link.server_v4, FAIL),  # SERVFAIL, for its panel
+                                     (link.server_ns, link.client_v4, "web.test")):
                 subprocess.run([*in_namespace(ns), "dig", "+tries=1", "+time=2", f"@{server}",
-                                "web.test", "A"], capture_output=True, check=True)
+                                name, "A"], capture_output=True, check=True)
             time.sleep(0.3)
     silent.wait(30)
 
