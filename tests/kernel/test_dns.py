@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -201,3 +203,48 @@ def test_dns_subcommand_prints_each_query_and_answer(link: Hosts, resolver: Dnsm
     assert re.fullmatch(r"NOERROR \d+\.\d{3}ms answers=1 A 10\.1\.2\.3", rows[1][10]), rows[1]
     assert re.fullmatch(r"NOERROR \d+\.\d{3}ms answers=1 AAAA fd00::3", rows[3][10]), rows[3]
     assert re.fullmatch(r"NXDOMAIN \d+\.\d{3}ms answers=0", rows[5][10]), rows[5]
+
+
+def test_a_retry_with_the_same_id_keeps_the_first_querys_time(
+        link: Hosts, local_resolver: Dnsmasq, exporter: Exporter) -> None:
+    # The C library asks again with the same id from the same socket when no answer comes
+    # (attempts:2): one lookup each, its retry counted apart. dig, which asks again with a
+    # new id, makes lookups of its own instead.
+    before = exporter.scrape()
+    with resolv_conf(link.server_ns, link.client_v4, timeout=1, attempts=2):
+        subprocess.run([*in_namespace(link.server_ns), "getent", "ahostsv4", f"r.{SLOW}"],
+                       capture_output=True, timeout=30)
+    waited = dict(role="server", dns_question_type="A", server_port="53")
+    s = wait_for(exporter.scrape, lambda s: value(s, UNANSWERED, **waited) > value(
+        before, UNANSWERED, **waited))
+    assert value(s, UNANSWERED, **waited) == value(before, UNANSWERED, **waited) + 1
+    assert value(s, "ebpf_net_dns_query_retries_total") == value(
+        before, "ebpf_net_dns_query_retries_total") + 1
+    assert local_resolver.queries()["A"] >= 2  # both reached the resolver
+
+
+def test_an_answer_with_no_query_waiting_is_unmatched(link: Hosts, exporter: Exporter) -> None:
+    before = exporter.scrape()
+    # An answer from the far side's port 53 to a socket of this host that asked nothing.
+    here = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    here.bind((link.client_v4, 0))
+    # Port 53 of the far side's address is dnsmasq's: the answer comes from another one.
+    far = link.server_v4.rsplit(".", 1)[0] + ".7"
+    subprocess.run(["ip", "-n", link.server_ns, "addr", "add", f"{far}/32", "dev",
+                    link.interface[:-1] + "p"], check=True)
+    try:
+        answer = struct.pack("!6H", 0x4242, 0x8180, 1, 0, 0, 0) + b"\x03web\x04test\x00" + \
+            struct.pack("!HH", 1, 1)
+        subprocess.run([*in_namespace(link.server_ns), PYTHON, "-c",
+                        "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                        "; s.bind((sys.argv[1], 53)); s.sendto(bytes.fromhex(sys.argv[2]), "
+                        "(sys.argv[3], int(sys.argv[4])))", far, answer.hex(),
+                        link.client_v4, str(here.getsockname()[1])], check=True, timeout=30)
+        here.settimeout(5)
+        assert here.recv(512) == answer
+    finally:
+        here.close()
+    name = "ebpf_net_exporter_dns_unmatched_responses_total"
+    s = wait_for(exporter.scrape, lambda s: value(s, name) == value(before, name) + 1)
+    assert value(s, name) == value(before, name) + 1
+    assert counts(s, LOOKUP) == counts(before, LOOKUP)
