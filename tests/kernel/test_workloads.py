@@ -1,4 +1,4 @@
-"""Connections, flows and HTTP by workload, and the tools' workload column, in real cgroups
+"""Connections, flows, HTTP and DNS by workload, and the tools' workload column, in real cgroups
 named as systemd and the kubelet name theirs: host services by unit, and pods (a network
 namespace behind a veth, a cgroup of either kubelet driver, the kubelet's log files) by
 namespace, pod and container."""
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tests.support.captures import Capture
 from tests.support.cgroups import Cgroup, KubeletFiles, pod_cgroup
+from tests.support.dnsmasq import Dnsmasq
 from tests.support.exporter_process import Exporter, tool_output
 from tests.support.namespaces import Hosts, make_host_link, require_root
 from tests.support.nginx import Nginx
@@ -301,3 +302,36 @@ def test_a_port_scan_from_a_pod_stays_under_the_series_cap(tmp_path: Path) -> No
         assert exporter.stop() == 0, exporter.log()
         links.close()
         pod_cg.remove()
+
+
+def test_dns_lookups_by_the_unit_that_asked_equal_the_resolvers_log() -> None:
+    # dig on this host, in a unit's cgroup and outside any; dnsmasq behind the link.
+    require_root()
+    client = Cgroup("system.slice/e2e-client.service")
+    links = make_host_link("wd", 148)
+    link = next(links)
+    resolver = Dnsmasq(link.server_ns, (link.server_v4,))
+    exporter = Exporter({"interfaces": [link.interface],
+                         "dns": {"labels": ["dns_question_type", "dns_response_code",
+                                            "server_port", "systemd_unit"]}})
+    try:
+        for prefix, name in ((client.prefix(), "web.test"), (client.prefix(), "web.test"),
+                             (client.prefix(), "nope.test"), ([], "web.test")):
+            subprocess.run([*prefix, "dig", "+tries=1", f"@{link.server_v4}", name, "A"],
+                           check=True, capture_output=True, timeout=30)
+        lookups = "dns_lookup_duration_seconds_count"
+
+        def asked(samples: Samples, code: str, unit: str) -> float:
+            return value(samples, lookups, dns_question_type="A", dns_response_code=code,
+                         server_port="53", systemd_unit=unit)
+
+        samples = wait_for(exporter.scrape, lambda s: asked(s, "NXDOMAIN", "e2e-client.service")
+                           == 1 and asked(s, "NOERROR", "") == 1)
+        assert asked(samples, "NOERROR", "e2e-client.service") == 2
+        assert resolver.answers() == {("A", "NOERROR"): 3, ("A", "NXDOMAIN"): 1}
+        assert sum(v for (name, _), v in samples.items() if name == lookups) == 4
+    finally:
+        assert exporter.stop() == 0, exporter.log()
+        resolver.stop()
+        links.close()
+        client.remove()
