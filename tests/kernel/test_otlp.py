@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.dnsmasq import Dnsmasq
 from tests.support.exporter_process import Exporter
 from tests.support.namespaces import Hosts, make_host_link, require_root
 from tests.support.nginx import Nginx
@@ -59,11 +60,15 @@ def find(pts: list[Any], **attrs: Any) -> Any:
 
 def test_otlp_metrics_equal_the_prometheus_scrape(link: Hosts, nginx: Nginx) -> None:
     receiver = Receiver()
+    resolver = Dnsmasq(link.server_ns, (link.server_v4,))
     exporter = Exporter({"interfaces": [link.interface], "interval": "200ms",
                          "otlp": {"endpoint": receiver.endpoint, "interval": "1s",
                                   "resource_attributes": {"deployment.environment": "test"}}})
     try:
         traffic(link)
+        for name in ("web.test", "web.test", "nope.test"):
+            subprocess.run(["dig", "+tries=1", f"@{link.server_v4}", name, "A"], check=True,
+                           capture_output=True, timeout=30)
         samples, export = settle(exporter, receiver)
         resource = attributes(export.resource_metrics[0].resource.attributes)
         assert resource["service.name"] == "ebpf-net-exporter"
@@ -122,19 +127,33 @@ def test_otlp_metrics_equal_the_prometheus_scrape(link: Hosts, nginx: Nginx) -> 
         assert value(exporter.scrape(), "ebpf_net_exporter_otlp_exports_total",
                      result="success") >= 1
 
-        # Every status line also arrived as a log record.
+        # DNS lookups under OpenTelemetry's name, equal to the scrape and dnsmasq's log.
+        assert resolver.answers() == {("A", "NOERROR"): 2, ("A", "NXDOMAIN"): 1}
+        for code, n in (("NOERROR", 2), ("NXDOMAIN", 1)):
+            hist = find(got["dns.lookup.duration"], **{
+                "dns.question.type": "A", "dns.response.code": code, "server.port": 53})
+            assert hist.count == value(samples, "dns_lookup_duration_seconds_count",
+                                       dns_question_type="A", dns_response_code=code,
+                                       server_port="53") == n
+
+        # Every status line and every DNS answer also arrived as a log record.
         deadline = time.monotonic() + 10
         records: list[dict[str, Any]] = []
-        while len(records) < 9 and time.monotonic() < deadline:
+        while len(records) < 12 and time.monotonic() < deadline:
             time.sleep(0.3)
             records = [attributes(r.attributes) for req in receiver.logs
                        for rl in req.resource_logs for sl in rl.scope_logs for r in sl.log_records]
         ours = sorted((r["url.path"], r["http.response.status_code"]) for r in records
                       if r["server.port"] == 80)
         assert ours == sorted([("/ok.txt", 200), ("/nope", 404), ("/fail", 503)] * 3)
+        answers = sorted((r["dns.question.name"], r["dns.response.code"], r["dns.answers"])
+                         for r in records if "dns.question.name" in r)
+        assert answers == [("nope.test", "NXDOMAIN", 0), ("web.test", "NOERROR", 1),
+                           ("web.test", "NOERROR", 1)]
     finally:
         assert exporter.stop() == 0, exporter.log()
         receiver.stop()
+        resolver.stop()
 
 
 def test_delta_temporality_adds_up_to_the_total(link: Hosts, nginx: Nginx) -> None:
