@@ -78,6 +78,68 @@ int tuple_counter(struct __sk_buff *skb) {
     }
     return -1;
 }""",
+    # The least that matches DNS answers to queries in the kernel, on top of the least that
+    # counts flows (tuple_counter's LRU entry per 5-tuple): a UDP datagram from or to port 53
+    # has its 12-byte header read; a query stores the clock under its flow (endpoints in a
+    # fixed order) and id, an answer takes it out and adds the latency to one global
+    # histogram (count, sum and a power-of-two bucket). No question, TCP, IPv6, types, codes,
+    # series, roles, retries, truncation or malformed checks.
+    "dns_floor": b"""
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+struct tuple { u32 ifindex; u8 protocol; u8 pad[3]; u32 saddr; u32 daddr; u32 ports; };
+struct counts { u64 packets; u64 bytes; };
+struct query { u32 ifindex; u32 low; u32 high; u32 ports; u32 id; };
+BPF_TABLE("lru_hash", struct tuple, struct counts, tuples, 1024);
+BPF_TABLE("lru_hash", struct query, u64, queries, 4096);
+BPF_ARRAY(latency, u64, 66);
+int dns_floor(struct __sk_buff *skb) {
+""" + IPV4_TRANSPORT + b"""
+    if ((void *)(l4 + 8) > end)
+        return -1;
+    u32 saddr = *(u32 *)(ip + 12), daddr = *(u32 *)(ip + 16), ports = *(u32 *)l4;
+    struct tuple key = {.ifindex = skb->ifindex, .protocol = ip[9], .saddr = saddr,
+                        .daddr = daddr, .ports = ports};
+    struct counts *val = tuples.lookup(&key);
+    if (val) {
+        __sync_fetch_and_add(&val->packets, 1);
+        __sync_fetch_and_add(&val->bytes, skb->len);
+    } else {
+        struct counts first = {1, skb->len};
+        tuples.update(&key, &first);
+    }
+    u16 sport = ntohs(*(u16 *)l4), dport = ntohs(*(u16 *)(l4 + 2));
+    u8 h[4];
+    if (ip[9] != IPPROTO_UDP || (sport != 53 && dport != 53) ||
+        bpf_skb_load_bytes(skb, (u32)(l4 - (u8 *)data) + 8, h, 4) < 0)
+        return -1;
+    int up = saddr < daddr;
+    struct query q = {.ifindex = skb->ifindex, .low = up ? saddr : daddr,
+                      .high = up ? daddr : saddr,
+                      .ports = up ? ports : (ports >> 16) | (ports << 16),
+                      .id = (h[0] << 8) | h[1]};
+    if (!(h[2] & 0x80)) {
+        u64 now = bpf_ktime_get_ns();
+        queries.update(&q, &now);
+        return -1;
+    }
+    u64 *asked = queries.lookup(&q);
+    if (!asked)
+        return -1;
+    u64 ns = bpf_ktime_get_ns() - *asked;
+    queries.delete(&q);
+    u32 i = 2;
+    while (ns >> (i - 1) && i < 65)  // log2 bucket
+        i++;
+    u32 zero = 0, one = 1;
+    u64 *count = latency.lookup(&zero), *sum = latency.lookup(&one), *bucket = latency.lookup(&i);
+    if (count && sum && bucket) {
+        __sync_fetch_and_add(count, 1);
+        __sync_fetch_and_add(sum, ns);
+        __sync_fetch_and_add(bucket, 1);
+    }
+    return -1;
+}""",
     # The least that matches HTTP responses to requests in the kernel, on top of the least
     # that counts flows: one LRU entry per connection (the two endpoints in a fixed order, so
     # that both directions find it: one lookup a packet), packets and bytes per direction;

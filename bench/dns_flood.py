@@ -1,5 +1,7 @@
 """The traffic classifier's cost per packet under a DNS query flood, with DNS matching on
-and off, side by side.
+and off, side by side, and the floors under the same load: tuple_counter (the least that
+counts flows) and dns_floor (the least that also matches answers to queries in the kernel;
+bench/common.py).
 
 A real dnsmasq (cache off, local records) answers in a namespace behind a veth pair; flood
 processes on this host ask it as fast as it answers, each from its own socket. Each round
@@ -24,6 +26,7 @@ from bench.common import (
     exporter_cost,
     iperf_link,
     paired_ratios,
+    reference_cost,
     rounds_arguments,
     spread,
 )
@@ -71,6 +74,10 @@ def main() -> None:
                 args.rounds,
                 lambda: exporter_cost(link.interface, load, http=False, dns=False),
                 lambda: exporter_cost(link.interface, load, http=False, dns=True))
+            tuples, floor, floor_ratios = paired_ratios(
+                args.rounds,
+                lambda: reference_cost(link, load, "tuple_counter"),
+                lambda: reference_cost(link, load, "dns_floor"))
     finally:
         restore_stats()
     print(f"DNS query flood over veth ({FLOODERS} clients against dnsmasq, "
@@ -81,6 +88,10 @@ def main() -> None:
     print(f"  with DNS / flows alone, per round: {spread(ratios)}")
     print(f"  DNS adds {statistics.median(dns) - statistics.median(flows):.0f} ns a packet "
           "(a query or an answer)")
+    print(f"  floors: tuple_counter {spread(tuples)}; dns_floor {spread(floor)}")
+    print(f"  dns_floor / tuple_counter, per round: {spread(floor_ratios)}")
+    print(f"  ours with DNS / dns_floor (medians): "
+          f"{statistics.median(dns) / statistics.median(floor):.2f}")
 
 
 if __name__ == "__main__":

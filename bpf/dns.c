@@ -188,7 +188,8 @@ static __always_inline int parse_message(struct __sk_buff *skb, u32 off, u32 len
 {
     if (len < 12)
         return -1;
-    u32 n = len < DNS_BUF ? len : DNS_BUF;
+    // The header and the question (a name is 255 bytes at most) are all that is read.
+    u32 n = len < DNS_QUESTION_END ? len : DNS_QUESTION_END;
     // ((n - 1) & (size - 1)) + 1 is n, in a form the verifier can bound to [1, size].
     if (bpf_skb_load_bytes(skb, off, buf, ((n - 1) & (DNS_BUF - 1)) + 1) < 0)
         return -1;

@@ -187,6 +187,10 @@ static __always_inline int near_end_is_local(struct __sk_buff *skb, u8 family, u
                                              u8 *saddr, u8 *daddr, u16 sport, u16 dport,
                                              u8 direction)
 {
+    // A packet leaving with its socket was sent by one of this namespace's: no lookup (one
+    // from another namespace loses its socket as it crosses over).
+    if (direction == DIR_TRANSMIT && skb->sk)
+        return 1;
     int zero = 0;
     struct bpf_sock_tuple *tuple = lookup_tuple.lookup(&zero);
     if (!tuple)

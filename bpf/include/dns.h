@@ -2,7 +2,8 @@
 // lines here through exporter/host/contract.py: keep each on one line, with an integer
 // literal as its value. The directions and roles are packet.h's (DIR_*, ROLE_*).
 
-#define DNS_BUF 512          // message bytes read to parse: the header and question fit
+#define DNS_BUF 512          // room for the message bytes read to parse (a power of 2)
+#define DNS_QUESTION_END 272 // the header (12), the longest name (255), type and class (4)
 #define DNS_NAME_LEN 128     // query-name bytes (wire format) kept for events and labels
 #define DNS_PACKET_LEN 512   // message bytes the `dns` tool gets
 #define DNS_MAX_LABELS 128   // labels walked in a name (255 bytes hold at most 127)
