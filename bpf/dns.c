@@ -2,8 +2,9 @@
 // matched to its query in the kernel by flow and DNS id, with the latency bucketed here and
 // each answer published as an event. Reads only __sk_buff fields and packet bytes.
 //
-// Not a program of its own: a part of bpf/flows.c's, spliced into its text where it says
-// `//@part dns.c` (see bpf/http.c for why), run on the flow entry the classifier holds.
+// A part of bpf/flows.c's text, spliced in where it says `//@part dns.c` (see bpf/http.c for
+// why): the classifier, on the flow entry it holds, lays out where a packet's messages are
+// (TCP's bookkeeping is in the flow entry), then tail-calls dns_messages, which parses them.
 //
 // Compile-time parameters (#defined by exporter/dns/loader.py):
 //   DNS_PORT_MATCH(port)                 1 for the DNS ports
@@ -120,16 +121,16 @@ struct dns_ends {
     u8 family;
     u8 protocol;
     u8 count;         // messages found in the packet (TCP: up to DNS_TCP_MESSAGES)
-    u8 pad[5];
+    u8 direction;     // DIR_*: the classifier's hook
+    u8 pad[4];
     u64 cgroup;       // the flow's local owner (see bpf/flows.c), or 0
     u32 off[DNS_TCP_MESSAGES];  // where each message starts in the packet
     u32 len[DNS_TCP_MESSAGES];  // and its bytes in the packet
 };
 
 // Per CPU, off the 512-byte stack (which HTTP's part shares). Everything the parse and
-// what follows it need is here, not in registers or on the stack: the verifier's walk of a
-// name's labels (up to DNS_MAX_LABELS) then starts from one state, not from one for each
-// family, transport and message of a segment.
+// what follows it need is here: the classifier lays the packet out, and dns_messages, a
+// program of its own that the classifier tail-calls on the same CPU, parses it.
 struct dns_scratch {
     u8 buf[DNS_BUF];  // the message's first bytes
     struct dns_ends ends;
@@ -159,6 +160,10 @@ BPF_RINGBUF_OUTPUT(dns_events, 256);
 #if DNS_PACKETS
 BPF_RINGBUF_OUTPUT(dns_packets, 1024);
 #endif
+// dns_messages, set by user space: the parse is a program of its own, compiled and verified
+// once, not inlined into each of the four classifiers (the first scrape comes sooner); the
+// tail call costs only DNS packets, a few ns.
+BPF_PROG_ARRAY(dns_parse, 1);
 
 // The question's end: walks the name's labels in buf (len bytes were read) from the header's
 // end; the name's length with its final 0 byte, or 0 if the name is malformed or cut short.
@@ -554,13 +559,26 @@ static __always_inline void inspect_dns(struct __sk_buff *skb, struct flow_val *
             return;  // no payload: an ACK, a FIN
         tcp_messages(skb, val, e, scratch->buf, off, skb->len - off, ntohl(th->seq));
     }
-    // From here on, only scratch and the direction: one state for the parse's walk.
-    asm volatile("" ::: "memory");
+    if (!e->count)
+        return;
+    e->direction = direction;
+    dns_parse.call(skb, 0);  // does not return, unless user space has not set it yet
+}
+
+// The messages the classifier laid out in scratch (see inspect_dns), tail-called by it.
+int dns_messages(struct __sk_buff *skb)
+{
+    int zero = 0;
+    struct dns_scratch *scratch = dns_scratch.lookup(&zero);
+    if (!scratch)
+        return TC_ACT_UNSPEC;
+    struct dns_ends *e = &scratch->ends;
 #pragma nounroll
     for (int m = 0; m < DNS_TCP_MESSAGES; m++) {
         if (m >= e->count)
-            return;
-        inspect_message(skb, direction, e->off[m & (DNS_TCP_MESSAGES - 1)],
+            break;
+        inspect_message(skb, e->direction, e->off[m & (DNS_TCP_MESSAGES - 1)],
                         e->len[m & (DNS_TCP_MESSAGES - 1)], scratch);
     }
+    return TC_ACT_UNSPEC;  // the classifier's verdict: never changes the packet's fate
 }

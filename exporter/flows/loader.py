@@ -23,6 +23,7 @@ from exporter.flows.table import (
     evicted,
 )
 from exporter.host import bpfstats, contract, kernel
+from exporter.host.bpfobject import SCHED_CLS
 from exporter.host.cgroups import OWNER_FUNCTIONS, SocketOwners
 from exporter.host.links import check_still_there, faces_workload, link_exists, workload_netns
 from exporter.host.tc import (
@@ -37,6 +38,7 @@ from exporter.model.snapshot import MapUsage
 log = logging.getLogger(__name__)
 
 TC_HANDLE = 0x9435
+DNS_PARSE = "dns_messages"  # bpf/dns.c's program, tail-called by the classifiers
 HEADER = "flows.h"  # what the program and this loader share (see exporter/host/contract.py)
 COUNTERS = "F_"  # the prefix of the names of the `flow_counters` indexes in the header
 # Filters put back on one link at most this often within the window (seconds).
@@ -66,8 +68,12 @@ class FlowAccounting:
             PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}", f"-DHTTP={int(http is not None)}",
                       f"-DDNS={int(dns is not None)}", f"-DLABEL_WORKLOAD={int(workload)}",
                       *(http or ()), *(dns or ())],
-            {**classifier_functions("flows"), **(OWNER_FUNCTIONS if workload else {})})
+            {**classifier_functions("flows"), **(OWNER_FUNCTIONS if workload else {}),
+             **({DNS_PARSE: SCHED_CLS} if dns is not None else {})})
         self._programs = load_classifiers(self.bpf, "flows")
+        if dns is not None:  # the classifier tail-calls DNS's parse (see bpf/dns.c)
+            parse = self.bpf.load_func(DNS_PARSE.encode(), SCHED_CLS)
+            self.bpf["dns_parse"][ctypes.c_int(0)] = ctypes.c_int(parse.fd)
         self._owners = SocketOwners(self.bpf, cgroup_root) if cgroup_root else None
         self._tables: dict[str, FlowTable] = {}
         for name, key, head in (("flows4", KEY4, HEAD4), ("flows6", KEY6, HEAD6)):
