@@ -42,6 +42,25 @@ IPV4_TRANSPORT = b"""
         return -1;
     u8 *l4 = (void *)ip + (ip[0] & 0x0f) * 4;"""
 
+# tuple_counter's map, and its count of a packet (saddr, daddr and ports read before).
+TUPLES = b"""
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+struct tuple { u32 ifindex; u8 protocol; u8 pad[3]; u32 saddr; u32 daddr; u32 ports; };
+struct counts { u64 packets; u64 bytes; };
+BPF_TABLE("lru_hash", struct tuple, struct counts, tuples, 1024);"""
+TUPLE_COUNT = b"""
+    struct tuple key = {.ifindex = skb->ifindex, .protocol = ip[9], .saddr = saddr,
+                        .daddr = daddr, .ports = ports};
+    struct counts *val = tuples.lookup(&key);
+    if (val) {
+        __sync_fetch_and_add(&val->packets, 1);
+        __sync_fetch_and_add(&val->bytes, skb->len);
+    } else {
+        struct counts first = {1, skb->len};
+        tuples.update(&key, &first);
+    }"""
+
 REFERENCES = {
     "empty_cls": b"int empty_cls(struct __sk_buff *skb) { return -1; }",
     "lru_counter": b"""
@@ -56,26 +75,13 @@ int lru_counter(struct __sk_buff *skb) {
     # interface as the key (20 bytes), packets and bytes as the value, one LRU lookup and
     # two atomic adds; no VLAN tags, IPv6, direction or server port.
     "tuple_counter": b"""
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
-struct tuple { u32 ifindex; u8 protocol; u8 pad[3]; u32 saddr; u32 daddr; u32 ports; };
-struct counts { u64 packets; u64 bytes; };
-BPF_TABLE("lru_hash", struct tuple, struct counts, tuples, 1024);
+""" + TUPLES + b"""
 int tuple_counter(struct __sk_buff *skb) {
 """ + IPV4_TRANSPORT + b"""
     if ((void *)(l4 + 4) > end)
         return -1;
-    struct tuple key = {.ifindex = skb->ifindex, .protocol = ip[9],
-                        .saddr = *(u32 *)(ip + 12), .daddr = *(u32 *)(ip + 16),
-                        .ports = *(u32 *)l4};
-    struct counts *val = tuples.lookup(&key);
-    if (val) {
-        __sync_fetch_and_add(&val->packets, 1);
-        __sync_fetch_and_add(&val->bytes, skb->len);
-    } else {
-        struct counts first = {1, skb->len};
-        tuples.update(&key, &first);
-    }
+    u32 saddr = *(u32 *)(ip + 12), daddr = *(u32 *)(ip + 16), ports = *(u32 *)l4;
+""" + TUPLE_COUNT + b"""
     return -1;
 }""",
     # The least that matches DNS answers to queries in the kernel, on top of the least that
@@ -85,12 +91,8 @@ int tuple_counter(struct __sk_buff *skb) {
     # histogram (count, sum and a power-of-two bucket). No question, TCP, IPv6, types, codes,
     # series, roles, retries, truncation or malformed checks.
     "dns_floor": b"""
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
-struct tuple { u32 ifindex; u8 protocol; u8 pad[3]; u32 saddr; u32 daddr; u32 ports; };
-struct counts { u64 packets; u64 bytes; };
+""" + TUPLES + b"""
 struct query { u32 ifindex; u32 low; u32 high; u32 ports; u32 id; };
-BPF_TABLE("lru_hash", struct tuple, struct counts, tuples, 1024);
 BPF_TABLE("lru_hash", struct query, u64, queries, 4096);
 BPF_ARRAY(latency, u64, 66);
 int dns_floor(struct __sk_buff *skb) {
@@ -98,16 +100,7 @@ int dns_floor(struct __sk_buff *skb) {
     if ((void *)(l4 + 8) > end)
         return -1;
     u32 saddr = *(u32 *)(ip + 12), daddr = *(u32 *)(ip + 16), ports = *(u32 *)l4;
-    struct tuple key = {.ifindex = skb->ifindex, .protocol = ip[9], .saddr = saddr,
-                        .daddr = daddr, .ports = ports};
-    struct counts *val = tuples.lookup(&key);
-    if (val) {
-        __sync_fetch_and_add(&val->packets, 1);
-        __sync_fetch_and_add(&val->bytes, skb->len);
-    } else {
-        struct counts first = {1, skb->len};
-        tuples.update(&key, &first);
-    }
+""" + TUPLE_COUNT + b"""
     u16 sport = ntohs(*(u16 *)l4), dport = ntohs(*(u16 *)(l4 + 2));
     u8 h[4];
     if (ip[9] != IPPROTO_UDP || (sport != 53 && dport != 53) ||

@@ -13,10 +13,7 @@ from exporter.dns.codes import qtype_name, rcode_name
 from exporter.dns.loader import DnsInspection, cflags
 from exporter.dns.message import decode
 from exporter.flows.loader import FlowAccounting
-from exporter.host import compiler
-from exporter.host.links import link_index
 from exporter.model.events import DnsPacket
-from exporter.signals import stop_on_signals
 
 TC_HANDLE = 0x9437  # the traffic classifier's is 0x9435, the http tool's 0x9436
 
@@ -56,19 +53,9 @@ def print_packet(packet: DnsPacket, out: TextIO = sys.stdout) -> None:
 
 
 def run_dns(config: Config, interface: str) -> int:
-    index = link_index(interface)
-    stop = stop_on_signals()
-    # The traffic classifier with DNS matching in (its flows are not read), under its own
-    # handle: a `serve` on the same link keeps its filters.
-    classifier = FlowAccounting(config.flows, dns=cflags(config.dns, False, True),
-                                tc_handle=TC_HANDLE)
-    compiler.done()  # loaded: the compiling process ends
-    try:
-        DnsInspection(config.dns, classifier.bpf).open_packets(print_packet)
-    except BaseException:
-        classifier.close()
-        raise
-    print(f"Inspecting DNS on {interface} (ports {', '.join(map(str, config.dns.ports))})"
-          "... Ctrl-C to end.", file=sys.stderr, flush=True)
-    classifier.show(index, interface, stop)
-    return 0
+    return FlowAccounting.inspect(
+        config.flows, interface, TC_HANDLE,
+        f"Inspecting DNS on {interface} (ports {', '.join(map(str, config.dns.ports))})... "
+        "Ctrl-C to end.",
+        lambda bpf: DnsInspection(config.dns, bpf).open_packets(print_packet),
+        dns=cflags(config.dns, False, True))

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from exporter.config.schema import FlowsConfig
@@ -22,10 +23,16 @@ from exporter.flows.table import (
     check_layouts,
     evicted,
 )
-from exporter.host import bpfstats, contract, kernel
-from exporter.host.bpfobject import SCHED_CLS
+from exporter.host import bpfstats, compiler, contract, kernel
+from exporter.host.bpfobject import SCHED_CLS, BpfObject
 from exporter.host.cgroups import OWNER_FUNCTIONS, SocketOwners
-from exporter.host.links import check_still_there, faces_workload, link_exists, workload_netns
+from exporter.host.links import (
+    check_still_there,
+    faces_workload,
+    link_exists,
+    link_index,
+    workload_netns,
+)
 from exporter.host.tc import (
     HOOKS,
     TcFilters,
@@ -34,6 +41,7 @@ from exporter.host.tc import (
     starts_at_ip,
 )
 from exporter.model.snapshot import MapUsage
+from exporter.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +196,26 @@ class FlowAccounting:
     def detach_all(self) -> None:
         """Off every interface, first thing at a stop (see Agent.stop)."""
         self.filters.detach_all(self._attached)
+
+    @classmethod
+    def inspect(cls, config: FlowsConfig, interface: str, tc_handle: int, banner: str,
+                open_packets: Callable[[BpfObject], None], http: Sequence[str] | None = None,
+                dns: Sequence[str] | None = None) -> int:
+        """A tool's whole run (`http`, `dns`): the classifier with HTTP or DNS in (its flows
+        are not read) under its own handle, so that a `serve` on the same link keeps its
+        filters; `open_packets` opens the ring buffer the tool prints from."""
+        index = link_index(interface)
+        stop = stop_on_signals()
+        classifier = cls(config, http=http, dns=dns, tc_handle=tc_handle)
+        compiler.done()  # loaded: the compiling process ends
+        try:
+            open_packets(classifier.bpf)
+        except BaseException:
+            classifier.close()
+            raise
+        print(banner, file=sys.stderr, flush=True)
+        classifier.show(index, interface, stop)
+        return 0
 
     def show(self, ifindex: int, name: str, stop: threading.Event) -> None:
         """A tool's run: attached to one link, the ring buffers (each opened with its handler)

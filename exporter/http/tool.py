@@ -7,11 +7,8 @@ from typing import TextIO
 
 from exporter.config.schema import Config
 from exporter.flows.loader import FlowAccounting
-from exporter.host import compiler
-from exporter.host.links import link_index
 from exporter.http.loader import HttpInspection, cflags
 from exporter.model.events import HttpPacket
-from exporter.signals import stop_on_signals
 
 TC_HANDLE = 0x9436  # the traffic classifier's is 0x9435
 
@@ -30,18 +27,8 @@ def print_packet(packet: HttpPacket, out: TextIO = sys.stdout) -> None:
 
 
 def run_http(config: Config, interface: str) -> int:
-    index = link_index(interface)
-    stop = stop_on_signals()
-    # The traffic classifier with HTTP matching in (its flows are not read), under its own
-    # handle: a `serve` on the same link keeps its filters.
-    classifier = FlowAccounting(config.flows, http=cflags(config.http, False, True),
-                                tc_handle=TC_HANDLE)
-    compiler.done()  # loaded: the compiling process ends
-    try:
-        HttpInspection(config.http, classifier.bpf).open_packets(print_packet)
-    except BaseException:
-        classifier.close()
-        raise
-    print(f"Inspecting HTTP on {interface}... Ctrl-C to end.", file=sys.stderr, flush=True)
-    classifier.show(index, interface, stop)
-    return 0
+    return FlowAccounting.inspect(
+        config.flows, interface, TC_HANDLE,
+        f"Inspecting HTTP on {interface}... Ctrl-C to end.",
+        lambda bpf: HttpInspection(config.http, bpf).open_packets(print_packet),
+        http=cflags(config.http, False, True))
