@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-bpfcc python3-pyroute2 bpftool python3-venv python3-yaml \
 	iproute2 util-linux libcap2-bin curl tshark iperf3 nginx-light hey wrk prometheus \
-	iptables bpfcc-tools dnsmasq-base bind9-dnsutils
+	iptables bpfcc-tools dnsmasq-base bind9-dnsutils python3-seccomp
 CONFIG ?= config.yaml
 PYTEST_ARGS ?=
 
