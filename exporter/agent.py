@@ -169,7 +169,7 @@ class Agent:
                              ) -> tuple[FlowAccounting | None, HttpInspection | None,
                                         DnsInspection | None]:
         config, stack = self.config, self._stack
-        if not config.interfaces:
+        if config.interfaces == ():  # none asked for ([]); None follows the default routes
             return None, None, None
         # HTTP and DNS are matched inside the traffic classifier's run, on the flow entry it
         # holds; their series take each packet's owner from that entry.
@@ -214,7 +214,10 @@ class Agent:
         watcher.start()
         self._watcher = watcher
         self._stack.callback(watcher.stop)
-        for name in self.config.interfaces:
+        if self.config.interfaces is None:
+            log.info("counting traffic on the default routes' interfaces: %s",
+                     ", ".join(sorted(watcher.present.values())) or "none yet")
+        for name in self.config.interfaces or ():
             if not any(c in name for c in "*?[") and name not in watcher.present.values():
                 log.warning("interface %s does not exist (yet); it is counted once it appears. "
                             "`ip link` lists the interfaces of this namespace.", name)

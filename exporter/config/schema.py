@@ -207,7 +207,10 @@ class WorkloadsConfig:
 class Config:
     listen: ListenAddress = key(parse_listen, ListenAddress("", 9435))
     interval: float = key(v.duration, 5.0)
-    interfaces: tuple[str, ...] = key(v.items(v.interface_name), (), null_is_default=True)
+    # None (not set): the links the default routes leave through, followed as routes change;
+    # [] none (no traffic, HTTP or DNS metrics).
+    interfaces: tuple[str, ...] | None = key(v.items(v.interface_name), None,
+                                             null_is_default=True)
     log_level: str = key(v.choice(LOG_LEVELS), "info")
     bpf_stats: bool = key(v.boolean, False)
     connections: ConnectionsConfig = key(v.section(ConnectionsConfig), ConnectionsConfig(),

@@ -22,14 +22,19 @@ from exporter.host.rtnetlink import (
     IFLA_LINK_NETNSID,
     RTM_DELLINK,
     RTM_DELQDISC,
+    RTM_DELROUTE,
     RTM_DELTFILTER,
     RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_ROUTE,
     RTMGRP_LINK,
     RTMGRP_TC,
     DumpInterrupted,
     Message,
     NetlinkError,
     Rtnl,
+    is_default_route,
 )
 
 log = logging.getLogger(__name__)
@@ -104,19 +109,22 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
 
 
 class InterfaceWatcher:
-    """Reports links whose names match as they come and go; with `on_tc_removal`, also
-    each TC filter or qdisc removed from one of them (by anyone: another tool flushing
-    an interface's filters takes ours too)."""
+    """Reports links whose names match as they come and go, or with `patterns` None the
+    links the default routes (IPv4 and IPv6, main table) leave through, as routes change;
+    with `on_tc_removal`, also each TC filter or qdisc removed from one of them (by anyone:
+    another tool flushing an interface's filters takes ours too)."""
 
-    def __init__(self, patterns: Sequence[str], on_add: Callable[[int, str], None],
+    def __init__(self, patterns: Sequence[str] | None, on_add: Callable[[int, str], None],
                  on_remove: Callable[[int, str], None],
                  on_tc_removal: Callable[[int, str], None] | None = None) -> None:
-        self.patterns = tuple(patterns)
+        self.patterns = tuple(patterns) if patterns is not None else None
         self.on_add = on_add
         self.on_remove = on_remove
         self.on_tc_removal = on_tc_removal
         self.present: dict[int, str] = {}
-        self._events = Rtnl(groups=RTMGRP_LINK | (RTMGRP_TC if on_tc_removal else 0))
+        self._routed: set[int] = set()  # with patterns None: the default routes' links
+        routes = RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE if patterns is None else 0
+        self._events = Rtnl(groups=RTMGRP_LINK | routes | (RTMGRP_TC if on_tc_removal else 0))
         # TC events come for every interface on the host (ours too: attaching a few hundred
         # links queues three each): a larger buffer makes an overflow, and a resync, rarer.
         try:
@@ -135,6 +143,9 @@ class InterfaceWatcher:
         """Bring `present` in line with the links there are now: at start, and after events
         were lost (a burst overflowing the socket's buffer gives ENOBUFS), when a removal of
         our filters may have been among them too."""
+        if self.patterns is None:  # before the links: a route to a link listed after is seen
+            self._routed = (rtnetlink.default_route_links(socket.AF_INET)
+                            | rtnetlink.default_route_links(socket.AF_INET6))
         links = _list_links()
         known = set(self.present)
         for link in links:
@@ -191,6 +202,8 @@ class InterfaceWatcher:
                     self._handle(msg, self._gone)
                 elif msg.kind in (RTM_DELTFILTER, RTM_DELQDISC):
                     self._handle(msg, self._tc_removed)
+                elif msg.kind in (RTM_NEWROUTE, RTM_DELROUTE) and is_default_route(msg):
+                    self._guarded(0, "(default routes)", self.resync)
 
     def _drain(self) -> None:
         for _ in range(DRAIN_READS):
@@ -215,7 +228,9 @@ class InterfaceWatcher:
 
     def _seen(self, msg: Message) -> None:
         index, name = msg.index, msg.text(IFLA_IFNAME)
-        if not name or not matches(name, self.patterns):
+        wanted = index in self._routed if self.patterns is None else (
+            name is not None and matches(name, self.patterns))
+        if not name or not wanted:
             if index in self.present:
                 self._gone(msg)  # renamed to a name we do not watch
             return

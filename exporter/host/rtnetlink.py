@@ -20,7 +20,7 @@ RTM_NEWTFILTER, RTM_DELTFILTER, RTM_GETTFILTER = 44, 45, 46
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR = 0x1, 0x2, 0x4, 0x10
 NLM_F_DUMP, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x300, 0x100, 0x200, 0x400
-RTMGRP_LINK, RTMGRP_TC = 0x1, 0x8
+RTMGRP_LINK, RTMGRP_TC, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE = 0x1, 0x8, 0x40, 0x400
 IFLA_IFNAME, IFLA_LINK_NETNSID = 3, 37
 RTA_OIF, RTA_MULTIPATH = 4, 9
 RT_TABLE_MAIN = 254
@@ -195,14 +195,19 @@ def list_links() -> list[Message]:
         return rtnl.dump(RTM_GETLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
 
 
+def is_default_route(msg: Message) -> bool:
+    """Whether a route message is about a default route of the main table."""
+    _family, dst_len, _src, _tos, table, *_ = msg.header
+    return dst_len == 0 and table == RT_TABLE_MAIN
+
+
 def default_route_links(family: int) -> set[int]:
     """The links the main table's default routes of a family leave through."""
     with Rtnl() as rtnl:
         routes = rtnl.dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0))
     found: set[int] = set()
     for route in routes:
-        _family, dst_len, _src, _tos, table, *_ = route.header
-        if dst_len != 0 or table != RT_TABLE_MAIN:
+        if not is_default_route(route):
             continue
         if (oif := route.s32(RTA_OIF)) is not None:
             found.add(oif)

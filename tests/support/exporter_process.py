@@ -38,7 +38,10 @@ class Exporter:
         self.headers = headers or {}
         self.context = context
         self.scrapes = 0  # each is a TCP connection the exporter itself sees
-        config = {"listen": f"{host}:{self.port}", "interval": "100ms", **config}
+        # No interface unless the test names some (the exporter's own default follows the
+        # machine's default routes: the tests' traffic is on links they make).
+        config = {"listen": f"{host}:{self.port}", "interval": "100ms", "interfaces": [],
+                  **config}
         self.dir = tempfile.TemporaryDirectory()
         self.config_path = Path(self.dir.name) / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
