@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -9,11 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 import yaml
 
 from exporter.config.load import load_config
 from exporter.sinks.prometheus import format_bound
+from tests.support.crds import validate_service_monitor
 from tests.support.paths import ROOT
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -151,13 +154,33 @@ def test_grafana_provisioning_points_at_the_dashboards() -> None:
     assert f"../../grafana/dashboards:{path}:ro" in mounts
 
 
-def test_kubernetes_manifests_validate_against_the_schemas() -> None:
+# The oldest Kubernetes docs/deployment.md claims, and the newest kubernetes-validate knows.
+KUBERNETES_VERSIONS = ("1.25.0", "1.37.0")
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_manifests_validate_against_the_schemas(version: str) -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "-k", "1.30.0",
+        [str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "-k", version,
          str(KUBE / "daemonset.yaml"), str(KUBE / "service.yaml")],
         capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("passed") + result.stderr.count("passed") == 3
+
+
+def test_the_servicemonitor_validates_against_the_operators_crd() -> None:
+    monitor = yaml.safe_load((KUBE / "servicemonitor.yaml").read_text())
+    validate_service_monitor(monitor)
+    # Unknown fields are refused at any depth, and wrong types too.
+    for path, bad in ((("spec", "bogus"), 1), (("spec", "endpoints", 0, "intervall"), "15s"),
+                      (("metadata", "lables"), {}), (("spec", "endpoints", 0, "port"), [])):
+        doc = copy.deepcopy(monitor)
+        at = doc
+        for step in path[:-1]:
+            at = at[step]
+        at[path[-1]] = bad
+        with pytest.raises(pydantic.ValidationError):
+            validate_service_monitor(doc)
 
 
 def test_daemonset_runs_with_capabilities_not_privileged() -> None:
@@ -175,7 +198,6 @@ def test_daemonset_runs_with_capabilities_not_privileged() -> None:
 
 
 def test_servicemonitor_scrapes_the_service_port() -> None:
-    # The Prometheus Operator's CRD schema is not in kubernetes-validate: check by hand.
     monitor = yaml.safe_load((KUBE / "servicemonitor.yaml").read_text())
     service = yaml.safe_load((KUBE / "service.yaml").read_text())
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
