@@ -5,10 +5,12 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := python3-bpfcc python3-pyroute2 bpftool python3-venv python3-yaml \
 	iproute2 util-linux libcap2-bin curl tshark iperf3 nginx-light hey wrk prometheus \
 	iptables bpfcc-tools dnsmasq-base bind9-dnsutils python3-seccomp
+# What `make image` needs besides: podman and buildah build, mmdebstrap makes the Debian base.
+IMAGE_APT_PACKAGES := podman buildah mmdebstrap
 CONFIG ?= config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup apt run test test-unit test-kernel lint typecheck clean
+.PHONY: setup apt run test test-unit test-kernel image test-image lint typecheck clean
 
 setup: apt $(VENV)/.installed
 	@scripts/kernel-headers.sh
@@ -44,6 +46,16 @@ test-unit: $(VENV)/.installed
 # Programs loaded into the running kernel, namespaces, the exporter process: as root.
 test-kernel: setup
 	$(PY) -m pytest tests/kernel $(PYTEST_ARGS)
+
+# The image (deploy/docker/Dockerfile) as localhost/ebpf-net-exporter, from no registry.
+image: setup
+	@scripts/apt-install.sh $(IMAGE_APT_PACKAGES)
+	scripts/build-image.sh
+
+# The exporter run from the image's root file system against the running kernel. Minutes,
+# for the build: not in `make test`, a step of its own in .ci/run.
+test-image: image
+	$(PY) -m pytest tests/image $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
