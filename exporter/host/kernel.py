@@ -7,7 +7,6 @@ import platform
 import struct
 import subprocess
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +88,13 @@ def headers_are_fallback(build: Path | None = None) -> bool:
 
 
 def program_dir() -> Path:
-    # A checkout keeps bpf/ beside the package; an installed wheel maps it to exporter.bpf.
+    # A checkout keeps bpf/ beside the package; an installed wheel maps it to exporter.bpf,
+    # the folder exporter/bpf. (It has no __init__.py: importlib.resources would give a
+    # namespace package's MultiplexedPath, whose str() is no path; found by the image's test.)
     beside = Path(__file__).resolve().parents[2] / "bpf"
     if beside.is_dir():
         return beside
-    return Path(str(resources.files("exporter.bpf")))
+    return Path(__file__).resolve().parents[1] / "bpf"
 
 
 MINIMUM_KERNEL = (5, 15)
