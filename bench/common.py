@@ -61,6 +61,20 @@ TUPLE_COUNT = b"""
         tuples.update(&key, &first);
     }"""
 
+# The floors' one global latency histogram (BPF_ARRAY latency: count, sum, then power-of-two
+# buckets): `ns` added.
+ADD_LATENCY = b"""
+    u32 i = 2;
+    while (ns >> (i - 1) && i < 65)  // log2 bucket
+        i++;
+    u32 zero = 0, one = 1;
+    u64 *count = latency.lookup(&zero), *sum = latency.lookup(&one), *bucket = latency.lookup(&i);
+    if (count && sum && bucket) {
+        __sync_fetch_and_add(count, 1);
+        __sync_fetch_and_add(sum, ns);
+        __sync_fetch_and_add(bucket, 1);
+    }"""
+
 REFERENCES = {
     "empty_cls": b"int empty_cls(struct __sk_buff *skb) { return -1; }",
     "lru_counter": b"""
@@ -121,16 +135,7 @@ int dns_floor(struct __sk_buff *skb) {
         return -1;
     u64 ns = bpf_ktime_get_ns() - *asked;
     queries.delete(&q);
-    u32 i = 2;
-    while (ns >> (i - 1) && i < 65)  // log2 bucket
-        i++;
-    u32 zero = 0, one = 1;
-    u64 *count = latency.lookup(&zero), *sum = latency.lookup(&one), *bucket = latency.lookup(&i);
-    if (count && sum && bucket) {
-        __sync_fetch_and_add(count, 1);
-        __sync_fetch_and_add(sum, ns);
-        __sync_fetch_and_add(bucket, 1);
-    }
+""" + ADD_LATENCY + b"""
     return -1;
 }""",
     # The least that matches HTTP responses to requests in the kernel, on top of the least
@@ -174,16 +179,7 @@ int http_floor(struct __sk_buff *skb) {
         val->asked = bpf_ktime_get_ns();
     } else if (b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && val->asked) {
         u64 ns = bpf_ktime_get_ns() - val->asked;
-        u32 i = 2;
-        while (ns >> (i - 1) && i < 65)  // log2 bucket
-            i++;
-        u32 zero = 0, one = 1;
-        u64 *count = latency.lookup(&zero), *sum = latency.lookup(&one), *bucket = latency.lookup(&i);
-        if (count && sum && bucket) {
-            __sync_fetch_and_add(count, 1);
-            __sync_fetch_and_add(sum, ns);
-            __sync_fetch_and_add(bucket, 1);
-        }
+""" + ADD_LATENCY + b"""
         val->asked = 0;
     }
     return -1;
