@@ -1,11 +1,14 @@
-"""A real Prometheus scrapes the exporter while real TCP and HTTP traffic runs; every
-expression of every dashboard and rule is then run against it."""
+"""A real Prometheus scrapes the exporter while real TCP, HTTP and DNS traffic runs, in the
+text exposition and, with native histograms on, in the protobuf one; every expression of
+every dashboard and rule is then run against it."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.sinks.protobuf import accepts_protobuf
 from tests.support.dnsmasq import FAIL, dns_both_ways
 from tests.support.exporter_process import Exporter, free_port
 from tests.support.namespaces import Hosts, in_namespace, make_host_link, require_root
@@ -26,10 +30,52 @@ from tests.support.paths import ROOT
 # cross, so they return nothing; they must parse and run, and promtool's unit tests
 # (deploy/prometheus/rules_test.yml) show that each fires when it should.
 NO_DATA_EXPECTED = "alert rules"
+NATIVE_HISTOGRAMS = "--enable-feature=native-histograms"
+
+
+class AcceptRecorder(http.server.BaseHTTPRequestHandler):
+    """A target that notes each scrape's Accept header in its server's `accepts`."""
+
+    def do_GET(self) -> None:
+        self.server.accepts.append(self.headers.get("Accept", ""))  # type: ignore[attr-defined]
+        body = b"up_probe 1\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_prometheus_asks_for_protobuf_with_native_histograms_on() -> None:
+    """What Debian's Prometheus sends as Accept, with the feature on and off: the exporter
+    answers protobuf (exporter/sinks/protobuf.py) exactly when it is asked for."""
+    require_root()
+    seen: dict[bool, str] = {}
+    for native in (False, True):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AcceptRecorder)
+        accepts: list[str] = []
+        server.accepts = accepts  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        prometheus = Prometheus(f"127.0.0.1:{server.server_address[1]}",
+                                *((NATIVE_HISTOGRAMS,) if native else ()))
+        try:
+            deadline = time.monotonic() + 20
+            while not accepts and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            prometheus.stop()
+            server.shutdown()
+        assert accepts, "Prometheus never scraped"
+        seen[native] = accepts[0]
+    assert accepts_protobuf(seen[True]), seen
+    assert not accepts_protobuf(seen[False]), seen
 
 
 class Prometheus:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *flags: str) -> None:
         self.dir = tempfile.TemporaryDirectory()
         root = Path(self.dir.name)
         self.port = free_port()
@@ -42,7 +88,7 @@ class Prometheus:
         self.proc = subprocess.Popen(
             ["prometheus", f"--config.file={root / 'prometheus.yml'}",
              f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
+             f"--web.listen-address=127.0.0.1:{self.port}", *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
@@ -99,12 +145,13 @@ def link() -> Iterator[Hosts]:
     yield from make_host_link("e1", 97)
 
 
-def drive_traffic(link: Hosts, seconds: float) -> None:
-    """TCP, HTTP and DNS both ways, failures, 4xx and 5xx, and one unanswered request and
-    query."""
-    link.start(link.server_ns, "http-script", "8098", json.dumps([
+def drive_traffic(link: Hosts, seconds: float, silent_port: int = 8098) -> None:
+    """TCP, HTTP and DNS both ways, failures, 4xx and 5xx, and one unanswered request (to
+    `silent_port`, whose server outlives the call) and query."""
+    link.start(link.server_ns, "http-script", str(silent_port), json.dumps([
         {"requests": 1}, {"sleep": 20}]))
-    silent = subprocess.Popen(["curl", "-s", "-m", "15", f"http://{link.server_v4}:8098/"],
+    silent = subprocess.Popen(["curl", "-s", "-m", "15",
+                               f"http://{link.server_v4}:{silent_port}/"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + seconds
     remote, local = f"http://{link.server_v4}", f"http://{link.client_v4}:8097"
@@ -124,13 +171,17 @@ def drive_traffic(link: Hosts, seconds: float) -> None:
     silent.wait(30)
 
 
-def test_every_dashboard_and_rule_expression_returns_data(link: Hosts) -> None:
+# With native histograms on, Prometheus asks for the protobuf exposition (see
+# test_prometheus_asks_for_protobuf_with_native_histograms_on): every query must still work.
+@pytest.mark.parametrize("flags", [(), (NATIVE_HISTOGRAMS,)], ids=["text", "protobuf"])
+def test_every_dashboard_and_rule_expression_returns_data(link: Hosts,
+                                                          flags: tuple[str, ...]) -> None:
     remote, local = Nginx(link.server_ns), Nginx("", port=8097)
     exporter = Exporter({"interfaces": [link.interface], "bpf_stats": True, "interval": "500ms",
                          "http": {"request_timeout": "1s"}, "dns": {"query_timeout": "1s"}})
-    prometheus = Prometheus(f"127.0.0.1:{exporter.port}")
+    prometheus = Prometheus(f"127.0.0.1:{exporter.port}", *flags)
     try:
-        drive_traffic(link, 20)
+        drive_traffic(link, 20, 8098 + len(flags))
         time.sleep(3)  # a few more scrapes and rule evaluations
 
         # The live exposition passes promtool's lint: names, units, help texts.

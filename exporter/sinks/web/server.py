@@ -18,6 +18,7 @@ from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.config.schema import ListenAddress
+from exporter.sinks.protobuf import CONTENT_TYPE, accepts_protobuf, exposition
 from exporter.sinks.web.auth import authorizer
 from exporter.sinks.web.config import TlsFiles, WebConfig, tls_context
 
@@ -49,6 +50,14 @@ def handler_class(registry: CollectorRegistry, users: Mapping[str, bytes]) -> ty
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="ebpf-net-exporter"')
                 self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            if accepts_protobuf(self.headers.get("Accept")):
+                body = exposition(registry.collect())
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
