@@ -16,7 +16,7 @@
 //   DNS_PACKETS                          1 to publish each message (the `dns` tool)
 //   DNS_WORKLOAD                         1 to key series by the local workload too
 // bpf/flows.c provides before the splice: struct flow_val (dns_tcp, dns_next), the flow key
-// types and request_role(...).
+// types, KEY_ENDS and request_role(...).
 
 #include "dns.h"
 
@@ -108,7 +108,6 @@ struct dns_message {
     u16 ancount;
     u16 qtype;
     u16 name_len;  // with the final 0
-    u32 len;       // bytes in the message (in scratch: up to DNS_BUF)
 };
 
 // The packet's ends, whichever its family (IPv4 addresses in the first 4 bytes, zeroed after).
@@ -198,7 +197,6 @@ static __always_inline int parse_message(struct __sk_buff *skb, u32 off, u32 len
     // ((n - 1) & (size - 1)) + 1 is n, in a form the verifier can bound to [1, size].
     if (bpf_skb_load_bytes(skb, off, buf, ((n - 1) & (DNS_BUF - 1)) + 1) < 0)
         return -1;
-    msg->len = n;
     msg->id = (buf[0] << 8) | buf[1];
     msg->flags = (buf[2] << 8) | buf[3];
     msg->qdcount = (buf[4] << 8) | buf[5];
@@ -458,16 +456,6 @@ static __always_inline int first_message(struct flow_val *val, u32 seq, u32 payl
     return at;
 }
 
-// The packet's ends from its flow key (a flow_key4 or flow_key6 at `k`).
-#define DNS_ENDS(e, k)                                                     \
-    do {                                                                   \
-        __builtin_memcpy((e)->saddr, (k)->saddr, sizeof((k)->saddr));      \
-        __builtin_memcpy((e)->daddr, (k)->daddr, sizeof((k)->daddr));      \
-        (e)->sport = (k)->sport;                                           \
-        (e)->dport = (k)->dport;                                           \
-        (e)->protocol = (k)->protocol;                                     \
-    } while (0)
-
 // Where the TCP segment's messages are (into e->off, e->len, e->count): after the length of
 // each, DNS_TCP_MESSAGES at most; the flow entry learns where the next one starts.
 static __always_inline void tcp_messages(struct __sk_buff *skb, struct flow_val *val,
@@ -529,9 +517,10 @@ static __always_inline void inspect_dns(struct __sk_buff *skb, struct flow_val *
     e->ifindex = skb->ifindex;
     e->family = ipv6 ? 6 : 4;
     if (ipv6)
-        DNS_ENDS(e, (struct flow_key6 *)key);
+        KEY_ENDS(e, (struct flow_key6 *)key);
     else
-        DNS_ENDS(e, (struct flow_key4 *)key);
+        KEY_ENDS(e, (struct flow_key4 *)key);
+    e->protocol = ((struct flow_key4 *)key)->protocol;  // alike in both keys
     e->cgroup = val->cgroup;
     u32 l4_off = (u32)(l4 - data);
     if (e->protocol == IPPROTO_UDP) {

@@ -97,6 +97,16 @@ BPF_HASH(flows_peer_netns, u32, s32, 65536);
         __builtin_memcpy((key).daddr, (ip)->daddr, sizeof((key).daddr)); \
     } while (0)
 
+// A packet's addresses and ports from its flow key `k` (a flow_key4 or flow_key6) into `dst`
+// (HTTP's segment, DNS's ends: 16-byte addresses, of which an IPv4 key fills the first 4).
+#define KEY_ENDS(dst, k)                                                   \
+    do {                                                                   \
+        __builtin_memcpy((dst)->saddr, (k)->saddr, sizeof((k)->saddr));    \
+        __builtin_memcpy((dst)->daddr, (k)->daddr, sizeof((k)->daddr));    \
+        (dst)->sport = (k)->sport;                                         \
+        (dst)->dport = (k)->dport;                                         \
+    } while (0)
+
 // Reads the ports into the key; returns the TCP flags byte (0 for UDP), or -1
 // when the ports are beyond the linear data.
 static __always_inline int ports(void *l4h, void *end, u8 protocol, u16 *sport, u16 *dport)
@@ -330,8 +340,8 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, int l3_d
     void *l3 = network_header(skb, data, end, &proto, l3_device);
     if (!l3)
         return TC_ACT_UNSPEC;
-    // What HTTP matching, after the family's branch, needs: the flow's entry and key (one
-    // call for both families, so that the compiler inlines HTTP once, not once a family).
+    // What HTTP and DNS matching, after the family's branch, need: the flow's entry and key
+    // (one call for both families, so that the compiler inlines each once, not once a family).
     struct flow_key4 key4;
     struct flow_key6 key6;
     struct flow_val *val;

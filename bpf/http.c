@@ -20,8 +20,8 @@
 //   HTTP_WORKLOAD                1 to key series by the local workload too (the flow's owner,
 //                                which bpf/flows.c learns with LABEL_WORKLOAD)
 // bpf/flows.c provides before the splice: struct flow_val (http_slot, http_gen), the flow
-// key types, reverse_flow(key, ipv6, mirror), the connection's flow entry the other way, and
-// request_role(...), whose side of a request this host is.
+// key types, KEY_ENDS, reverse_flow(key, ipv6, mirror), the connection's flow entry the other
+// way, and request_role(...), whose side of a request this host is.
 
 #include "http.h"      // roles, QLEN and lengths, counter indexes, method codes: shared
 struct conn_key {
@@ -150,26 +150,16 @@ struct segment {
     u32 payload_len;
 };
 
-// A segment's family, addresses and ports from its flow key `k` (a flow_key4 or flow_key6,
-// whose addresses are as long as the family's).
-#define SEGMENT_ENDS(seg, k, fam)                                          \
-    do {                                                                   \
-        (seg)->family = (fam);                                             \
-        __builtin_memcpy((seg)->saddr, (k)->saddr, sizeof((k)->saddr));    \
-        __builtin_memcpy((seg)->daddr, (k)->daddr, sizeof((k)->daddr));    \
-        (seg)->sport = (k)->sport;                                         \
-        (seg)->dport = (k)->dport;                                         \
-    } while (0)
-
 // The TCP segment's addresses and ports (from its flow key: a flow_key4 or flow_key6 at
 // `key`), sequence numbers, flags and where its payload starts (`tcp` is its header, whole).
 static __always_inline void segment_of(struct segment *seg, struct __sk_buff *skb, void *key,
                                        int ipv6, struct tcp_hdr_ *tcp, void *data)
 {
+    seg->family = ipv6 ? 6 : 4;
     if (ipv6)
-        SEGMENT_ENDS(seg, (struct flow_key6 *)key, 6);
+        KEY_ENDS(seg, (struct flow_key6 *)key);
     else
-        SEGMENT_ENDS(seg, (struct flow_key4 *)key, 4);
+        KEY_ENDS(seg, (struct flow_key4 *)key);
     seg->seq = ntohl(tcp->seq);
     seg->ack = ntohl(tcp->ack);
     seg->tcp_flags = tcp->flags;

@@ -139,10 +139,11 @@ class InterfaceWatcher:
         self.resync()
         self._thread.start()
 
-    def resync(self) -> None:
-        """Bring `present` in line with the links there are now: at start, and after events
-        were lost (a burst overflowing the socket's buffer gives ENOBUFS), when a removal of
-        our filters may have been among them too."""
+    def resync(self, events_lost: bool = True) -> None:
+        """Bring `present` in line with the links there are now: at start, after a default
+        route changed (with patterns None), and after events were lost (a burst overflowing
+        the socket's buffer gives ENOBUFS), when a removal of our filters may have been among
+        them too: only then are the filters of the links we keep checked."""
         if self.patterns is None:  # before the links: a route to a link listed after is seen
             self._routed = (rtnetlink.default_route_links(socket.AF_INET)
                             | rtnetlink.default_route_links(socket.AF_INET6))
@@ -153,7 +154,7 @@ class InterfaceWatcher:
         listed = {link.index for link in links}
         for index in [i for i in self.present if i not in listed]:
             self._forget(index)
-        if self.on_tc_removal is not None:
+        if events_lost and self.on_tc_removal is not None:
             for index in known & set(self.present):
                 self._guarded(index, None, partial(self._tc_check, index))
 
@@ -203,7 +204,7 @@ class InterfaceWatcher:
                 elif msg.kind in (RTM_DELTFILTER, RTM_DELQDISC):
                     self._handle(msg, self._tc_removed)
                 elif msg.kind in (RTM_NEWROUTE, RTM_DELROUTE) and is_default_route(msg):
-                    self._guarded(0, "(default routes)", self.resync)
+                    self._guarded(0, "(default routes)", partial(self.resync, False))
 
     def _drain(self) -> None:
         for _ in range(DRAIN_READS):

@@ -36,9 +36,8 @@ def redact_query(path: str, names: tuple[str, ...]) -> str:
     return f"{base}?{'&'.join(parts)}"
 
 
-def event_record(ev: HttpEvent, interface: str, include_query: bool,
-                 redact: tuple[str, ...] = ()) -> dict[str, Any]:
-    path = redact_query(ev.path, redact) if include_query else ev.path.split("?", 1)[0]
+def flow_fields(ev: HttpEvent | DnsEvent, interface: str) -> dict[str, Any]:
+    """What every event record starts with: when, where, and between whom."""
     return {
         "time": datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="microseconds"),
         "interface": interface,
@@ -47,6 +46,14 @@ def event_record(ev: HttpEvent, interface: str, include_query: bool,
         "client_port": ev.client_port,
         "server_address": str(ev.server),
         "server_port": ev.server_port,
+    }
+
+
+def event_record(ev: HttpEvent, interface: str, include_query: bool,
+                 redact: tuple[str, ...] = ()) -> dict[str, Any]:
+    path = redact_query(ev.path, redact) if include_query else ev.path.split("?", 1)[0]
+    return {
+        **flow_fields(ev, interface),
         "http_request_method": ev.method,
         "url_path": path,
         "http_response_status_code": ev.status,
@@ -57,14 +64,8 @@ def event_record(ev: HttpEvent, interface: str, include_query: bool,
 
 def dns_record(ev: DnsEvent, interface: str) -> dict[str, Any]:
     return {
-        "time": datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="microseconds"),
-        "interface": interface,
-        "role": ev.role,
+        **flow_fields(ev, interface),
         "network_transport": ev.protocol,
-        "client_address": str(ev.client),
-        "client_port": ev.client_port,
-        "server_address": str(ev.server),
-        "server_port": ev.server_port,
         "dns_id": ev.id,
         "dns_question_name": ev.name,
         "dns_question_type": ev.qtype,

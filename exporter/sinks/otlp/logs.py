@@ -43,12 +43,7 @@ class EventLogs:
                 "http.response.status_code": ev.status,
                 "http.response.reason": ev.reason,
                 "http.request.duration": ev.latency_ns / 1e9,
-                "network.interface.name": self.interface_name(ev.ifindex),
-                "client.address": str(ev.client),
-                "client.port": ev.client_port,
-                "server.address": str(ev.server),
-                "server.port": ev.server_port,
-                "role": ev.role,
+                **self._flow(ev),
             }))
 
     def _dns(self, ev: DnsEvent) -> None:
@@ -65,13 +60,19 @@ class EventLogs:
                 "dns.id": ev.id,
                 "dns.lookup.duration": ev.latency_ns / 1e9,
                 "network.transport": ev.protocol,
-                "network.interface.name": self.interface_name(ev.ifindex),
-                "client.address": str(ev.client),
-                "client.port": ev.client_port,
-                "server.address": str(ev.server),
-                "server.port": ev.server_port,
-                "role": ev.role,
+                **self._flow(ev),
             }))
+
+    def _flow(self, ev: HttpEvent | DnsEvent) -> dict[str, str | int]:
+        """Every record's attributes of where it passed and between whom."""
+        return {
+            "network.interface.name": self.interface_name(ev.ifindex),
+            "client.address": str(ev.client),
+            "client.port": ev.client_port,
+            "server.address": str(ev.server),
+            "server.port": ev.server_port,
+            "role": ev.role,
+        }
 
     def close(self) -> None:
         # Shutting the provider down flushes the queue, for as long as an endpoint that never
