@@ -15,6 +15,8 @@
 //   EMIT_EVENTS                  1 to publish each closed connection (log)
 //   NRTT_BUCKETS, RTT_BUCKET_INDEX(us), RTT_SAMPLE_NS   the RTT histogram and how often a
 //                                long-lived connection's RTT is sampled
+//   DURATION_EXP, RTT_EXP        1 to count the histogram in exponential buckets too
+//   EXP_SLOTS, EXP_INDEX(ns)     those buckets (bpf/include/exponential.h)
 
 #include <linux/socket.h>
 #include <uapi/linux/in.h>
@@ -24,6 +26,7 @@
 #endif
 #include "connections.h"  // directions, failure reasons, counter indexes: shared with the loader
 #include "counters.h"
+#include "exponential.h"
 
 #define S_ESTABLISHED 1
 #define S_SYN_SENT 2
@@ -70,6 +73,12 @@ struct conn_val {
     u64 buckets[NBUCKETS + 1];
     u64 rtt_sum_us;
     u64 rtt_buckets[NRTT_BUCKETS + 1];  // smoothed RTT samples (see on_probe)
+#if DURATION_EXP
+    u64 duration_exp[EXP_SLOTS];
+#endif
+#if RTT_EXP
+    u64 rtt_exp[EXP_SLOTS];
+#endif
 };
 
 struct sock_info {
@@ -385,6 +394,9 @@ static __always_inline void add_rtt(struct sock_info *info)
     u32 b = RTT_BUCKET_INDEX((u64)info->srtt_us);
     if (b <= NRTT_BUCKETS)
         __sync_fetch_and_add(&val->rtt_buckets[b], 1);
+#if RTT_EXP
+    EXP_COUNT(val->rtt_exp, (u64)info->srtt_us * 1000);
+#endif
     __sync_fetch_and_add(&val->rtt_sum_us, info->srtt_us);
 }
 
@@ -468,6 +480,9 @@ static __always_inline void on_close(void *ctx, u64 sk, struct sock_info *info, 
         u32 b = BUCKET_INDEX(duration);
         if (b <= NBUCKETS)
             __sync_fetch_and_add(&val->buckets[b], 1);
+#if DURATION_EXP
+        EXP_COUNT(val->duration_exp, duration);
+#endif
     }
 #if EMIT_EVENTS
     struct close_event *ev = close_events.ringbuf_reserve(sizeof(struct close_event));

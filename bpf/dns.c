@@ -9,6 +9,8 @@
 // Compile-time parameters (#defined by exporter/dns/loader.py):
 //   DNS_PORT_MATCH(port)                 1 for the DNS ports
 //   DNS_NBUCKETS, DNS_BUCKET_INDEX(ns)   latency histogram bounds
+//   DNS_EXP                              1 to count it in exponential buckets too
+//                                        (bpf/include/exponential.h, from bpf/flows.c)
 //   MAX_QUERIES, DNS_MAX_SERIES          map bounds
 //   NAME_LABEL, MAX_NAMES                1 to key series by the query name too, for at most
 //                                        MAX_NAMES names (the rest as "other")
@@ -61,6 +63,9 @@ struct dns_series {
     u64 count;
     u64 sum_ns;
     u64 buckets[DNS_NBUCKETS + 1];
+#if DNS_EXP
+    u64 exp[EXP_SLOTS];
+#endif
 };
 
 struct dns_event {
@@ -302,6 +307,9 @@ static __always_inline void on_answer(struct dns_scratch *scratch, struct dns_me
         u32 b = DNS_BUCKET_INDEX(latency);
         if (b <= DNS_NBUCKETS)
             __sync_fetch_and_add(&stats->buckets[b], 1);
+#if DNS_EXP
+        EXP_COUNT(stats->exp, latency);
+#endif
     }
 #if DNS_EVENTS
     struct dns_event *ev = dns_events.ringbuf_reserve(sizeof(struct dns_event));

@@ -14,6 +14,7 @@
 #include "packet.h"    // also the directions, shared with the loader and bpf/http.c
 #include "flows.h"     // counter indexes: shared with the loader
 #include "counters.h"
+#include "exponential.h"  // HTTP's and DNS's histograms, when counted exponentially
 
 // IPv6 extension headers that may stand between the fixed header and TCP or UDP:
 // hop-by-hop, routing, fragment, authentication, destination options.

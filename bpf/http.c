@@ -12,6 +12,8 @@
 //
 // Compile-time parameters (#defined by exporter/http/loader.py):
 //   NBUCKETS, BUCKET_INDEX(ns)   latency histogram bounds
+//   HTTP_EXP                     1 to count it in exponential buckets too
+//                                (bpf/include/exponential.h, included by bpf/flows.c)
 //   PORT_MATCH(port)             1 for ports to inspect (1 for all: by content)
 //   MAX_CONNS, MAX_SERIES        map bounds
 //   ROUTE_LABEL                  1 to key the histogram by path too (opt-in)
@@ -73,6 +75,9 @@ struct stat_val {
     u64 count;
     u64 sum_ns;
     u64 buckets[NBUCKETS + 1];
+#if HTTP_EXP
+    u64 exp[EXP_SLOTS];
+#endif
 };
 
 struct http_event {
@@ -500,6 +505,9 @@ static __always_inline void on_status(struct __sk_buff *skb, struct segment *seg
         u32 b = BUCKET_INDEX(latency);
         if (b <= NBUCKETS)
             __sync_fetch_and_add(&stats->buckets[b], 1);
+#if HTTP_EXP
+        EXP_COUNT(stats->exp, latency);
+#endif
     }
 #if EMIT_EVENTS
     struct http_event *ev = http_events.ringbuf_reserve(sizeof(struct http_event));

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from exporter.config import values as v
 from exporter.config.values import key
 from exporter.errors import ConfigError
+from exporter.model.exponential import FORMS
 from exporter.model.labels import (
     CONNECTION_LABELS,
     DEFAULT_CONNECTION_LABELS,
@@ -58,6 +59,10 @@ class ConnectionsConfig:
                                                      0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
     # A connection's RTT is taken at its close, and while it lasts at most this often.
     rtt_sample_interval: float = key(v.duration, 10.0)
+    # Each histogram's form: "explicit" (the buckets above), "exponential" (powers of two,
+    # exported as native / exponential histograms) or "both" (see README, Histograms).
+    histogram: str = key(v.choice(FORMS), "explicit")
+    rtt_histogram: str = key(v.choice(FORMS), "explicit")
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class HttpConfig:
     # Empty: every port, recognised by content.
     ports: tuple[int, ...] = key(v.items(v.whole(1, 65535)), (), null_is_default=True)
     buckets: tuple[float, ...] = key(v.buckets, OTEL_HTTP_BUCKETS)
+    histogram: str = key(v.choice(FORMS), "explicit")  # as connections.histogram
     labels: tuple[str, ...] = key(_kernel_labels(HTTP_LABELS, HTTP_CONFIG_LABELS), HTTP_LABELS)
     route_label: bool = key(v.boolean, False)
     max_connections: int = key(v.whole(16, 1 << 22), 16384)
@@ -147,6 +153,7 @@ class DnsConfig:
     enabled: bool = key(v.boolean, True)
     ports: tuple[int, ...] = key(v.nonempty(v.items(v.whole(1, 65535))), (53,))
     buckets: tuple[float, ...] = key(v.buckets, DNS_BUCKETS)
+    histogram: str = key(v.choice(FORMS), "explicit")  # as connections.histogram
     labels: tuple[str, ...] = key(_kernel_labels(DNS_LABELS, DNS_CONFIG_LABELS), DNS_LABELS)
     # The query name as a label (dns_question_name): off by default, as names can be many;
     # at most max_names of them, the rest as "other".

@@ -22,6 +22,7 @@ from exporter.host import bpfstats, contract, kernel
 from exporter.host.bpfobject import CGROUP_SKB
 from exporter.host.cgroups import BPF_CGROUP_INET_INGRESS, CgroupLink
 from exporter.host.netns_helper import NetnsHelper
+from exporter.model import exponential
 from exporter.model.addresses import address
 from exporter.model.events import CloseEvent
 from exporter.model.labels import WORKLOAD_LABELS
@@ -89,8 +90,19 @@ def check_layouts(bpf: Any, config: ConnectionsConfig) -> None:
                                  "resets_sent", "resets_received"), PROGRAM, __name__)
     contract.check_lengths(leaf, {"failures": len(FAILURE_REASONS),
                                   "retransmits": len(RETRANSMIT_TYPES),
-                                  "rtt_buckets": len(config.rtt_buckets) + 1,
-                                  "buckets": len(config.buckets) + 1}, PROGRAM, __name__)
+                                  "rtt_buckets": len(rtt_bounds(config)) + 1,
+                                  "buckets": len(duration_bounds(config)) + 1,
+                                  **exponential.lengths(duration_exp=config.histogram,
+                                                        rtt_exp=config.rtt_histogram)},
+                           PROGRAM, __name__)
+
+
+def duration_bounds(config: ConnectionsConfig) -> tuple[float, ...]:
+    return exponential.explicit_bounds(config.buckets, config.histogram)
+
+
+def rtt_bounds(config: ConnectionsConfig) -> tuple[float, ...]:
+    return exponential.explicit_bounds(config.rtt_buckets, config.rtt_histogram)
 
 
 def bucket_index_macro(bounds: tuple[float, ...], name: str = "BUCKET_INDEX",
@@ -112,10 +124,13 @@ def cflags(config: ConnectionsConfig, emit_events: bool, workload: bool = False)
     labels = set(config.labels)
     return [
         f"-DLABEL_WORKLOAD={int(workload)}",
-        f"-DNBUCKETS={len(config.buckets)}",
-        "-D" + bucket_index_macro(config.buckets),
-        f"-DNRTT_BUCKETS={len(config.rtt_buckets)}",
-        "-D" + bucket_index_macro(config.rtt_buckets, "RTT_BUCKET_INDEX", 1e6),
+        f"-DNBUCKETS={len(duration_bounds(config))}",
+        "-D" + bucket_index_macro(duration_bounds(config)),
+        f"-DNRTT_BUCKETS={len(rtt_bounds(config))}",
+        "-D" + bucket_index_macro(rtt_bounds(config), "RTT_BUCKET_INDEX", 1e6),
+        f"-DDURATION_EXP={int(exponential.counts_exponential(config.histogram))}",
+        f"-DRTT_EXP={int(exponential.counts_exponential(config.rtt_histogram))}",
+        *exponential.cflags(),
         f"-DRTT_SAMPLE_NS={round(config.rtt_sample_interval * 1e9)}ULL",
         f"-DMAX_SOCKS={config.max_tracked}",
         # The overflow series (one per direction) live beside the capped ones.
@@ -182,8 +197,10 @@ class TcpLifecycle:
         visible = merge_series(s for s in series if s is not None)
         snapshot = ConnectionsSnapshot(
             label_names=self.config.labels,
-            bucket_bounds=self.config.buckets,
-            rtt_bounds=self.config.rtt_buckets,
+            bucket_bounds=duration_bounds(self.config),
+            rtt_bounds=rtt_bounds(self.config),
+            duration_exponential=exponential.counts_exponential(self.config.histogram),
+            rtt_exponential=exponential.counts_exponential(self.config.rtt_histogram),
             listen_overflow_labels=self._who,
             listen_overflows=tuple(sorted(self._overflows.read().items())),
             listen_queues=tuple(sorted((labels, queued, limit) for labels, (queued, limit)

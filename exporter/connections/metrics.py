@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from exporter.model.metric import Kind, Metric, Point, Reading, of_part, scalar
+from exporter.model.metric import (
+    Kind,
+    Metric,
+    Point,
+    Reading,
+    histogram_point,
+    of_part,
+    scalar,
+)
 from exporter.model.snapshot import (
     FAILURE_REASONS,
     RETRANSMIT_TYPES,
@@ -38,8 +46,9 @@ def _rtt_buckets(s: ConnectionSeries, bounds: tuple[float, ...]) -> tuple[int, .
 
 
 _rtt = of_part(_part, lambda conns: Reading(conns.label_names, [
-    Point(s.values, sum(s.rtt_buckets), _rtt_buckets(s, conns.rtt_bounds), s.rtt_sum_ns / 1e9)
-    for s in conns.series], conns.rtt_bounds))
+    histogram_point(s.values, _rtt_buckets(s, conns.rtt_bounds), s.rtt_sum_ns,
+                    s.rtt_exp_counts)
+    for s in conns.series], conns.rtt_bounds, conns.rtt_exponential))
 
 def _listen_overflows(conns: ConnectionsSnapshot) -> Reading:
     counts = conns.listen_overflows or ((("",) * len(conns.listen_overflow_labels), 0),)
@@ -53,8 +62,8 @@ def _listen_queues(conns: ConnectionsSnapshot, limit: bool) -> Reading:
 
 
 _durations = of_part(_part, lambda conns: Reading(conns.label_names, [
-    Point(s.values, sum(s.duration_buckets), s.duration_buckets, s.duration_sum_ns / 1e9)
-    for s in conns.series], conns.bucket_bounds))
+    histogram_point(s.values, s.duration_buckets, s.duration_sum_ns, s.duration_exp_counts)
+    for s in conns.series], conns.bucket_bounds, conns.duration_exponential))
 
 
 METRICS = (

@@ -8,7 +8,9 @@ from typing import Any
 
 from exporter.config.schema import ConnectionsConfig
 from exporter.host import contract
+from exporter.model import exponential
 from exporter.model.addresses import address
+from exporter.model.histograms import add
 from exporter.model.labels import WORKLOAD_LABELS
 from exporter.model.snapshot import ConnectionSeries
 from exporter.workloads.resolver import NOBODY, Workloads
@@ -55,6 +57,8 @@ def decode_series(key: Any, value: Any, config: ConnectionsConfig,
         rtt_sum_ns=int(value.rtt_sum_us) * 1000,
         resets_sent=int(value.resets_sent),
         resets_received=int(value.resets_received),
+        duration_exp_counts=exponential.read_counts(value, "duration_exp", config.histogram),
+        rtt_exp_counts=exponential.read_counts(value, "rtt_exp", config.rtt_histogram),
     )
 
 
@@ -77,5 +81,7 @@ def merge_series(series: Iterable[ConnectionSeries]) -> tuple[ConnectionSeries, 
             resets_sent=seen.resets_sent + s.resets_sent,
             resets_received=seen.resets_received + s.resets_received,
             rtt_buckets=tuple(map(sum, zip(seen.rtt_buckets, s.rtt_buckets, strict=True))),
-            rtt_sum_ns=seen.rtt_sum_ns + s.rtt_sum_ns)
+            rtt_sum_ns=seen.rtt_sum_ns + s.rtt_sum_ns,
+            duration_exp_counts=add(seen.duration_exp_counts, s.duration_exp_counts),
+            rtt_exp_counts=add(seen.rtt_exp_counts, s.rtt_exp_counts))
     return tuple(merged.values())

@@ -16,7 +16,7 @@ from exporter.host import contract
 from exporter.host.bpfobject import BpfObject
 from exporter.host.roles import ROLES
 from exporter.http.loader import wall_time
-from exporter.model import histograms
+from exporter.model import exponential, histograms
 from exporter.model.addresses import address
 from exporter.model.events import DnsEvent, DnsPacket
 from exporter.model.labels import WORKLOAD_LABELS
@@ -38,10 +38,12 @@ def cflags(config: DnsConfig, emit_events: bool, emit_packets: bool,
            workload: bool = False) -> list[str]:
     """bpf/dns.c's parameters, for FlowAccounting(dns=...). With `workload`, series are kept
     by the local workload too: the traffic classifier must learn its flows' owners."""
+    bounds = exponential.explicit_bounds(config.buckets, config.histogram)
     return [
         f"-DDNS_WORKLOAD={int(workload)}",
-        f"-DDNS_NBUCKETS={len(config.buckets)}",
-        "-D" + bucket_index_macro(config.buckets, "DNS_BUCKET_INDEX"),
+        f"-DDNS_NBUCKETS={len(bounds)}",
+        "-D" + bucket_index_macro(bounds, "DNS_BUCKET_INDEX"),
+        f"-DDNS_EXP={int(exponential.counts_exponential(config.histogram))}",
         "-D" + port_match_macro(config.ports),
         f"-DMAX_QUERIES={config.max_queries}",
         f"-DDNS_MAX_SERIES={config.max_series + len(ROLES)}",
@@ -75,6 +77,7 @@ def decode_series(key: Any, value: Any, config: DnsConfig,
         buckets=tuple(int(b) for b in value.buckets),
         sum_ns=int(value.sum_ns),
         workload=tuple(OTHER if other else owner.label(n) for n in names),
+        exp_counts=exponential.read_counts(value, "exp", config.histogram),
     )
 
 
@@ -96,6 +99,9 @@ class DnsInspection:
         self.bpf = bpf
         self.workloads, self.keep_gone = workloads, keep_gone
         self._stats = bpf["dns_stats"]
+        contract.check_lengths(self._stats.Leaf, {
+            "buckets": len(exponential.explicit_bounds(config.buckets, config.histogram)) + 1,
+            **exponential.lengths(exp=config.histogram)}, "dns.c", __name__)
         self._queries = bpf["dns_queries"]
         self._clock = clock
         self.unanswered: Counter[tuple[str, str, str]] = Counter()
@@ -127,7 +133,8 @@ class DnsInspection:
         series = merge_series(s for s in (decode_series(k, v, self.config, self.workloads)
                                           for k, v in live) if s is not None)
         snapshot = DnsSnapshot(
-            bucket_bounds=self.config.buckets,
+            bucket_bounds=exponential.explicit_bounds(self.config.buckets, self.config.histogram),
+            exponential=exponential.counts_exponential(self.config.histogram),
             name_label=self.config.name_label,
             series=series,
             unanswered=tuple((*labels, n) for labels, n in sorted(self.unanswered.items())),

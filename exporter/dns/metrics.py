@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from exporter.model.labels import DNS_LABELS, DNS_NAME_LABEL
-from exporter.model.metric import Kind, Metric, Point, Reading, of_part, scalar
+from exporter.model.metric import (
+    Kind,
+    Metric,
+    Point,
+    Reading,
+    histogram_point,
+    of_part,
+    scalar,
+)
 from exporter.model.snapshot import DnsSnapshot, Snapshot
 
 
@@ -17,10 +25,10 @@ def _durations(role: str) -> Callable[[Snapshot], Reading | None]:
     def read(dns: DnsSnapshot) -> Reading:
         name = (DNS_NAME_LABEL,) if dns.name_label else ()
         return Reading((*DNS_LABELS, *name, *dns.workload_labels), [
-            Point((s.qtype, s.rcode, s.server_port, *((s.name or "",) if name else ()),
-                   *s.workload),
-                  sum(s.buckets), s.buckets, s.sum_ns / 1e9)
-            for s in dns.series if s.role == role], dns.bucket_bounds)
+            histogram_point((s.qtype, s.rcode, s.server_port,
+                             *((s.name or "",) if name else ()), *s.workload),
+                            s.buckets, s.sum_ns, s.exp_counts)
+            for s in dns.series if s.role == role], dns.bucket_bounds, dns.exponential)
     return of_part(_part, read)
 
 

@@ -40,6 +40,7 @@ from exporter.host.tc import (
     load_classifiers,
     starts_at_ip,
 )
+from exporter.model import exponential
 from exporter.model.snapshot import MapUsage
 from exporter.signals import stop_on_signals
 
@@ -75,7 +76,7 @@ class FlowAccounting:
         self.bpf = kernel.compile_program(
             PROGRAM, [f"-DMAX_FLOWS={map_size(config.max_flows)}", f"-DHTTP={int(http is not None)}",
                       f"-DDNS={int(dns is not None)}", f"-DLABEL_WORKLOAD={int(workload)}",
-                      *(http or ()), *(dns or ())],
+                      *exponential.cflags(), *(http or ()), *(dns or ())],
             {**classifier_functions("flows"), **(OWNER_FUNCTIONS if workload else {}),
              **({DNS_PARSE: SCHED_CLS} if dns is not None else {})})
         self._programs = load_classifiers(self.bpf, "flows")

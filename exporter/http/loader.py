@@ -15,7 +15,7 @@ from exporter.host import contract
 from exporter.host.bpfobject import BpfObject
 from exporter.http.codes import HEADER, METHODS, OVERFLOW, ROLES
 from exporter.http.expiry import Expiry
-from exporter.model import histograms
+from exporter.model import exponential, histograms
 from exporter.model.addresses import address
 from exporter.model.events import HttpEvent, HttpPacket
 from exporter.model.labels import WORKLOAD_LABELS
@@ -44,10 +44,12 @@ def cflags(config: HttpConfig, emit_events: bool, emit_packets: bool,
            workload: bool = False) -> list[str]:
     """bpf/http.c's parameters, for FlowAccounting(http=...). With `workload`, series are
     kept by the local workload too: the traffic classifier must learn its flows' owners."""
+    bounds = exponential.explicit_bounds(config.buckets, config.histogram)
     return [
         f"-DHTTP_WORKLOAD={int(workload)}",
-        f"-DNBUCKETS={len(config.buckets)}",
-        "-D" + bucket_index_macro(config.buckets),
+        f"-DNBUCKETS={len(bounds)}",
+        "-D" + bucket_index_macro(bounds),
+        f"-DHTTP_EXP={int(exponential.counts_exponential(config.histogram))}",
         "-D" + port_match_macro(config.ports),
         f"-DMAX_CONNS={config.max_connections}",
         f"-DPROBATION_CONNS={probation_size(config.max_connections)}",
@@ -92,6 +94,7 @@ def decode_series(key: Any, value: Any, config: HttpConfig,
         buckets=tuple(int(b) for b in value.buckets),
         sum_ns=int(value.sum_ns),
         workload=tuple(OVERFLOW if key.overflow else owner.label(n) for n in names),
+        exp_counts=exponential.read_counts(value, "exp", config.histogram),
     )
 
 
@@ -112,6 +115,9 @@ class HttpInspection:
         self.bpf = bpf
         self.workloads, self.keep_gone = workloads, keep_gone
         self._stats = self.bpf["http_stats"]
+        contract.check_lengths(self._stats.Leaf, {
+            "buckets": len(exponential.explicit_bounds(config.buckets, config.histogram)) + 1,
+            **exponential.lengths(exp=config.histogram)}, "http.c", __name__)
         # The connection maps' layouts come from the compiled program's types.
         self.expiry = Expiry(self.bpf["http_states"], self.bpf["http_probation"], config)
         self._insert_overflow_series()
@@ -134,7 +140,8 @@ class HttpInspection:
         series = merge_series(s for s in (decode_series(k, v, self.config, self.workloads)
                                           for k, v in live) if s is not None)
         snapshot = HttpSnapshot(
-            bucket_bounds=self.config.buckets,
+            bucket_bounds=exponential.explicit_bounds(self.config.buckets, self.config.histogram),
+            exponential=exponential.counts_exponential(self.config.histogram),
             route_label=self.config.route_label,
             series=series,
             unanswered=tuple((role, method, port, n)

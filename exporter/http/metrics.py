@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from exporter.model.labels import HTTP_LABELS, HTTP_ROUTE_LABEL
-from exporter.model.metric import Kind, Metric, Point, Reading, of_part, scalar
+from exporter.model.metric import (
+    Kind,
+    Metric,
+    Point,
+    Reading,
+    histogram_point,
+    of_part,
+    scalar,
+)
 from exporter.model.snapshot import HttpSnapshot, Snapshot
 
 
@@ -17,10 +25,10 @@ def _durations(role: str) -> Callable[[Snapshot], Reading | None]:
     def read(http: HttpSnapshot) -> Reading:
         route = (HTTP_ROUTE_LABEL,) if http.route_label else ()
         return Reading((*HTTP_LABELS, *route, *http.workload_labels), [
-            Point((s.method, s.status, s.server_port, *((s.route or "",) if route else ()),
-                   *s.workload),
-                  sum(s.buckets), s.buckets, s.sum_ns / 1e9)
-            for s in http.series if s.role == role], http.bucket_bounds)
+            histogram_point((s.method, s.status, s.server_port,
+                             *((s.route or "",) if route else ()), *s.workload),
+                            s.buckets, s.sum_ns, s.exp_counts)
+            for s in http.series if s.role == role], http.bucket_bounds, http.exponential)
     return of_part(_part, read)
 
 

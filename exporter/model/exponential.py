@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 # 1 ns lies in (2^-30, 2^-29] s; the largest u64 of nanoseconds (about 2^34.1 s) in
 # (2^34, 2^35]: these buckets take every duration there is.
@@ -46,6 +47,9 @@ def index(ns: int) -> int | None:
     return FIRST + low
 
 
+SLOTS = COUNT + 1  # the kernel's array: the zero bucket, then each bucket from FIRST
+
+
 def index_macro(name: str = "EXP_INDEX") -> str:
     """The C macro `name(d)`: the slot (i - FIRST, 0 to COUNT - 1) of a duration d > 0 in
     nanoseconds, by a binary search of unrolled compares (7 for 65 bounds)."""
@@ -55,6 +59,42 @@ def index_macro(name: str = "EXP_INDEX") -> str:
         mid = (low + high) // 2
         return f"((d) <= {BOUNDS_NS[mid]}ULL ? {search(low, mid)} : {search(mid + 1, high)})"
     return f"{name}(d)={search(0, COUNT - 1)}"
+
+
+def cflags() -> list[str]:
+    """What bpf/include/exponential.h takes from here."""
+    return [f"-DEXP_SLOTS={SLOTS}", "-D" + index_macro()]
+
+
+def slot(ns: int) -> int:
+    """Where the kernel counts a duration (EXP_SLOT): 0 for 0, else 1 + its bucket's place."""
+    i = index(ns)
+    return 0 if i is None else 1 + i - FIRST
+
+
+# A family's `histogram` setting: which forms the kernel counts.
+FORMS = ("explicit", "exponential", "both")
+
+
+def explicit_bounds(bounds: tuple[float, ...], form: str) -> tuple[float, ...]:
+    """The explicit bounds the kernel counts by: none (the +Inf bucket alone, so count and
+    sum stay) when the form is exponential only."""
+    return () if form == "exponential" else bounds
+
+
+def counts_exponential(form: str) -> bool:
+    return form != "explicit"
+
+
+def lengths(**fields: str) -> dict[str, int]:
+    """The exponential arrays a program's value has, by field, for those whose form counts
+    them (for contract.check_lengths)."""
+    return {field: SLOTS for field, form in fields.items() if counts_exponential(form)}
+
+
+def read_counts(value: Any, field: str, form: str) -> tuple[int, ...]:
+    """A kernel value's exponential counts (its array `field`), if the form counts them."""
+    return tuple(int(c) for c in getattr(value, field)) if counts_exponential(form) else ()
 
 
 @dataclass(frozen=True)

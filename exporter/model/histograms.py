@@ -15,6 +15,9 @@ class Histogram(Protocol):
     @property
     def sum_ns(self) -> int: ...
 
+    @property
+    def exp_counts(self) -> tuple[int, ...]: ...
+
 
 H = TypeVar("H", bound=Histogram)
 
@@ -25,7 +28,13 @@ def merge(series: Iterable[H], labels: Callable[[H], Hashable]) -> tuple[H, ...]
     for s in series:
         key = labels(s)
         if (seen := merged.get(key)) is not None:
-            buckets = tuple(map(sum, zip(seen.buckets, s.buckets, strict=True)))
-            s = replace(seen, buckets=buckets, sum_ns=seen.sum_ns + s.sum_ns)  # type: ignore[type-var]
+            s = replace(seen, buckets=add(seen.buckets, s.buckets),  # type: ignore[type-var]
+                        exp_counts=add(seen.exp_counts, s.exp_counts),
+                        sum_ns=seen.sum_ns + s.sum_ns)
         merged[key] = s
     return tuple(merged.values())
+
+
+def add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """Two series' counts, bucket by bucket."""
+    return tuple(map(sum, zip(a, b, strict=True)))

@@ -21,7 +21,7 @@ class Kind(Enum):
     COUNTER = "counter"  # Prometheus counter; OTLP monotonic sum
     GAUGE = "gauge"  # Prometheus gauge; OTLP gauge
     UPDOWN = "updown"  # a level that rises and falls by counted steps: OTLP non-monotonic sum
-    HISTOGRAM = "histogram"  # explicit bounds, bucketed in the kernel
+    HISTOGRAM = "histogram"  # bucketed in the kernel: explicit bounds, exponential, or both
     SUMMARY = "summary"  # count and sum only: OTLP histogram with no bounds
 
 
@@ -33,6 +33,9 @@ class Point:
     value: float  # histograms and summaries: the count
     buckets: tuple[int, ...] = ()  # histograms: per bucket, not cumulative; the last is +Inf
     total: float = 0.0  # histograms and summaries: the sum
+    # Histograms read as exponential: the zero bucket's count, then each bucket's from
+    # exporter/model/exponential.FIRST (not cumulative).
+    exp_counts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Reading:
     labels: tuple[str, ...]  # label names, as in exporter/model/labels.py
     points: Sequence[Point]
     bounds: tuple[float, ...] = ()  # histograms: the upper bounds, +Inf left out
+    exponential: bool = False  # histograms: the points carry exponential counts too
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,12 @@ class Metric:
     unit: str
     help: str
     read: Callable[[Snapshot], Reading | None]
+
+
+def histogram_point(labels: tuple[str, ...], buckets: tuple[int, ...], sum_ns: int,
+                    exp_counts: tuple[int, ...] = ()) -> Point:
+    """A kernel histogram's point: its count is its buckets' (the +Inf one included)."""
+    return Point(labels, sum(buckets), buckets, sum_ns / 1e9, exp_counts)
 
 
 def single(value: float) -> tuple[Point, ...]:

@@ -34,6 +34,10 @@ class ConnectionSeries:
     rtt_sum_ns: int = 0
     resets_sent: int = 0
     resets_received: int = 0
+    # Exponential counts (exporter/model/exponential.py: the zero bucket, then each power of
+    # two from FIRST) where the form asks for them; else empty.
+    duration_exp_counts: tuple[int, ...] = ()
+    rtt_exp_counts: tuple[int, ...] = ()
 
     @property
     def values(self) -> tuple[str, ...]:
@@ -67,6 +71,9 @@ class ConnectionsSnapshot:
     # Each listener's accept queue now and its limit, summed by server port and the values of
     # listen_overflow_labels: (values, queued, limit).
     listen_queues: tuple[tuple[tuple[str, ...], int, int], ...] = ()
+    # Whether the series carry exponential counts (connections.histogram, rtt_histogram).
+    duration_exponential: bool = False
+    rtt_exponential: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class HttpSeries:
     buckets: tuple[int, ...]  # per bucket, not cumulative; the last is +Inf
     sum_ns: int
     workload: tuple[str, ...] = ()  # values of HttpSnapshot.workload_labels
+    exp_counts: tuple[int, ...] = ()  # as ConnectionSeries.duration_exp_counts
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,7 @@ class HttpSnapshot:
     # unanswered past request_timeout.
     unconfirmed_unanswered: int = 0
     workload_labels: tuple[str, ...] = ()  # the workload labels the series carry, in order
+    exponential: bool = False  # whether the series carry exponential counts
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,7 @@ class DnsSeries:
     buckets: tuple[int, ...]  # per bucket, not cumulative; the last is +Inf
     sum_ns: int
     workload: tuple[str, ...] = ()  # values of DnsSnapshot.workload_labels
+    exp_counts: tuple[int, ...] = ()  # as ConnectionSeries.duration_exp_counts
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ class DnsSnapshot:
     # (D_MALFORMED is "malformed").
     counters: Mapping[str, int]
     workload_labels: tuple[str, ...] = ()  # the workload labels the series carry, in order
+    exponential: bool = False  # whether the series carry exponential counts
 
 
 @dataclass(frozen=True)

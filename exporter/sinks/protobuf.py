@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterable
 
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import BucketSpan, NativeHistogram
 
 CONTENT_TYPE = ("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; "
                 "encoding=delimited")
@@ -52,6 +53,11 @@ def uint(field: int, value: int) -> bytes:
     return key(field, 0) + varint(value)
 
 
+def sint(field: int, value: int) -> bytes:
+    """A sint32 or sint64 field: zigzag-encoded."""
+    return uint(field, (value << 1) ^ (value >> 63))
+
+
 def double(field: int, value: float) -> bytes:
     return key(field, 1) + struct.pack("<d", value)
 
@@ -81,9 +87,12 @@ def family_bytes(family: Metric) -> bytes:
         for s in family.samples:
             base = tuple((n, v) for n, v in s.labels.items() if n not in ("le", "quantile"))
             groups.setdefault(base, []).append((s.name[len(family.name):], s.labels, s.value))
+        native: dict[tuple[str, ...], NativeHistogram] = getattr(family, "native", {})
+        classic = getattr(family, "classic", True)
         for labels, samples in groups.items():
             metrics.append(label_pairs(dict(labels)) + (
-                histogram(samples) if kind != "summary" else summary(samples)))
+                summary(samples) if kind == "summary" else
+                histogram(samples, native.get(tuple(v for _, v in labels)), classic)))
     else:
         for s in family.samples:
             if kind == "counter" and not s.name.endswith("_total"):
@@ -95,20 +104,35 @@ def family_bytes(family: Metric) -> bytes:
             + b"".join(nested(4, m) for m in metrics))
 
 
-def histogram(samples: list[tuple[str, dict[str, str], float]]) -> bytes:
+def histogram(samples: list[tuple[str, dict[str, str], float]],
+              native: NativeHistogram | None = None, classic: bool = True) -> bytes:
     """Metric.histogram = 7: {sample_count = 1, sample_sum = 2, bucket = 3: {cumulative_count
-    = 1, upper_bound = 2}}."""
+    = 1, upper_bound = 2}}, with `native` its native fields too (see native_fields); with
+    `classic` False, no classic buckets (the +Inf one is the count)."""
     body = b""
     buckets = b""
     for suffix, labels, value in samples:
         if suffix in ("_count", "_gcount"):
-            body += uint(1, int(value))
+            body += uint(1, int(value if native is None else native.count_value))
         elif suffix in ("_sum", "_gsum"):
             body += double(2, value)
-        elif suffix == "_bucket":
+        elif suffix == "_bucket" and classic:
             bound = float(labels["le"])
             buckets += nested(3, uint(1, int(value)) + double(2, bound))
-    return nested(7, body + buckets)
+    return nested(7, body + buckets + (native_fields(native) if native is not None else b""))
+
+
+def native_fields(h: NativeHistogram) -> bytes:
+    """Histogram's native fields: schema = 5 (written though 0: its presence marks the
+    histogram native for today's Prometheus), zero_threshold = 6, zero_count = 7,
+    positive_span = 12: {offset = 1 (sint32), length = 2}, positive_delta = 13 (sint64). A
+    histogram with no buckets filled gets a span of length 0, as the schema asks of empty
+    native histograms. The count is the native buckets' (the classic ones are counted
+    apart in the kernel, and may be one observation ahead or behind)."""
+    spans = h.pos_spans or [BucketSpan(0, 0)]
+    return (sint(5, h.schema) + double(6, h.zero_threshold) + uint(7, int(h.zero_count))
+            + b"".join(nested(12, sint(1, offset) + uint(2, length)) for offset, length in spans)
+            + b"".join(sint(13, delta) for delta in h.pos_deltas or ()))
 
 
 def summary(samples: list[tuple[str, dict[str, str], float]]) -> bytes:

@@ -9,17 +9,25 @@ from fractions import Fraction
 
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.sdk.metrics._internal.exponential_histogram.mapping.exponent_mapping import (
+    ExponentMapping,
+)
 
 from exporter.model.exponential import (
     BOUNDS_NS,
     COUNT,
     FIRST,
     LAST,
+    SLOTS,
     U64_MAX,
+    explicit_bounds,
     index,
     index_macro,
+    lengths,
     native,
     otlp,
+    read_counts,
+    slot,
 )
 
 
@@ -96,3 +104,30 @@ def test_prometheus_spans_and_otlp_offsets_carry_the_same_counts() -> None:
     assert offset == -11  # OTel scale 0: index j = i - 1
     assert buckets == (3, 1, 0, 2, 0, 0, 0, 0, 0, 0, 5)
     assert native([0] * COUNT) == native([]) and otlp([0] * COUNT) == (0, ())
+
+
+def test_opentelemetrys_own_scale_0_mapping_agrees() -> None:
+    """The SDK's mapping of a value in seconds (an exponential histogram's, scale 0) gives
+    index i - 1 for our bucket i, on every bound that is whole nanoseconds (2^-1 s up) and
+    one nanosecond beside each bound (as doubles, still far apart at these sizes)."""
+    mapping = ExponentMapping(0)
+    for i in range(-29, 11):
+        bound = BOUNDS_NS[i - FIRST]
+        for ns in (bound - 1, bound, bound + 1):
+            if ns <= 0 or (ns == bound and Fraction(2) ** i * 10**9 != bound):
+                continue  # a rounded bound: as a double it is not the power of two
+            ours = index(ns)
+            assert ours is not None
+            assert mapping.map_to_index(ns / 1e9) == ours - 1, ns
+
+
+def test_slots_forms_and_reading_kernel_values() -> None:
+    assert (slot(0), slot(1), slot(U64_MAX)) == (0, 1, SLOTS - 1) and SLOTS == 66
+    assert explicit_bounds((0.1, 1.0), "exponential") == ()
+    assert explicit_bounds((0.1, 1.0), "both") == explicit_bounds((0.1, 1.0), "explicit")
+    assert lengths(a="explicit", b="both", c="exponential") == {"b": SLOTS, "c": SLOTS}
+
+    class Value:
+        exp = [7] + [0] * (SLOTS - 1)
+    assert read_counts(Value(), "exp", "both") == (7,) + (0,) * (SLOTS - 1)
+    assert read_counts(Value(), "exp", "explicit") == ()

@@ -3,8 +3,9 @@
 One source of truth: every export is built from the same snapshot and the same catalog the
 Prometheus endpoint renders, so both carry the same values. The SDK has no asynchronous
 histogram instrument, and the kernel has already bucketed the histograms, so this reader
-builds the SDK's metric data itself (explicit-bucket histograms with the kernel's bounds, no
-re-bucketing) and hands it to the SDK's OTLP exporter. Exports run on their own thread: a
+builds the SDK's metric data itself (explicit-bucket histograms with the kernel's bounds, or
+exponential ones at scale 0 from the kernel's powers of two: no re-bucketing either way) and
+hands it to the SDK's OTLP exporter. Exports run on their own thread: a
 slow or refusing collector never blocks /metrics, and nothing queues between exports (each
 is built afresh), so memory stays flat however long the collector is down.
 """
@@ -20,6 +21,9 @@ from typing import Any, cast
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Buckets,
+    ExponentialHistogram,
+    ExponentialHistogramDataPoint,
     Gauge,
     Histogram,
     HistogramDataPoint,
@@ -36,7 +40,7 @@ from opentelemetry.sdk.resources import Resource
 from exporter.catalog import CATALOG
 from exporter.collector.periodic import Periodic
 from exporter.config.schema import OtlpConfig
-from exporter.model import metric
+from exporter.model import exponential, metric
 from exporter.model.labels import LABELS
 from exporter.model.metric import Kind
 from exporter.model.snapshot import Snapshot
@@ -59,8 +63,10 @@ class Point:
     """One exported value with its attributes, before temporality is applied."""
 
     def __init__(self, attributes: Attributes, value: float = 0.0,
-                 buckets: tuple[int, ...] = (), total: float = 0.0) -> None:
+                 buckets: tuple[int, ...] = (), total: float = 0.0,
+                 exp_counts: tuple[int, ...] = ()) -> None:
         self.attributes, self.value, self.buckets, self.total = attributes, value, buckets, total
+        self.exp_counts = exp_counts  # exponential: see exporter/model/metric.Point
 
 
 SeriesKey = tuple[str, tuple[tuple[str, Any], ...]]
@@ -72,9 +78,11 @@ def _series(name: str, p: Point) -> SeriesKey:
 
 
 def metric_points(snap: Snapshot, catalog: Iterable[metric.Metric] = CATALOG,
-                  ) -> Iterator[tuple[metric.Metric, tuple[float, ...], list[Point]]]:
-    """(catalog entry, bounds, points) of each metric with a reading in the snapshot;
-    labels become attributes, numbers among them (ports, status codes) integers."""
+                  ) -> Iterator[tuple[metric.Metric, metric.Reading, list[Point]]]:
+    """(catalog entry, reading, points) of each metric with a reading in the snapshot;
+    labels become attributes, numbers among them (ports, status codes) integers. A
+    histogram read as exponential is exported as one (a metric has one point type, so
+    with `both` the explicit form stays on Prometheus' side)."""
     for entry in catalog:
         reading = entry.read(snap)
         if reading is None:
@@ -83,9 +91,14 @@ def metric_points(snap: Snapshot, catalog: Iterable[metric.Metric] = CATALOG,
         points = [Point({label.attribute: label.otlp_value(value)
                          for label, value in zip(labels, p.labels, strict=True)},
                         p.value, p.buckets if entry.kind is Kind.HISTOGRAM else (
-                            (int(p.value),) if entry.kind is Kind.SUMMARY else ()), p.total)
+                            (int(p.value),) if entry.kind is Kind.SUMMARY else ()), p.total,
+                        _exp_counts(p) if reading.exponential else ())
                   for p in reading.points]
-        yield entry, reading.bounds, points
+        yield entry, reading, points
+
+
+def _exp_counts(p: metric.Point) -> tuple[int, ...]:
+    return p.exp_counts or (0,) * exponential.SLOTS  # a series with none counted yet
 
 
 class SnapshotMetricReader:
@@ -153,21 +166,25 @@ class SnapshotMetricReader:
         start = self._last_ns if self.delta else self.start_ns
         self._next_starts = {}
         metrics = []
-        for entry, bounds, points in metric_points(snap):
+        for entry, reading, points in metric_points(snap):
             if not points:
                 continue  # OTLP has no way to say "a metric with no points yet"
             metrics.append(Metric(entry.otlp, entry.help, entry.unit,
-                                  self._data(entry, bounds, points, start, now_ns)))
+                                  self._data(entry, reading, points, start, now_ns)))
         self._starts, self._built_ns = self._next_starts, now_ns
         return MetricsData([ResourceMetrics(self.resource, [ScopeMetrics(scope(), metrics, "")],
                                             "")])
 
-    def _data(self, entry: metric.Metric, bounds: tuple[float, ...], points: list[Point],
-              start: int, now_ns: int) -> Histogram | Sum | Gauge:
+    def _data(self, entry: metric.Metric, reading: metric.Reading, points: list[Point],
+              start: int, now_ns: int) -> Histogram | ExponentialHistogram | Sum | Gauge:
         name = entry.otlp
+        if entry.kind is Kind.HISTOGRAM and reading.exponential:
+            return ExponentialHistogram([self._exponential_point(
+                name, p, start if self.delta else self._began(name, p), now_ns)
+                for p in points], self._temporality)
         if entry.kind in (Kind.HISTOGRAM, Kind.SUMMARY):  # a summary: a histogram, no bounds
             return Histogram([self._histogram_point(
-                name, p, bounds, start if self.delta else self._began(name, p), now_ns)
+                name, p, reading.bounds, start if self.delta else self._began(name, p), now_ns)
                 for p in points], self._temporality)
         if entry.kind is Kind.GAUGE:
             return Gauge([NumberDataPoint(p.attributes, self.start_ns, now_ns, p.value)
@@ -200,6 +217,18 @@ class SnapshotMetricReader:
         return HistogramDataPoint(p.attributes, start, now_ns, int(q.value), q.total,
                                   list(q.buckets), list(bounds), unknown, unknown)
 
+    def _exponential_point(self, name: str, p: Point, start: int,
+                           now_ns: int) -> ExponentialHistogramDataPoint:
+        """Scale 0: the kernel's bucket (2^(i-1), 2^i] s is OTLP's index i - 1; the zero
+        bucket holds durations of exactly 0 (zero_threshold stays 0). The count is the
+        exponential buckets' own."""
+        q = self._delta(name, p) if self.delta else p
+        offset, counts = exponential.otlp(q.exp_counts[1:])
+        unknown = cast(float, None)  # min and max: see _histogram_point
+        return ExponentialHistogramDataPoint(
+            p.attributes, start, now_ns, sum(q.exp_counts), q.total, 0, q.exp_counts[0],
+            Buckets(offset, list(counts)), Buckets(0, []), 0, unknown, unknown)
+
     def _delta(self, name: str, p: Point) -> Point:
         key = _series(name, p)
         before = self._previous.get(key)
@@ -208,7 +237,8 @@ class SnapshotMetricReader:
             return p  # new, or begun anew (an interface's series dropped, then back)
         return Point(p.attributes, p.value - before.value,
                      tuple(a - b for a, b in zip(p.buckets, before.buckets, strict=True)),
-                     p.total - before.total)
+                     p.total - before.total,
+                     tuple(a - b for a, b in zip(p.exp_counts, before.exp_counts, strict=True)))
 
 
 def reader(config: OtlpConfig, snapshot: Callable[[], Snapshot]) -> SnapshotMetricReader:
