@@ -7,13 +7,9 @@ from __future__ import annotations
 import http.server
 import json
 import subprocess
-import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,16 +17,16 @@ import yaml
 
 from exporter.sinks.protobuf import accepts_protobuf
 from tests.support.dnsmasq import FAIL, dns_both_ways
-from tests.support.exporter_process import Exporter, free_port
+from tests.support.exporter_process import Exporter
 from tests.support.namespaces import Hosts, in_namespace, make_host_link, require_root
 from tests.support.nginx import Nginx
 from tests.support.paths import ROOT
+from tests.support.prometheus import NATIVE_HISTOGRAMS, Prometheus
 
 # Alert expressions compare against thresholds that healthy test traffic does not
 # cross, so they return nothing; they must parse and run, and promtool's unit tests
 # (deploy/prometheus/rules_test.yml) show that each fires when it should.
 NO_DATA_EXPECTED = "alert rules"
-NATIVE_HISTOGRAMS = "--enable-feature=native-histograms"
 
 
 class AcceptRecorder(http.server.BaseHTTPRequestHandler):
@@ -72,48 +68,6 @@ def test_prometheus_asks_for_protobuf_with_native_histograms_on() -> None:
         seen[native] = accepts[0]
     assert accepts_protobuf(seen[True]), seen
     assert not accepts_protobuf(seen[False]), seen
-
-
-class Prometheus:
-    def __init__(self, target: str, *flags: str) -> None:
-        self.dir = tempfile.TemporaryDirectory()
-        root = Path(self.dir.name)
-        self.port = free_port()
-        (root / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(ROOT / "deploy" / "prometheus" / "rules.yml")],
-            "scrape_configs": [{"job_name": "ebpf-net-exporter",
-                                "static_configs": [{"targets": [target]}]}],
-        }))
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={root / 'prometheus.yml'}",
-             f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", *flags],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("prometheus did not become ready") from None
-                time.sleep(0.2)
-
-    def query(self, expr: str) -> dict[str, Any]:
-        url = (f"http://127.0.0.1:{self.port}/api/v1/query?"
-               + urllib.parse.urlencode({"query": expr}))
-        try:
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                body: dict[str, Any] = json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            body = json.loads(err.read())
-        return body
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.dir.cleanup()
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
