@@ -126,16 +126,23 @@ def drive_traffic(link: Hosts, seconds: float, silent_port: int = 8098) -> None:
 
 
 # With native histograms on, Prometheus asks for the protobuf exposition (see
-# test_prometheus_asks_for_protobuf_with_native_histograms_on): every query must still work.
-@pytest.mark.parametrize("flags", [(), (NATIVE_HISTOGRAMS,)], ids=["text", "protobuf"])
-def test_every_dashboard_and_rule_expression_returns_data(link: Hosts,
-                                                          flags: tuple[str, ...]) -> None:
+# test_prometheus_asks_for_protobuf_with_native_histograms_on): every query must still work,
+# with the histograms classic and, when every family is counted exponentially, native only
+# (Prometheus then keeps no _bucket, _count or _sum series: the expressions read both).
+@pytest.mark.parametrize("run,flags,form", [
+    (0, (), "explicit"), (1, (NATIVE_HISTOGRAMS,), "explicit"),
+    (2, (NATIVE_HISTOGRAMS,), "exponential")], ids=["text", "protobuf", "native"])
+def test_every_dashboard_and_rule_expression_returns_data(link: Hosts, run: int,
+                                                          flags: tuple[str, ...],
+                                                          form: str) -> None:
     remote, local = Nginx(link.server_ns), Nginx("", port=8097)
     exporter = Exporter({"interfaces": [link.interface], "bpf_stats": True, "interval": "500ms",
-                         "http": {"request_timeout": "1s"}, "dns": {"query_timeout": "1s"}})
+                         "connections": {"histogram": form, "rtt_histogram": form},
+                         "http": {"request_timeout": "1s", "histogram": form},
+                         "dns": {"query_timeout": "1s", "histogram": form}})
     prometheus = Prometheus(f"127.0.0.1:{exporter.port}", *flags)
     try:
-        drive_traffic(link, 20, 8098 + len(flags))
+        drive_traffic(link, 20, 8098 + run)
         time.sleep(3)  # a few more scrapes and rule evaluations
 
         # The live exposition passes promtool's lint: names, units, help texts.
