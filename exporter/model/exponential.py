@@ -94,7 +94,8 @@ def lengths(**fields: str) -> dict[str, int]:
 
 def read_counts(value: Any, field: str, form: str) -> tuple[int, ...]:
     """A kernel value's exponential counts (its array `field`), if the form counts them."""
-    return tuple(int(c) for c in getattr(value, field)) if counts_exponential(form) else ()
+    # A ctypes array of u64 iterates as ints: tuple() is the whole decoding.
+    return tuple(getattr(value, field)) if counts_exponential(form) else ()
 
 
 @dataclass(frozen=True)
