@@ -99,9 +99,10 @@ class DnsInspection:
         self.bpf = bpf
         self.workloads, self.keep_gone = workloads, keep_gone
         self._stats = bpf["dns_stats"]
+        self._bounds = exponential.explicit_bounds(config.buckets, config.histogram)
         contract.check_lengths(self._stats.Leaf, {
-            "buckets": len(exponential.explicit_bounds(config.buckets, config.histogram)) + 1,
-            **exponential.lengths(exp=config.histogram)}, "dns.c", __name__)
+            "buckets": len(self._bounds) + 1, **exponential.lengths(exp=config.histogram)},
+            "dns.c", __name__)
         self._queries = bpf["dns_queries"]
         self._clock = clock
         self.unanswered: Counter[tuple[str, str, str]] = Counter()
@@ -133,7 +134,7 @@ class DnsInspection:
         series = merge_series(s for s in (decode_series(k, v, self.config, self.workloads)
                                           for k, v in live) if s is not None)
         snapshot = DnsSnapshot(
-            bucket_bounds=exponential.explicit_bounds(self.config.buckets, self.config.histogram),
+            bucket_bounds=self._bounds,
             exponential=exponential.counts_exponential(self.config.histogram),
             name_label=self.config.name_label,
             series=series,

@@ -115,9 +115,10 @@ class HttpInspection:
         self.bpf = bpf
         self.workloads, self.keep_gone = workloads, keep_gone
         self._stats = self.bpf["http_stats"]
+        self._bounds = exponential.explicit_bounds(config.buckets, config.histogram)
         contract.check_lengths(self._stats.Leaf, {
-            "buckets": len(exponential.explicit_bounds(config.buckets, config.histogram)) + 1,
-            **exponential.lengths(exp=config.histogram)}, "http.c", __name__)
+            "buckets": len(self._bounds) + 1, **exponential.lengths(exp=config.histogram)},
+            "http.c", __name__)
         # The connection maps' layouts come from the compiled program's types.
         self.expiry = Expiry(self.bpf["http_states"], self.bpf["http_probation"], config)
         self._insert_overflow_series()
@@ -140,7 +141,7 @@ class HttpInspection:
         series = merge_series(s for s in (decode_series(k, v, self.config, self.workloads)
                                           for k, v in live) if s is not None)
         snapshot = HttpSnapshot(
-            bucket_bounds=exponential.explicit_bounds(self.config.buckets, self.config.histogram),
+            bucket_bounds=self._bounds,
             exponential=exponential.counts_exponential(self.config.histogram),
             route_label=self.config.route_label,
             series=series,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
+from exporter.model import exponential
 from exporter.model.snapshot import Snapshot
 
 T = TypeVar("T")
@@ -36,6 +37,11 @@ class Point:
     # Histograms read as exponential: the zero bucket's count, then each bucket's from
     # exporter/model/exponential.FIRST (not cumulative).
     exp_counts: tuple[int, ...] = ()
+
+    @property
+    def exp_slots(self) -> tuple[int, ...]:
+        """exp_counts, or every slot 0 for a series that has none counted yet."""
+        return self.exp_counts or (0,) * exponential.SLOTS
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from prometheus_client.samples import BucketSpan, NativeHistogram
 
 from exporter.catalog import CATALOG
 from exporter.config.schema import ListenAddress
-from exporter.model import exponential, metric
+from exporter.model import metric
 from exporter.model.metric import Kind, Reading
 from exporter.model.snapshot import Snapshot
 from exporter.sinks.web.config import WebConfig
@@ -42,15 +41,16 @@ class SnapshotCollector(Collector):
 
 
 class HistogramFamily(HistogramMetricFamily):
-    """A histogram family whose series may carry native (exponential) buckets beside the
-    classic ones, by label values: the text expositions write the classic samples only, the
-    protobuf one both (exporter/sinks/protobuf.py). prometheus_client's samples could carry
-    them too, but its text exposition would then write them as samples of their own."""
+    """A histogram family whose series may carry exponential counts beside the classic
+    buckets, kept as points by label values: the text expositions write the classic samples
+    only, the protobuf one turns the points into native buckets too (exporter/sinks/
+    protobuf.py), so that a text scrape does no such work. prometheus_client's samples could
+    carry native buckets, but its text exposition would then write them as samples."""
 
     def __init__(self, name: str, documentation: str, labels: list[str],
                  classic: bool = True) -> None:
         super().__init__(name, documentation, labels=labels)
-        self.native: dict[tuple[str, ...], NativeHistogram] = {}
+        self.exponential: dict[tuple[str, ...], metric.Point] = {}
         self.classic = classic  # False: the classic buckets are the +Inf one alone
 
 
@@ -63,7 +63,7 @@ def family(entry: metric.Metric, reading: Reading) -> Metric:
         for p in reading.points:
             histogram.add_metric(list(p.labels), cumulative(bounds, p.buckets), p.total)
             if reading.exponential:
-                histogram.native[p.labels] = native_histogram(p)
+                histogram.exponential[p.labels] = p
         return histogram
     if entry.kind is Kind.SUMMARY:
         summary = SummaryMetricFamily(entry.name, entry.help, labels=labels)
@@ -77,23 +77,6 @@ def family(entry: metric.Metric, reading: Reading) -> Metric:
     for p in reading.points:
         numbers.add_metric(list(p.labels), p.value)
     return numbers
-
-
-# Prometheus 2.42 tells a native histogram from a classic one by a zero threshold above 0 or
-# filled buckets: a threshold of 2^-128 s (client_golang's default) keeps an empty native
-# histogram native, and takes nothing but 0 (durations are whole nanoseconds).
-ZERO_THRESHOLD = 2.0 ** -128
-
-
-def native_histogram(p: metric.Point) -> NativeHistogram:
-    """A point's exponential counts as a schema-0 native histogram (an empty one for a
-    series the kernel has no exponential counts for)."""
-    counts = p.exp_counts or (0,) * exponential.SLOTS
-    sparse = exponential.native(counts[1:])
-    return NativeHistogram(
-        count_value=sum(counts), sum_value=p.total, schema=0, zero_threshold=ZERO_THRESHOLD,
-        zero_count=counts[0], pos_spans=[BucketSpan(*span) for span in sparse.spans],
-        pos_deltas=list(sparse.deltas))
 
 
 def cumulative(bounds: list[str], counts: tuple[int, ...]) -> list[tuple[str, float]]:

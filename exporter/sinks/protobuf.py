@@ -12,10 +12,16 @@ import struct
 from collections.abc import Iterable
 
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import BucketSpan, NativeHistogram
+
+from exporter.model import exponential
+from exporter.model.metric import Point
 
 CONTENT_TYPE = ("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; "
                 "encoding=delimited")
+# Prometheus 2.42 tells a native histogram from a classic one by a zero threshold above 0 or
+# filled buckets: a threshold of 2^-128 s (client_golang's default) keeps an empty native
+# histogram native, and takes nothing but 0 (durations are whole nanoseconds).
+ZERO_THRESHOLD = 2.0 ** -128
 # MetricType in metrics.proto.
 TYPES = {"counter": 0, "gauge": 1, "summary": 2, "untyped": 3, "unknown": 3, "histogram": 4,
          "gaugehistogram": 5}
@@ -87,12 +93,13 @@ def family_bytes(family: Metric) -> bytes:
         for s in family.samples:
             base = tuple((n, v) for n, v in s.labels.items() if n not in ("le", "quantile"))
             groups.setdefault(base, []).append((s.name[len(family.name):], s.labels, s.value))
-        native: dict[tuple[str, ...], NativeHistogram] = getattr(family, "native", {})
+        # Exponential counts, by label values (exporter/sinks/prometheus.HistogramFamily).
+        points: dict[tuple[str, ...], Point] = getattr(family, "exponential", {})
         classic = getattr(family, "classic", True)
         for labels, samples in groups.items():
             metrics.append(label_pairs(dict(labels)) + (
                 summary(samples) if kind == "summary" else
-                histogram(samples, native.get(tuple(v for _, v in labels)), classic)))
+                histogram(samples, points.get(tuple(v for _, v in labels)), classic)))
     else:
         for s in family.samples:
             if kind == "counter" and not s.name.endswith("_total"):
@@ -105,34 +112,37 @@ def family_bytes(family: Metric) -> bytes:
 
 
 def histogram(samples: list[tuple[str, dict[str, str], float]],
-              native: NativeHistogram | None = None, classic: bool = True) -> bytes:
+              exp: Point | None = None, classic: bool = True) -> bytes:
     """Metric.histogram = 7: {sample_count = 1, sample_sum = 2, bucket = 3: {cumulative_count
-    = 1, upper_bound = 2}}, with `native` its native fields too (see native_fields); with
-    `classic` False, no classic buckets (the +Inf one is the count)."""
+    = 1, upper_bound = 2}}, with `exp` (a point's exponential counts) its native fields too
+    (see native_fields); with `classic` False, no classic buckets (the +Inf one is the
+    count)."""
     body = b""
     buckets = b""
     for suffix, labels, value in samples:
         if suffix in ("_count", "_gcount"):
-            body += uint(1, int(value if native is None else native.count_value))
+            body += uint(1, int(value if exp is None else sum(exp.exp_slots)))
         elif suffix in ("_sum", "_gsum"):
             body += double(2, value)
         elif suffix == "_bucket" and classic:
             bound = float(labels["le"])
             buckets += nested(3, uint(1, int(value)) + double(2, bound))
-    return nested(7, body + buckets + (native_fields(native) if native is not None else b""))
+    return nested(7, body + buckets + (native_fields(exp.exp_slots) if exp is not None else b""))
 
 
-def native_fields(h: NativeHistogram) -> bytes:
-    """Histogram's native fields: schema = 5 (written though 0: its presence marks the
-    histogram native for today's Prometheus), zero_threshold = 6, zero_count = 7,
-    positive_span = 12: {offset = 1 (sint32), length = 2}, positive_delta = 13 (sint64). A
-    histogram with no buckets filled gets a span of length 0, as the schema asks of empty
-    native histograms. The count is the native buckets' (the classic ones are counted
-    apart in the kernel, and may be one observation ahead or behind)."""
-    spans = h.pos_spans or [BucketSpan(0, 0)]
-    return (sint(5, h.schema) + double(6, h.zero_threshold) + uint(7, int(h.zero_count))
+def native_fields(slots: tuple[int, ...]) -> bytes:
+    """Histogram's native fields for exponential counts (the zero bucket's, then each from
+    exponential.FIRST): schema = 5, 0 (written though 0: its presence marks the histogram
+    native for today's Prometheus), zero_threshold = 6, zero_count = 7, positive_span = 12:
+    {offset = 1 (sint32), length = 2}, positive_delta = 13 (sint64). A histogram with no
+    buckets filled gets a span of length 0, as the schema asks of empty native histograms.
+    The count is the native buckets' (the classic ones are counted apart in the kernel, and
+    may be one observation ahead or behind)."""
+    sparse = exponential.native(slots[1:])
+    spans = sparse.spans or ((0, 0),)
+    return (sint(5, 0) + double(6, ZERO_THRESHOLD) + uint(7, slots[0])
             + b"".join(nested(12, sint(1, offset) + uint(2, length)) for offset, length in spans)
-            + b"".join(sint(13, delta) for delta in h.pos_deltas or ()))
+            + b"".join(sint(13, delta) for delta in sparse.deltas))
 
 
 def summary(samples: list[tuple[str, dict[str, str], float]]) -> bytes:

@@ -5,6 +5,7 @@ carries scale-0 exponential points, cumulative and delta."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import ExponentialHistogram, Histogram
@@ -26,8 +27,8 @@ from exporter.model.snapshot import (
 )
 from exporter.sinks.otlp.metrics import SnapshotMetricReader
 from exporter.sinks.otlp.setup import resource
-from exporter.sinks.prometheus import ZERO_THRESHOLD, SnapshotCollector
-from exporter.sinks.protobuf import exposition
+from exporter.sinks.prometheus import SnapshotCollector
+from exporter.sinks.protobuf import ZERO_THRESHOLD, exposition
 from tests.unit.test_catalog import Recorder, every_part
 from tests.unit.test_protobuf_exposition import decode
 
@@ -169,7 +170,6 @@ def test_otlp_carries_scale_0_exponential_points_cumulative_and_delta() -> None:
     # A family counted explicitly stays an explicit histogram.
     plain = snapshot()
     assert plain.http is not None
-    from dataclasses import replace
     current[0] = replace(plain, http=replace(plain.http, exponential=False))
     data = exported(SnapshotMetricReader(lambda: current[0], Recorder(),
                                          resource(OtlpConfig()), 1, 1, delta=False))

@@ -92,13 +92,10 @@ def metric_points(snap: Snapshot, catalog: Iterable[metric.Metric] = CATALOG,
                          for label, value in zip(labels, p.labels, strict=True)},
                         p.value, p.buckets if entry.kind is Kind.HISTOGRAM else (
                             (int(p.value),) if entry.kind is Kind.SUMMARY else ()), p.total,
-                        _exp_counts(p) if reading.exponential else ())
+                        p.exp_slots if reading.exponential else ())
                   for p in reading.points]
         yield entry, reading, points
 
-
-def _exp_counts(p: metric.Point) -> tuple[int, ...]:
-    return p.exp_counts or (0,) * exponential.SLOTS  # a series with none counted yet
 
 
 class SnapshotMetricReader:
